@@ -1,0 +1,1 @@
+"""CargoScan runtime: scan decoding, pre-processing, rendering (torch-free)."""

@@ -1,0 +1,133 @@
+"""The `cargoscan` command line.
+
+Every subcommand's heavy imports happen inside its handler, so `cargoscan --help`
+stays instant and the torch-free runtime never pulls in training code unless a
+training subcommand is actually run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "render",
+        help="render a scan as one of the officer views (grey, inverse, material, window, edge)",
+    )
+    p.add_argument("scan", type=Path, help="high-energy (or only) channel image: PNG, TIFF or JPEG")
+    p.add_argument("--low", type=Path, default=None, help="low-energy channel image, if any")
+    p.add_argument(
+        "--view",
+        default="grey",
+        choices=["grey", "inverse", "material", "window", "edge"],
+        help="which view to draw (default: grey)",
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        nargs=2,
+        metavar=("LEVEL", "WIDTH"),
+        default=None,
+        help="contrast window on attenuation -ln(T) for --view window (default: automatic)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output picture (PNG or JPEG)")
+    p.set_defaults(handler=_run_render)
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from inference.render import render_to_file
+    from inference.scan import ScanError, load_scan
+
+    try:
+        scan = load_scan(args.scan, args.low)
+    except ScanError as exc:
+        print(f"cargoscan render: {exc}", file=sys.stderr)
+        return 2
+    window = tuple(args.window) if args.window else None
+    render_to_file(scan, args.out, view=args.view, window=window)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="generate a synthetic labelled dual-energy scan data set (COCO)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--count", type=int, required=True, help="number of scans")
+    p.add_argument("--seed", type=int, default=0, help="seed; same arguments give identical bytes")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument(
+        "--clean-fraction",
+        type=float,
+        default=1 / 3,
+        help="share of scans with no threat (default: a third)",
+    )
+    p.add_argument("--pitch", type=float, default=5.0, help="pixel pitch in mm (default 5)")
+    p.add_argument(
+        "--energies",
+        type=float,
+        nargs=2,
+        metavar=("HIGH_MV", "LOW_MV"),
+        default=(6.0, 4.0),
+        help="linac end-point energies in MV (default 6 4)",
+    )
+    p.add_argument(
+        "--contact-sheet",
+        type=Path,
+        default=None,
+        help="also write a contact sheet of the first scans (material view, labelled boxes)",
+    )
+    p.set_defaults(handler=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from training.synth.dataset import SynthConfig, write_dataset
+
+    if args.count < 1:
+        print("cargoscan synth: --count must be at least 1", file=sys.stderr)
+        return 2
+    if not 0.0 <= args.clean_fraction <= 1.0:
+        print("cargoscan synth: --clean-fraction must be between 0 and 1", file=sys.stderr)
+        return 2
+    config = SynthConfig(
+        pitch_mm=args.pitch,
+        high_mv=args.energies[0],
+        low_mv=args.energies[1],
+        clean_fraction=args.clean_fraction,
+    )
+    summary = write_dataset(
+        args.out, count=args.count, seed=args.seed, workers=args.workers, config=config
+    )
+    print(summary)
+    if args.contact_sheet is not None:
+        from training.synth.contact_sheet import write_contact_sheet
+
+        write_contact_sheet(args.out, args.contact_sheet)
+        print(f"wrote {args.contact_sheet}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_synth]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cargoscan",
+        description="CargoScan: finds contraband and anomalies in cargo X-ray scans.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

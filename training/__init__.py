@@ -1,0 +1,1 @@
+"""CargoScan training side: synthetic data generation and (later) model training."""

@@ -1,0 +1,1 @@
+"""Physics-based synthetic dual-energy cargo X-ray scans with exact labels (numpy only)."""

@@ -1,0 +1,302 @@
+"""One synthetic scan: vehicle, container(s), load, manifest, threats, physics, labels.
+
+`generate_scan(index, seed, config)` is a pure function of its arguments: it
+seeds its own generator from (seed, index), so a data set comes out byte for
+byte the same whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from training.synth.cargo import COMMODITIES, LoadedItem, load_container
+from training.synth.geometry import Canvas
+from training.synth.physics import DetectorModel, linac_spectrum, polychromatic_transmission
+from training.synth.threats import CATEGORIES, DRAW, MIN_ROOM, DrawnThreat, Placement
+from training.synth.vehicle import ContainerBox, draw_container, draw_tractor, draw_trailer_chassis
+
+DETECTOR_HEIGHT_MM = 4000.0  # detector column height: 800 px at 5 mm
+CATEGORY_WEIGHTS = {"firearm": 0.24, "narcotics": 0.26, "cigarettes": 0.17, "currency": 0.17, "person": 0.16}
+# Minimum mass thickness (g/cm^2) that counts as part of a threat's mask.
+MASK_THRESHOLD = 0.05
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Scanner and data-set settings (all recorded in the annotations)."""
+
+    pitch_mm: float = 5.0
+    high_mv: float = 6.0
+    low_mv: float = 4.0
+    clean_fraction: float = 1 / 3
+    max_threats: int = 4
+    detector: DetectorModel = field(default_factory=DetectorModel)
+    low_quanta_scale: float = 0.6  # the low-energy pulse carries less dose
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.detector
+        return {
+            "pitch_mm": self.pitch_mm,
+            "high_mv": self.high_mv,
+            "low_mv": self.low_mv,
+            "clean_fraction": self.clean_fraction,
+            "max_threats": self.max_threats,
+            "detector": {k: getattr(d, k) for k in d.__dataclass_fields__},
+            "low_quanta_scale": self.low_quanta_scale,
+        }
+
+
+@dataclass
+class ThreatLabel:
+    category: str
+    subtype: str
+    where: str
+    bbox: tuple[int, int, int, int]  # x, y, w, h in pixels (COCO)
+    mask: np.ndarray  # bool (H, W)
+    mass_kg: float
+
+
+@dataclass
+class SynthScan:
+    high: np.ndarray  # uint16
+    low: np.ndarray  # uint16
+    threats: list[ThreatLabel]
+    cargo_region: tuple[int, int, int, int]  # x0, y0, x1, y1 pixels
+    info: dict[str, Any]  # manifests, load, vehicle, scanner
+
+
+@dataclass
+class _Layout:
+    canvas: Canvas
+    containers: list[ContainerBox]
+    wheel_xs: list[float]
+    cab: tuple[float, float, float, float] | None
+
+
+def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout, dict[str, Any]]:
+    """Decide the layout in mm, size the canvas to it, and draw tractor, chassis and boxes."""
+    r = rng.random()
+    arrangement = "20ft" if r < 0.42 else ("40ft" if r < 0.85 else "2x20ft")
+    high_cube = arrangement == "40ft" and rng.random() < 0.35
+    lengths = {"20ft": [20], "40ft": [40], "2x20ft": [20, 20]}[arrangement]
+    reefers = [bool(rng.random() < 0.12) for _ in lengths]
+    deck_y = rng.uniform(1250, 1400)
+    kingpin_setback = rng.uniform(700, 1100)
+    tractor_rear_overhang = rng.uniform(300, 700)
+    # Tractor: rear at x_t; its fifth wheel lies under the trailer front.
+    tractor_len = 6200.0
+    gap = 50.0
+    box_lengths = [6058.0 if n == 20 else 12192.0 for n in lengths]
+    trailer_len = sum(box_lengths) + gap * (len(lengths) - 1) + rng.uniform(100, 600)
+    # Where the scan starts: whole truck (gantry, driver out) or cab-avoidance
+    # portals that start the high dose behind the cab.
+    whole_truck = rng.random() < 0.35
+    x_tractor_front = 0.0
+    x_tractor_rear = x_tractor_front + tractor_len
+    if whole_truck:
+        start = x_tractor_front - rng.uniform(200, 900)
+    else:
+        start = x_tractor_front + rng.uniform(2600, tractor_len - 200)
+    # Trailer front overhangs the tractor's rear by the kingpin setback region.
+    trailer_front = x_tractor_rear - tractor_rear_overhang - 1500 + kingpin_setback
+    trailer_rear = trailer_front + trailer_len
+    end = trailer_rear + rng.uniform(200, 1500)
+    pitch = cfg.pitch_mm
+    width_px = int(round((end - start) / pitch))
+    height_px = int(round(DETECTOR_HEIGHT_MM / pitch))
+    bottom = rng.uniform(250, 450)
+    c = Canvas(width_px, height_px, pitch, top_mm=bottom + DETECTOR_HEIGHT_MM)
+    # Shift the world so x = 0 is the first column.
+    dx = -start
+    draw_tractor(c, x_tractor_rear + dx, rng)
+    n_axles = 3 if trailer_len > 9000 else int(rng.integers(1, 3))
+    draw_trailer_chassis(c, trailer_front + dx, trailer_rear + dx, deck_y, n_axles, rng)
+    boxes = []
+    x = trailer_front + dx + rng.uniform(0, 150)
+    for n, reefer in zip(lengths, reefers, strict=True):
+        boxes.append(draw_container(c, x, deck_y, n, high_cube, reefer, rng))
+        x = boxes[-1].x1 + gap
+    cab = None
+    if start < x_tractor_front + 2400:
+        cab = (x_tractor_front + dx, deck_y - 200, x_tractor_front + 2400 + dx, deck_y + 2300)
+    layout = _Layout(c, boxes, [], cab)
+    vehicle = {
+        "arrangement": arrangement,
+        "high_cube": high_cube,
+        "reefer": reefers,
+        "whole_truck": whole_truck,
+        "axles": n_axles,
+        "length_mm": round(end - start),
+    }
+    return layout, vehicle
+
+
+def _manifests(items: list[list[LoadedItem]], rng: np.random.Generator) -> tuple[list[dict], list[dict], str | None]:
+    """True manifest from what was loaded; a declared one that is usually right."""
+    true_lines = []
+    for k, box_items in enumerate(items):
+        for it in box_items:
+            true_lines.append(
+                {
+                    "container": k,
+                    "hs_code": it.commodity.hs_code,
+                    "description": it.commodity.description,
+                    "declared_weight_kg": round(it.mass_kg, 1),
+                    "quantity": it.packages,
+                }
+            )
+    declared = [dict(line) for line in true_lines]
+    for line in declared:  # shippers round and estimate
+        line["declared_weight_kg"] = float(round(line["declared_weight_kg"] * rng.uniform(0.97, 1.03), -1))
+    discrepancy: str | None = None
+    r = rng.random()
+    if not true_lines:
+        if r < 0.08:
+            com = COMMODITIES[int(rng.integers(len(COMMODITIES)))]
+            declared = [{"container": 0, "hs_code": com.hs_code, "description": com.description, "declared_weight_kg": float(rng.integers(2, 20) * 1000), "quantity": int(rng.integers(10, 200))}]
+            discrepancy = "declared_loaded_but_empty"
+    elif r < 0.05:
+        declared = []
+        discrepancy = "declared_empty_but_loaded"
+    elif r < 0.14 and len(declared) >= 2:
+        declared.pop(int(rng.integers(len(declared))))
+        discrepancy = "undeclared_goods"
+    elif r < 0.23:
+        k = int(rng.integers(len(declared)))
+        others = [c for c in COMMODITIES if c.description != declared[k]["description"] and c.material != _material_of(declared[k]["description"])]
+        com = others[int(rng.integers(len(others)))]
+        declared[k].update(hs_code=com.hs_code, description=com.description)
+        discrepancy = "false_description"
+    elif r < 0.28:
+        k = int(rng.integers(len(declared)))
+        declared[k]["declared_weight_kg"] = float(round(declared[k]["declared_weight_kg"] * rng.uniform(0.35, 0.65), -1))
+        discrepancy = "weight_mismatch"
+    return true_lines, declared, discrepancy
+
+
+def _material_of(description: str) -> str | None:
+    return next((c.material for c in COMMODITIES if c.description == description), None)
+
+
+def _spots(layout: _Layout, items: list[list[LoadedItem]], rng: np.random.Generator) -> list[tuple[Placement, tuple[str, ...]]]:
+    """Places threats can go, with the categories that make sense there."""
+    spots: list[tuple[Placement, tuple[str, ...]]] = []
+    for box, box_items in zip(layout.containers, items, strict=True):
+        for it in box_items:
+            for b in it.blocks:
+                spots.append((Placement((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2, b.x1 - b.x0, b.y1 - b.y0, b.depth_mm, b.material, b.bulk_density, "load"), CATEGORIES))
+        # Free floor space: an empty box, or the door end of a part load.
+        used_x1 = max((b.x1 for it in box_items for b in it.blocks), default=box.inner_x0)
+        if box.inner_x1 - used_x1 > 700:
+            w = box.inner_x1 - used_x1 - 100
+            spots.append((Placement(used_x1 + 50 + w / 2, box.floor_y + 500, w, 1000, 2000, None, 0.0, "floor"), CATEGORIES))
+        # Concealments in the container structure: under the floor, behind a
+        # false front wall, in the roof.
+        L = box.x1 - box.x0
+        spots.append((Placement(box.x0 + L * rng.uniform(0.2, 0.8), box.y0 + 85, L * 0.5, 110, 2000, None, 0.0, "floor_cavity"), ("narcotics", "currency")))
+        spots.append((Placement(box.inner_x0 + 110, (box.floor_y + box.ceiling_y) / 2, 220, box.ceiling_y - box.floor_y - 100, 2200, None, 0.0, "front_wall"), ("narcotics", "currency", "cigarettes", "firearm")))
+        if box.reefer:
+            spots.append((Placement(box.x0 + 220, box.y0 + 1000, 340, 900, 1500, None, 0.0, "reefer_unit"), ("narcotics", "currency")))
+    c = layout.canvas
+    if layout.cab is not None:
+        x0, y0, x1, y1 = layout.cab
+        spots.append((Placement((x0 + x1) / 2 + 300, (y0 + y1) / 2 + 500, 1200, 1200, 1800, None, 0.0, "cab"), ("firearm", "currency", "narcotics", "cigarettes")))
+    # Trailer tyres: bricks in the tyre cavity, seen inside the wheel ring.
+    rubber = c.maps.get("rubber")
+    if rubber is not None:
+        cols = np.flatnonzero(rubber[int(c.height_px * 0.8) :].max(axis=0) > 5)
+        if cols.size:
+            xc = float(cols[int(rng.integers(cols.size))]) * c.pitch_mm
+            spots.append((Placement(xc, 500, 300, 160, 250, None, 0.0, "tyre"), ("narcotics",)))
+    return spots
+
+
+def _place_threats(layout: _Layout, items: list[list[LoadedItem]], n: int, rng: np.random.Generator) -> list[DrawnThreat]:
+    c = layout.canvas
+    spots = _spots(layout, items, rng)
+    drawn: list[DrawnThreat] = []
+    taken: list[tuple[float, float, float, float]] = []
+    names = list(CATEGORY_WEIGHTS)
+    probs = np.array([CATEGORY_WEIGHTS[k] for k in names])
+    for _ in range(n):
+        for _attempt in range(20):
+            cat = names[int(rng.choice(len(names), p=probs / probs.sum()))]
+            mw, mh, md = MIN_ROOM[cat]
+            fits = [s for s in spots if cat in s[1] and s[0].max_w >= mw * 0.6 and s[0].max_h >= mh * 0.4 and s[0].depth_mm >= md * 0.5]
+            if not fits:
+                continue
+            spot, _ = fits[int(rng.integers(len(fits)))]
+            # A random point inside the spot that leaves room for the object.
+            hw, hh = max(spot.max_w / 2 - mw / 2, 0), max(spot.max_h / 2 - mh / 2, 0)
+            cx, cy = spot.cx + rng.uniform(-hw, hw), spot.cy + rng.uniform(-hh, hh)
+            if spot.where == "floor":
+                cy = spot.cy - spot.max_h / 2 + mh / 2 + 20
+            if any(abs(cx - tx) < (mw + tw) / 2 and abs(cy - ty) < (mh + th) / 2 for tx, ty, tw, th in taken):
+                continue
+            place = Placement(cx, cy, min(spot.max_w, mw * 2.5), min(spot.max_h, mh * 2.5), spot.depth_mm, spot.host_material, spot.host_density, spot.where)
+            threat = DRAW[cat](c, place, rng)
+            if place.host_material is not None and place.host_density > 0:
+                # The threat takes the place of cargo: remove what it displaces.
+                displaced = threat.mass / threat.mean_density * place.host_density
+                c.remove_path(place.host_material, (0, 0, c.width_px, c.height_px), displaced)
+            drawn.append(threat)
+            taken.append((cx, cy, mw, mh))
+            break
+    return drawn
+
+
+def _label(threat: DrawnThreat, pitch_mm: float) -> ThreatLabel | None:
+    mask = threat.mass > MASK_THRESHOLD
+    if mask.sum() < 12:
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+    mass_kg = float(threat.mass.sum(dtype=np.float64)) * (pitch_mm / 10) ** 2 / 1000
+    return ThreatLabel(threat.category, threat.subtype, threat.where, bbox, mask, mass_kg)
+
+
+def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
+    """Generate scan number `index` of the data set with this seed."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    layout, vehicle = _build_vehicle(rng, cfg)
+    c = layout.canvas
+    load_kinds, items = [], []
+    for box in layout.containers:
+        kind, box_items = load_container(c, box, rng)
+        load_kinds.append(kind)
+        items.append(box_items)
+    true_manifest, declared_manifest, discrepancy = _manifests(items, rng)
+    clean = rng.random() < cfg.clean_fraction
+    n_threats = 0 if clean else int(min(rng.geometric(0.55), cfg.max_threats))
+    drawn = _place_threats(layout, items, n_threats, rng)
+    labels = [lab for t in drawn if (lab := _label(t, cfg.pitch_mm)) is not None]
+
+    high_spec = linac_spectrum(cfg.high_mv)
+    low_spec = linac_spectrum(cfg.low_mv)
+    t_high = polychromatic_transmission(c.maps, high_spec)
+    t_low = polychromatic_transmission(c.maps, low_spec)
+    det = cfg.detector
+    row_gain = 1.0 + det.row_gain_sigma * rng.standard_normal(c.height_px)
+    high = det.expose(t_high, rng, row_gain=row_gain)
+    low = det.expose(t_low, rng, row_gain=row_gain * (1 + 0.3 * det.row_gain_sigma * rng.standard_normal(c.height_px)), quanta_scale=cfg.low_quanta_scale)
+
+    x0 = min(b.x0 for b in layout.containers)
+    x1 = max(b.x1 for b in layout.containers)
+    y1 = max(b.y1 for b in layout.containers)
+    y0 = min(b.y0 for b in layout.containers)
+    col0, row0, col1, row1 = c.box_px(x0, y0, x1, y1)
+    cargo_region = (max(int(col0), 0), max(int(row0), 0), min(int(np.ceil(col1)), c.width_px), min(int(np.ceil(row1)), c.height_px))
+    info = {
+        "vehicle": vehicle,
+        "load": load_kinds,
+        "true_manifest": true_manifest,
+        "declared_manifest": declared_manifest,
+        "manifest_discrepancy": discrepancy,
+        "clean": not labels,
+        "scanner": {"kind": "portal", "high_mv": cfg.high_mv, "low_mv": cfg.low_mv, "pixel_pitch_mm": cfg.pitch_mm},
+    }
+    return SynthScan(high, low, labels, cargo_region, info)

@@ -1,0 +1,248 @@
+"""Tractor unit, trailer chassis, wheels and ISO containers as ray-sum primitives.
+
+Dimensions follow ISO 668 / ISO 1496 containers (20 ft: 6058 mm long, 40 ft:
+12192 mm; 2591 mm high, 2896 mm high-cube; 2438 mm wide) and common European
+semi-trailers. What makes a container look like one in a transmission image is
+the structure seen edge-on: end walls, corner posts, roof and floor run along
+the beam and show as dark lines; side walls are crossed at right angles and
+barely show, but their corrugation leaves fine vertical stripes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.synth.geometry import Canvas
+
+STEEL = 7.85  # g/cm^3
+RUBBER = 1.15
+WOOD = 0.65
+ALU = 2.70
+
+CONTAINER_WIDTH = 2438.0
+INNER_WIDTH = 2352.0
+
+
+@dataclass
+class ContainerBox:
+    """Where a container sits (mm) and its usable interior, for loads and threats."""
+
+    x0: float
+    x1: float
+    y0: float  # bottom (deck) height
+    y1: float  # roof height
+    inner_x0: float
+    inner_x1: float
+    floor_y: float
+    ceiling_y: float
+    length_ft: int
+    reefer: bool
+
+
+def draw_wheel(c: Canvas, cx: float, radius: float, rng: np.random.Generator, dual: bool = True) -> None:
+    """A wheel set on one axle seen from the side: both sides of the vehicle, duals or singles.
+
+    Tyres are hollow: the rays cross their sidewalls, and run the full tread
+    width through the tread and the steel belt, which gives the dark outer ring
+    of real scans. Rim barrel, disc, brake drum, hub and axle are steel.
+    """
+    tyres = 4 if dual else 2
+    cy = radius
+    tread_w = rng.uniform(260, 320)
+    c.add_annulus_z("rubber", cx, cy, radius * 0.56, radius - 22, 2 * 14 * tyres, RUBBER)
+    c.add_annulus_z("rubber", cx, cy, radius - 22, radius, tread_w * tyres * 0.9, RUBBER)
+    c.add_annulus_z("steel", cx, cy, radius - 30, radius - 24, tread_w * tyres * 0.25, STEEL)
+    rim = radius * 0.56
+    c.add_annulus_z("steel", cx, cy, rim - 9, rim, 230 * tyres * 0.8, STEEL)
+    c.add_annulus_z("steel", cx, cy, rim * 0.45, rim - 9, 12 * tyres, STEEL)
+    c.add_annulus_z("steel", cx, cy, rim * 0.62, rim * 0.78, 150 * 2, STEEL)  # brake drums
+    c.add_cylinder_z("steel", cx, cy, rim * 0.32, 2 * 260, STEEL)  # hubs
+    c.add_cylinder_z("steel", cx, cy, 65, 1750, STEEL)  # axle beam
+    for k in range(10):  # wheel studs: small dense dots on a circle
+        a = 2 * np.pi * k / 10
+        c.add_cylinder_z("steel", cx + 0.27 * rim * np.cos(a), cy + 0.27 * rim * np.sin(a), 11, 4 * 60, STEEL)
+
+
+def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[float, float]:
+    """Tractor unit whose rear end is at `x_rear`, cab to the left (lower x).
+
+    Returns (fifth-wheel x, fifth-wheel height) for coupling the trailer.
+    """
+    wheel_r = rng.uniform(490, 530)
+    wheelbase = rng.uniform(3500, 3900)
+    rear_axle = x_rear - rng.uniform(700, 1000)
+    front_axle = rear_axle - wheelbase
+    rail_top = rng.uniform(1050, 1150)
+    # Chassis rails: two C-channels along the vehicle; webs crossed at right
+    # angles, flanges seen edge-on (dark lines).
+    x_front = front_axle - 1400
+    c.add_box("steel", x_front, rail_top - 280, x_rear, rail_top, 2 * 8, STEEL)
+    c.add_box("steel", x_front, rail_top - 10, x_rear, rail_top, 2 * 80, STEEL)
+    c.add_box("steel", x_front, rail_top - 280, x_rear, rail_top - 270, 2 * 80, STEEL)
+    for xm in np.arange(x_front + 300, x_rear, rng.uniform(700, 1100)):  # cross-members
+        c.add_box("steel", xm, rail_top - 250, xm + 8, rail_top - 20, 860, STEEL)
+    draw_wheel(c, front_axle, wheel_r, rng, dual=False)
+    draw_wheel(c, rear_axle, wheel_r, rng, dual=True)
+    # Engine block and gearbox: cast iron/aluminium, the densest part of the cab.
+    eng_x0 = front_axle - 500
+    c.add_box("steel", eng_x0, 650, eng_x0 + 1050, 1450, 700, 0.9 * STEEL)
+    c.add_box("aluminium", eng_x0 + 1050, 700, eng_x0 + 1600, 1150, 450, ALU)
+    for k in range(6):  # cylinder liners and pistons: denser bands in the block
+        cx = eng_x0 + 120 + k * 150
+        c.add_box("steel", cx, 1000, cx + 30, 1420, 300, STEEL)
+    c.add_box("steel", eng_x0 - 300, 500, eng_x0 - 50, 1400, 900, 0.35 * STEEL)  # radiator + bumper
+    # Cab: thin steel shell; panels parallel to the beam show as lines.
+    cab_x0, cab_x1 = x_front - 50, x_front + rng.uniform(2200, 2450)
+    cab_y0, cab_y1 = rail_top + 50, rail_top + rng.uniform(2500, 2800)
+    c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y1, 2 * 1.2, STEEL)  # side panels
+    c.add_box("steel", cab_x0, cab_y0, cab_x0 + 20, cab_y1, 2400 * 0.08, STEEL)  # front panel
+    c.add_box("steel", cab_x1 - 20, cab_y0, cab_x1, cab_y1, 2400 * 0.1, STEEL)  # rear wall
+    c.add_box("steel", cab_x0, cab_y1 - 20, cab_x1, cab_y1, 2400 * 0.08, STEEL)  # roof
+    c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y0 + 60, 2400 * 0.05, STEEL)  # floor
+    c.add_box("glass", cab_x0 + 30, cab_y1 - 900, cab_x0 + 60, cab_y1 - 200, 2300 * 0.3, 2.5)
+    for seat_x in (cab_x0 + 900, cab_x0 + 1500):  # two seats, foam over steel frames
+        c.add_box("plastic", seat_x, cab_y0 + 350, seat_x + 500, cab_y0 + 1300, 2 * 500, 0.05)
+        c.add_box("steel", seat_x, cab_y0 + 250, seat_x + 500, cab_y0 + 350, 2 * 400, 0.25 * STEEL)
+    c.add_box("plastic", cab_x0 + 60, cab_y0 + 800, cab_x0 + 500, cab_y0 + 1150, 2200, 0.25)  # dashboard
+    # Fuel tank (aluminium shell, diesel) and air tanks along the chassis.
+    tank_x0 = rear_axle - wheel_r - rng.uniform(1400, 1700)
+    c.add_cylinder_x("aluminium", tank_x0, tank_x0 + 1200, rail_top - 450, 300, ALU, wall_mm=3)
+    c.add_cylinder_x("plastic", tank_x0, tank_x0 + 1200, rail_top - 500, 290, 0.84 * 0.5)
+    c.add_cylinder_x("steel", tank_x0 + 1250, tank_x0 + 1900, rail_top - 420, 140, STEEL, wall_mm=4)
+    # Fifth wheel: a thick steel plate over the rear axle.
+    fw_x = rear_axle - rng.uniform(200, 400)
+    fw_h = rail_top + 180
+    c.add_box("steel", fw_x - 450, rail_top, fw_x + 450, fw_h, 900 * 0.35, STEEL)
+    return fw_x, fw_h
+
+
+def draw_trailer_chassis(
+    c: Canvas, x_front: float, x_rear: float, deck_y: float, n_axles: int, rng: np.random.Generator
+) -> None:
+    """Skeletal container chassis: two I-beams, gooseneck, landing gear, axle bogie."""
+    beam_h = rng.uniform(380, 480)
+    goose = x_front + rng.uniform(2800, 3400)
+    for x0, x1, top, h in ((x_front, goose, deck_y, 180), (goose, x_rear, deck_y, beam_h)):
+        c.add_box("steel", x0, top - h, x1, top, 2 * 6, STEEL)  # webs
+        c.add_box("steel", x0, top - 14, x1, top, 2 * 150, STEEL)  # top flanges
+        c.add_box("steel", x0, top - h, x1, top - h + 14, 2 * 150, STEEL)  # bottom flanges
+    for xm in np.arange(x_front + 200, x_rear - 100, rng.uniform(900, 1400)):  # cross-members
+        c.add_box("steel", xm, deck_y - 160, xm + 10, deck_y - 10, 2200, STEEL)
+    # Twist locks and bolsters at the ends.
+    for xb in (x_front, x_rear - 150):
+        c.add_box("steel", xb, deck_y - 200, xb + 150, deck_y, 2300 * 0.3, STEEL)
+    # Landing gear: two legs with crank box.
+    lx = x_front + rng.uniform(1800, 2400)
+    c.add_box("steel", lx, 250, lx + 110, deck_y - 180, 2 * 110 * 0.25, STEEL)
+    c.add_box("steel", lx - 40, 200, lx + 150, 260, 2 * 250, 0.5 * STEEL)
+    c.add_box("steel", lx - 20, deck_y - 600, lx + 140, deck_y - 400, 2 * 200 * 0.3, STEEL)
+    # Axle bogie with suspension and mudguards.
+    wheel_r = rng.uniform(480, 520)
+    spacing = rng.uniform(1280, 1380)
+    last = x_rear - rng.uniform(900, 1600)
+    for k in range(n_axles):
+        ax = last - k * spacing
+        draw_wheel(c, ax, wheel_r, rng, dual=rng.random() < 0.6)
+        c.add_box("steel", ax - 600, wheel_r + 180, ax + 600, wheel_r + 230, 2 * 100, STEEL)  # springs
+        c.add_box("plastic", ax - wheel_r - 60, wheel_r * 2 + 40, ax + wheel_r + 60, wheel_r * 2 + 60, 2 * 600, 1.0)
+    # Rear bumper and light bar.
+    c.add_box("steel", x_rear - 120, deck_y - 700, x_rear - 20, deck_y - 550, 2300 * 0.25, STEEL)
+    # Spare wheel carrier sometimes carries a spare.
+    if rng.random() < 0.5:
+        sx = x_front + rng.uniform(3500, 5000)
+        c.add_annulus_z("rubber", sx, deck_y - 600, 200, 480, 2 * 14 + 260 * 0.3, RUBBER)
+
+
+def draw_container(
+    c: Canvas, x0: float, deck_y: float, length_ft: int, high_cube: bool, reefer: bool, rng: np.random.Generator
+) -> ContainerBox:
+    """ISO container with its corrugated walls, roof, floor, cross-members, doors and castings.
+
+    The door end is at the high-x end (the rear of the vehicle).
+    """
+    length = 6058.0 if length_ft == 20 else 12192.0
+    height = 2896.0 if high_cube else 2591.0
+    x1, y0, y1 = x0 + length, deck_y, deck_y + height
+    t_side = rng.uniform(1.6, 2.0)
+    # Side walls: two sheets crossed at right angles; the trapezoidal
+    # corrugation doubles the path on its sloping faces -> fine vertical stripes.
+    pitch = 278.0 if not reefer else 95.0
+    slope_face = 68.0
+    c.add_box("steel", x0, y0 + 160, x1, y1 - 60, 2 * t_side, STEEL)
+    for xs in np.arange(x0 + 150, x1 - 150, pitch):
+        for off in (0.0, pitch / 2):
+            c.add_box("steel", xs + off, y0 + 160, xs + off + slope_face * 0.6, y1 - 60, 2 * t_side * 1.3, STEEL)
+    if reefer:  # insulated walls: foam between aluminium/steel skins
+        c.add_box("plastic", x0, y0 + 160, x1, y1 - 60, 2 * 90, 0.04)
+        c.add_box("aluminium", x0, y0 + 160, x1, y1 - 60, 2 * 1.0, ALU)
+    # Roof: a corrugated sheet seen edge-on over its whole width.
+    c.add_box("steel", x0, y1 - 40, x1, y1 - 15, INNER_WIDTH * 2.0 / 25.0, STEEL)
+    # Top side rails (square tubes) and bottom side rails (C-sections).
+    c.add_box("steel", x0, y1 - 60, x1, y1, 2 * 6, STEEL)
+    c.add_box("steel", x0, y1 - 6, x1, y1, 2 * 60, STEEL)
+    c.add_box("steel", x0, y1 - 60, x1, y1 - 54, 2 * 60, STEEL)
+    c.add_box("steel", x0, y0, x1, y0 + 162, 2 * 4.5, STEEL)
+    c.add_box("steel", x0, y0 + 158, x1, y0 + 162, 2 * 48, STEEL)
+    c.add_box("steel", x0, y0, x1, y0 + 5, 2 * 48, STEEL)
+    # Floor: 28 mm plywood seen edge-on across the whole width, on cross-members
+    # every ~300 mm whose webs run along the beam (dark ticks under the floor).
+    floor_top = y0 + 162
+    c.add_box("wood", x0 + 100, floor_top - 28, x1 - 100, floor_top, INNER_WIDTH, WOOD)
+    spacing = rng.uniform(280, 320)
+    for xm in np.arange(x0 + 150, x1 - 150, spacing):
+        c.add_box("steel", xm, y0 + 15, xm + 4.5, floor_top - 28, INNER_WIDTH * 0.9, STEEL)
+        c.add_box("steel", xm - 20, floor_top - 33, xm + 25, floor_top - 28, INNER_WIDTH * 0.9, STEEL)
+    # Front (end) wall: vertical corrugation seen edge-on -> two dark lines and
+    # a grey band between them.
+    depth_c = 36.0
+    c.add_box("steel", x0 + 10, y0 + 160, x0 + 12, y1 - 60, INNER_WIDTH * 0.45, STEEL)
+    c.add_box("steel", x0 + 10 + depth_c, y0 + 160, x0 + 12 + depth_c, y1 - 60, INNER_WIDTH * 0.45, STEEL)
+    c.add_box("steel", x0 + 12, y0 + 160, x0 + 10 + depth_c, y1 - 60, 80, STEEL)
+    # Doors: two leaves with frames and four vertical locking bars with cams.
+    c.add_box("steel", x1 - 60, y0 + 160, x1 - 56, y1 - 60, INNER_WIDTH * 0.5, STEEL)
+    c.add_box("steel", x1 - 56, y0 + 160, x1 - 20, y1 - 60, 120, STEEL)
+    c.add_box("steel", x1 - 20, y0 + 170, x1 + 10, y1 - 70, 4 * 27 * 0.8, STEEL)  # locking bars
+    for yc in (y0 + 420, y0 + 1200, y1 - 420):  # hinges, handles, cams
+        c.add_box("steel", x1 - 25, yc - 40, x1 + 25, yc + 40, 4 * 60, STEEL)
+    # Door header and sill; front header/sill.
+    c.add_box("steel", x1 - 200, y1 - 180, x1, y1 - 60, INNER_WIDTH * 0.06, STEEL)
+    c.add_box("steel", x1 - 200, y0, x1, y0 + 160, INNER_WIDTH * 0.08, STEEL)
+    c.add_box("steel", x0, y1 - 120, x0 + 150, y1 - 60, INNER_WIDTH * 0.05, STEEL)
+    # Corner posts (both sides) and corner castings (hollow cast steel).
+    for xa, xb in ((x0, x0 + 150), (x1 - 150, x1)):
+        c.add_box("steel", xa, y0, xb, y1, 2 * 6 * 2.2, STEEL)
+        for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
+            cx0 = xa if xa == x0 else xb - 178
+            c.add_box("steel", cx0, ya, cx0 + 178, yb, 2 * 162 * 0.45, STEEL)
+    # Forklift pockets on some 20 ft boxes.
+    if length_ft == 20 and rng.random() < 0.4:
+        for xp in (x0 + length / 2 - 1100, x0 + length / 2 + 750):
+            c.add_box("steel", xp, y0, xp + 360, y0 + 120, 2 * 4, STEEL)
+            c.add_box("steel", xp, y0 + 110, xp + 360, y0 + 120, INNER_WIDTH, STEEL)
+    inner_x0 = x0 + 60
+    if reefer:
+        # Refrigeration unit built into the front wall: compressor, coils, fans.
+        c.add_box("steel", x0 - 30, y0 + 200, x0 + 420, y1 - 80, 2 * 2, STEEL)
+        c.add_box("steel", x0 + 40, y0 + 300, x0 + 330, y0 + 800, 500, 0.5 * STEEL)  # compressor
+        c.add_box("copper", x0 + 30, y0 + 1000, x0 + 380, y1 - 350, 2200 * 0.01, 8.96)  # coils
+        c.add_box("aluminium", x0 + 30, y0 + 1000, x0 + 380, y1 - 350, 2200 * 0.05, ALU)  # fins
+        c.add_cylinder_z("steel", x0 + 210, y1 - 600, 180, 120, 0.6 * STEEL)  # evaporator fan
+        c.add_box("plastic", x0 + 20, y0 + 200, x0 + 440, y1 - 80, 2000, 0.03)
+        inner_x0 = x0 + 450
+        # T-bar floor of reefers: aluminium extrusions edge-on.
+        c.add_box("aluminium", x0 + 100, floor_top, x1 - 100, floor_top + 60, INNER_WIDTH * 0.25, ALU)
+        floor_top += 60
+    return ContainerBox(
+        x0=x0,
+        x1=x1,
+        y0=y0,
+        y1=y1,
+        inner_x0=inner_x0,
+        inner_x1=x1 - 70,
+        floor_y=floor_top,
+        ceiling_y=y1 - 70,
+        length_ft=length_ft,
+        reefer=reefer,
+    )
