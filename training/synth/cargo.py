@@ -31,16 +31,16 @@ class Commodity:
 
 # A small catalogue across the styles; weights are measured, not listed.
 COMMODITIES: tuple[Commodity, ...] = (
-    Commodity("2106.90", "food preparations in cartons", "food", (0.35, 0.7), "cartons"),
+    Commodity("2106.90", "food preparations in cartons", "food", (0.2, 0.45), "cartons"),
     Commodity("1905.90", "biscuits and bakery products", "food", (0.15, 0.3), "cartons"),
-    Commodity("2009.89", "fruit juice in cartons", "water", (0.6, 0.9), "cartons"),
+    Commodity("2009.89", "fruit juice in bottles", "water", (0.4, 0.6), "cartons"),
     Commodity("6109.10", "cotton T-shirts", "textile", (0.12, 0.25), "cartons"),
     Commodity("6403.99", "footwear", "rubber", (0.12, 0.22), "cartons"),
     Commodity("3924.10", "plastic household articles", "plastic", (0.06, 0.15), "cartons"),
     Commodity("8516.60", "household appliances", "steel", (0.02, 0.05), "cartons"),
-    Commodity("6907.21", "ceramic tiles", "ceramic", (0.9, 1.4), "cartons"),
+    Commodity("6907.21", "ceramic tiles", "ceramic", (0.5, 0.9), "cartons"),
     Commodity("7010.90", "glass bottles", "glass", (0.2, 0.35), "cartons"),
-    Commodity("4819.10", "flattened cardboard boxes", "paper", (0.3, 0.5), "cartons"),
+    Commodity("4819.10", "flattened cardboard boxes", "paper", (0.2, 0.4), "cartons"),
     Commodity("1001.99", "wheat in bulk", "food", (0.72, 0.8), "bulk"),
     Commodity("3102.30", "ammonium nitrate fertiliser in bags", "food", (0.8, 0.95), "bulk"),
     Commodity("2523.29", "cement in bags", "glass", (1.1, 1.4), "bulk"),
@@ -52,8 +52,8 @@ COMMODITIES: tuple[Commodity, ...] = (
     Commodity("3824.99", "chemical preparations in IBC totes", "water", (1.0, 1.25), "ibc"),
     Commodity("2710.19", "lubricating oil in drums", "plastic", (0.85, 0.9), "drums"),
     Commodity("2204.21", "wine in drums", "water", (0.99, 1.0), "drums"),
-    Commodity("5201.00", "raw cotton in bales", "textile", (0.35, 0.55), "bales"),
-    Commodity("6309.00", "worn clothing in bales", "textile", (0.3, 0.45), "bales"),
+    Commodity("5201.00", "raw cotton in bales", "textile", (0.25, 0.45), "bales"),
+    Commodity("6309.00", "worn clothing in bales", "textile", (0.18, 0.35), "bales"),
     Commodity("4802.55", "paper in rolls", "paper", (0.65, 0.85), "rolls"),
     Commodity("4407.11", "sawn timber", "wood", (0.45, 0.6), "timber"),
     Commodity("7208.51", "steel plates", "steel", (7.85, 7.85), "plates"),
@@ -83,12 +83,75 @@ class LoadedItem:
     blocks: list[Block]
 
 
-def _cartons(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _carton_contents(
+    c: Canvas,
+    com: Commodity,
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    depth: float,
+    density: float,
+    rng: np.random.Generator,
+) -> None:
+    """What is inside one column of cartons: a few items with gaps, bottles or a dense core.
+
+    Each carton is packed a little differently, which gives general cargo its
+    blocky, busy texture instead of a flat slab.
+    """
+    d = density * rng.uniform(0.75, 1.25)
+    if com.material == "glass" or "juice" in com.description:
+        # Bottles standing in rows: upright cylinders (glass or liquid).
+        r = rng.uniform(30, 45)
+        n = max(int((x1 - x0) // (2 * r + 6)), 1)
+        per_z = max(depth / (2 * r + 6), 1)
+        for k in range(n):
+            cx = x0 + (k + 0.5) * (x1 - x0) / n
+            if com.material == "glass":
+                c.add_cylinder_y("glass", cx, y0, y0 + (y1 - y0) * 0.92, r, 2.5 * per_z, wall_mm=3)
+            else:
+                c.add_cylinder_y("water", cx, y0, y0 + (y1 - y0) * 0.85, r, 1.0 * per_z * 0.9)
+        return
+    if com.material == "steel":
+        # Appliances: a light housing with a compact dense part (motor, compressor).
+        c.add_box("plastic", x0, y0, x1, y1, depth, 0.03)
+        w, h = (x1 - x0) * rng.uniform(0.25, 0.5), (y1 - y0) * rng.uniform(0.2, 0.4)
+        px = x0 + rng.uniform(0, x1 - x0 - w)
+        c.add_box(
+            "steel", px, y0 + 10, px + w, y0 + 10 + h, depth * 0.5, STEEL * rng.uniform(0.04, 0.1)
+        )
+        c.add_box("steel", x0, y0, x1, y1, 2 * 0.8 * max(depth / 600, 1), STEEL)
+        return
+    nx, ny = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    gx, gy = (x1 - x0) / nx, (y1 - y0) / ny
+    for i in range(nx):
+        for j in range(ny):
+            c.add_box(
+                com.material,
+                x0 + i * gx + 3,
+                y0 + j * gy + 3,
+                x0 + (i + 1) * gx - 3,
+                y0 + (j + 1) * gy - 3,
+                depth,
+                d * rng.uniform(0.85, 1.15),
+            )
+
+
+def _cartons(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """Pallets of cartons two deep across the container: the grid texture of general cargo."""
     blocks: list[Block] = []
     packages = 0
     pallet_len = float(rng.choice([800.0, 1000.0, 1200.0]))
-    z_depth = rng.uniform(1800, 2300)
+    # One or two pallets across the container, not always full.
+    z_depth = rng.uniform(1000, 1250) if rng.random() < 0.25 else rng.uniform(1700, 2300)
     density = rng.uniform(*com.bulk_density)
     cw, ch = rng.uniform(250, 600), rng.uniform(200, 450)
     x = x0 + rng.uniform(0, 80)
@@ -101,31 +164,51 @@ def _cartons(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Co
             c.add_box("wood", bx, floor + 22, bx + 100, floor + 122, 3 * 100 * 2, WOOD)
         c.add_box("wood", x, floor, x + pallet_len, floor + 22, z_depth * 0.4, WOOD)
         h = full_h * float(np.clip(stack_frac + rng.normal(0, 0.06), 0.2, 0.98))
-        n_cols = max(int(round(pallet_len / cw)), 1)
+        n_cols = max(round(pallet_len / cw), 1)
         n_rows = max(int(h // ch), 1)
         w, hh = pallet_len / n_cols, h / n_rows
         y_base = floor + 144
         for i in range(n_cols):
             for j in range(n_rows):
-                # Each carton is filled a little differently: blocky texture.
-                d = density * rng.uniform(0.8, 1.2)
                 cx0, cy0 = x + i * w, y_base + j * hh
-                c.add_box(com.material, cx0 + 4, cy0 + 4, cx0 + w - 4, cy0 + hh - 4, z_depth, d)
+                _carton_contents(
+                    c, com, cx0 + 4, cy0 + 4, cx0 + w - 4, cy0 + hh - 4, z_depth, density, rng
+                )
         # Carton walls along the beam show as lines; across it, as a light veil.
         for i in range(n_cols + 1):
             c.add_box("paper", x + i * w - 4, y_base, x + i * w + 4, y_base + h, z_depth, 0.6)
         for j in range(n_rows + 1):
-            c.add_box("paper", x, y_base + j * hh - 4, x + pallet_len, y_base + j * hh + 4, z_depth, 0.6)
-        c.add_box("paper", x, y_base, x + pallet_len, y_base + h, 2 * 5 * max(z_depth / 400, 2), 0.6)
+            c.add_box(
+                "paper", x, y_base + j * hh - 4, x + pallet_len, y_base + j * hh + 4, z_depth, 0.6
+            )
+        c.add_box(
+            "paper", x, y_base, x + pallet_len, y_base + h, 2 * 5 * max(z_depth / 400, 2), 0.6
+        )
         if rng.random() < 0.3:  # stretch wrap / strapping
-            c.add_box("steel", x + pallet_len * 0.3, y_base, x + pallet_len * 0.3 + 15, y_base + h, 2 * 0.8, STEEL)
+            c.add_box(
+                "steel",
+                x + pallet_len * 0.3,
+                y_base,
+                x + pallet_len * 0.3 + 15,
+                y_base + h,
+                2 * 0.8,
+                STEEL,
+            )
         blocks.append(Block(x, y_base, x + pallet_len, y_base + h, com.material, density, z_depth))
         packages += n_cols * n_rows * max(int(z_depth // 400), 1)
         x += pallet_len + rng.uniform(10, 120)
     return packages, blocks
 
 
-def _bulk(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _bulk(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """Loose or bagged bulk: full width, a rounded top that slopes to the ends."""
     density = rng.uniform(*com.bulk_density)
     win = c._window(*c.box_px(x0, ceil, x1, floor))
@@ -138,18 +221,32 @@ def _bulk(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commo
     profile = floor + peak * np.clip(1 - ((t - skew) / rng.uniform(0.55, 0.9)) ** 2, 0.05, 1) ** 0.5
     edge = np.clip((profile - yy) / c.pitch_mm + 0.5, 0, 1)
     # Low-frequency density variation (settling, bag boundaries).
-    noise = rng.standard_normal((max(win[3] - win[1], 1) // 16 + 2, max(win[2] - win[0], 1) // 16 + 2))
-    noise = cv2.resize(noise.astype(np.float32), (win[2] - win[0], win[3] - win[1]), interpolation=cv2.INTER_CUBIC)
+    noise = rng.standard_normal(
+        (max(win[3] - win[1], 1) // 16 + 2, max(win[2] - win[0], 1) // 16 + 2)
+    )
+    noise = cv2.resize(
+        noise.astype(np.float32), (win[2] - win[0], win[3] - win[1]), interpolation=cv2.INTER_CUBIC
+    )
     path = edge * INNER_WIDTH * (1 + 0.04 * noise)
     if com.description.endswith("bags"):
         # Bag rows: slightly lighter seams every 400-500 mm in height and width.
         seam = (np.abs(((yy - floor) % 450) - 225) > 210) | (np.abs(((xx - x0) % 700) - 350) > 335)
         path = path * np.where(seam, 0.9, 1.0)
     c.add_path(com.material, win, np.clip(path, 0, None), density)
-    return int((x1 - x0) // 500) * 20, [Block(x0, floor, x1, floor + peak * 0.8, com.material, density, INNER_WIDTH)]
+    return int((x1 - x0) // 500) * 20, [
+        Block(x0, floor, x1, floor + peak * 0.8, com.material, density, INNER_WIDTH)
+    ]
 
 
-def _machinery(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _machinery(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """Crated machines: wooden crates around dense, irregular steel parts."""
     blocks: list[Block] = []
     x, n = x0, 0
@@ -177,7 +274,9 @@ def _machinery(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: 
             elif kind == 1:  # motor: steel cylinder with copper windings
                 r = min(pw, ph) / 2
                 c.add_cylinder_x("steel", px, px + pw, base + r, r, STEEL, wall_mm=12)
-                c.add_cylinder_x("copper", px + pw * 0.15, px + pw * 0.85, base + r, r * 0.7, 8.96 * 0.35)
+                c.add_cylinder_x(
+                    "copper", px + pw * 0.15, px + pw * 0.85, base + r, r * 0.7, 8.96 * 0.35
+                )
                 c.add_cylinder_x("steel", px - 80, px + pw + 80, base + r, 25, STEEL)
             elif kind == 2:  # gear or flange: disc facing the beam
                 r = min(pw, ph) / 2
@@ -193,7 +292,15 @@ def _machinery(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: 
     return n, blocks
 
 
-def _tyres(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _tyres(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """Stacks of new tyres lying flat, two or three stacks across the container."""
     truck = "truck" in com.description
     r_out = rng.uniform(480, 540) if truck else rng.uniform(300, 350)
@@ -207,15 +314,35 @@ def _tyres(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Comm
             y = floor + j * t_h
             c.add_cylinder_y("rubber", x, y, y + t_h, r_out, 1.15 * across, wall_mm=22)
             for ys in (y, y + t_h - 15):
-                c.add_cylinder_y("rubber", x, ys, ys + 15, r_out - 22, 1.15 * across, wall_mm=r_out - 22 - r_in)
-            c.add_cylinder_y("steel", x, y + t_h * 0.5 - 20, y + t_h * 0.5 + 20, r_out - 25, STEEL * across, wall_mm=1.5)
+                c.add_cylinder_y(
+                    "rubber", x, ys, ys + 15, r_out - 22, 1.15 * across, wall_mm=r_out - 22 - r_in
+                )
+            c.add_cylinder_y(
+                "steel",
+                x,
+                y + t_h * 0.5 - 20,
+                y + t_h * 0.5 + 20,
+                r_out - 25,
+                STEEL * across,
+                wall_mm=1.5,
+            )
             n += across
-        blocks.append(Block(x - r_out, floor, x + r_out, floor + max(k, 1) * t_h, "rubber", 0.3, INNER_WIDTH))
+        blocks.append(
+            Block(x - r_out, floor, x + r_out, floor + max(k, 1) * t_h, "rubber", 0.3, INNER_WIDTH)
+        )
         x += 2 * r_out + rng.uniform(10, 60)
     return n, blocks
 
 
-def _ibc(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _ibc(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """1000 l IBC totes: HDPE bottle in a steel tube cage on a pallet, two across."""
     density = rng.uniform(*com.bulk_density)
     x, n, blocks = x0 + 20, 0, []
@@ -223,7 +350,9 @@ def _ibc(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commod
         fill = rng.uniform(0.6, 0.95)
         base = floor + 150
         c.add_box("steel", x, floor, x + 1200, base, 2 * 1000 * 0.15, STEEL)  # steel/plastic pallet
-        c.add_box(com.material, x + 30, base + 10, x + 1170, base + 10 + 1000 * fill, 2 * 960, density)
+        c.add_box(
+            com.material, x + 30, base + 10, x + 1170, base + 10 + 1000 * fill, 2 * 960, density
+        )
         c.add_box("plastic", x + 25, base, x + 1175, base + 1000, 2 * 2 * 2.0, 0.95)
         c.add_box("plastic", x + 25, base, x + 32, base + 1000, 2 * 960, 0.95)
         c.add_box("plastic", x + 1168, base, x + 1175, base + 1000, 2 * 960, 0.95)
@@ -239,7 +368,15 @@ def _ibc(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commod
     return n, blocks
 
 
-def _drums(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _drums(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """200 l steel drums, two by two on pallets, sometimes double stacked."""
     density = rng.uniform(*com.bulk_density)
     two_high = rng.random() < 0.4 and ceil - floor > 2200
@@ -253,17 +390,29 @@ def _drums(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Comm
                 cx = x + 300 + k * 600
                 fill = rng.uniform(0.85, 0.97)
                 c.add_cylinder_y("steel", cx, base + 144, base + 144 + h, r, 2 * STEEL, wall_mm=1.2)
-                c.add_cylinder_y(com.material, cx, base + 150, base + 150 + h * fill, r - 2, 2 * density)
+                c.add_cylinder_y(
+                    com.material, cx, base + 150, base + 150 + h * fill, r - 2, 2 * density
+                )
                 for yh in (base + 144 + h / 3, base + 144 + 2 * h / 3):  # rolling hoops
                     c.add_cylinder_y("steel", cx, yh - 10, yh + 10, r + 8, 2 * STEEL, wall_mm=4)
                 c.add_box("steel", cx - r, base + 144, cx + r, base + 150, 2 * 2 * r, STEEL * 0.2)
                 n += 2
-        blocks.append(Block(x, floor + 144, x + 1200, floor + 144 + h, com.material, density * 0.78, 2 * 572))
+        blocks.append(
+            Block(x, floor + 144, x + 1200, floor + 144 + h, com.material, density * 0.78, 2 * 572)
+        )
         x += 1200 + rng.uniform(20, 150)
     return n, blocks
 
 
-def _bales(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _bales(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """Pressed bales with steel straps, stacked two or three high."""
     density = rng.uniform(*com.bulk_density)
     L, H, D = rng.uniform(900, 1400), rng.uniform(500, 900), rng.uniform(700, 1100)
@@ -275,7 +424,9 @@ def _bales(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Comm
         for j in range(top):
             y = floor + j * H
             bulge = rng.uniform(0.9, 1.1)
-            c.add_box(com.material, x + 10, y + 10, x + L - 10, y + H - 10, D * across, density * bulge)
+            c.add_box(
+                com.material, x + 10, y + 10, x + L - 10, y + H - 10, D * across, density * bulge
+            )
             for s in np.linspace(x + L * 0.1, x + L * 0.9, 5):
                 c.add_box("steel", s, y, s + 20, y + H, 2 * across * 0.9, STEEL)
                 c.add_box("steel", s, y, s + 20, y + 3, D * across, STEEL * 0.3)
@@ -286,7 +437,15 @@ def _bales(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Comm
     return n, blocks
 
 
-def _rolls(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _rolls(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """Paper rolls standing upright, two across: tall round-topped dark columns."""
     density = rng.uniform(*com.bulk_density)
     r = rng.uniform(450, 620)
@@ -296,13 +455,23 @@ def _rolls(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Comm
         h = min(rng.uniform(1000, 2400), ceil - floor - 50)
         c.add_cylinder_y(com.material, x, floor, floor + h, r, density * across, wall_mm=r - 55)
         c.add_cylinder_y("paper", x, floor, floor + h, 55, 0.7 * across, wall_mm=12)
-        blocks.append(Block(x - r, floor, x + r, floor + h, com.material, density * 0.78, across * 2 * r))
+        blocks.append(
+            Block(x - r, floor, x + r, floor + h, com.material, density * 0.78, across * 2 * r)
+        )
         n += across
         x += 2 * r + rng.uniform(5, 60)
     return n, blocks
 
 
-def _timber(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _timber(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """Packs of sawn timber lying along the container on bearers."""
     density = rng.uniform(*com.bulk_density)
     packs = rng.integers(1, 4)
@@ -320,13 +489,29 @@ def _timber(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Com
     return n, blocks
 
 
-def _plates(c: Canvas, x0: float, x1: float, floor: float, ceil: float, com: Commodity, rng: np.random.Generator) -> tuple[int, list[Block]]:
+def _plates(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
     """A few stacks of steel plate on timber: very dense, low, spread along the floor."""
     n, x = 0, x0
     while x < x1 - 1500:
         L = min(rng.uniform(1500, 3000), x1 - x)
         c.add_box("wood", x, floor, x + L, floor + 100, 2 * 100, WOOD)
-        c.add_box("steel", x, floor + 100, x + L, floor + 100 + rng.uniform(30, 120), rng.uniform(800, 1500), STEEL)
+        c.add_box(
+            "steel",
+            x,
+            floor + 100,
+            x + L,
+            floor + 100 + rng.uniform(30, 120),
+            rng.uniform(800, 1500),
+            STEEL,
+        )
         n += 1
         x += L + rng.uniform(200, 800)
     return n, []
@@ -346,11 +531,23 @@ LOAD_STYLES: dict[str, Callable[..., tuple[int, list[Block]]]] = {
 }
 
 # How often each kind of load turns up (by style of the first segment).
-LOAD_KINDS = ("cartons", "mixed", "bulk", "machinery", "tyres", "liquids", "textiles", "rolls", "empty")
+LOAD_KINDS = (
+    "cartons",
+    "mixed",
+    "bulk",
+    "machinery",
+    "tyres",
+    "liquids",
+    "textiles",
+    "rolls",
+    "empty",
+)
 LOAD_KIND_WEIGHTS = (0.28, 0.16, 0.09, 0.1, 0.07, 0.09, 0.09, 0.05, 0.07)
 
 
-def load_container(c: Canvas, box: ContainerBox, rng: np.random.Generator) -> tuple[str, list[LoadedItem]]:
+def load_container(
+    c: Canvas, box: ContainerBox, rng: np.random.Generator
+) -> tuple[str, list[LoadedItem]]:
     """Fill a container with one kind of load (or a mix) and return the true manifest."""
     kind = str(rng.choice(LOAD_KINDS, p=np.array(LOAD_KIND_WEIGHTS) / sum(LOAD_KIND_WEIGHTS)))
     if kind == "empty":
@@ -369,7 +566,12 @@ def load_container(c: Canvas, box: ContainerBox, rng: np.random.Generator) -> tu
         n_seg = int(rng.integers(2, 5))
         cuts = np.sort(rng.uniform(0.15, 0.85, n_seg - 1))
         bounds = np.concatenate([[0.0], cuts, [1.0]])
-        styles = [str(s) for s in rng.choice(["cartons", "machinery", "drums", "bales", "tyres", "rolls", "ibc"], n_seg)]
+        styles = [
+            str(s)
+            for s in rng.choice(
+                ["cartons", "machinery", "drums", "bales", "tyres", "rolls", "ibc"], n_seg
+            )
+        ]
     else:
         # Most loads fill the box; some leave the door end empty.
         fill = 1.0 if rng.random() < 0.6 else rng.uniform(0.4, 0.95)
@@ -382,7 +584,9 @@ def load_container(c: Canvas, box: ContainerBox, rng: np.random.Generator) -> tu
         if x1 - x0 < 700:
             continue
         if kind == "textiles" and style == "cartons":
-            choices = [cm for cm in COMMODITIES if cm.material == "textile" and cm.style == "cartons"]
+            choices = [
+                cm for cm in COMMODITIES if cm.material == "textile" and cm.style == "cartons"
+            ]
         else:
             choices = [cm for cm in COMMODITIES if cm.style == style]
         com = choices[int(rng.integers(len(choices)))]

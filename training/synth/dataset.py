@@ -141,12 +141,17 @@ def write_dataset(
             "config": cfg.to_dict(),
         },
         "licenses": [],
-        "categories": [{"id": i + 1, "name": n, "supercategory": "threat"} for i, n in enumerate(CATEGORIES)],
+        "categories": [
+            {"id": i + 1, "name": n, "supercategory": "threat"} for i, n in enumerate(CATEGORIES)
+        ],
         "images": images,
         "annotations": annotations,
     }
     tmp = out / "annotations.json.tmp"
     tmp.write_text(json.dumps(coco, separators=(",", ":")))
     os.replace(tmp, out / "annotations.json")
-    instances = {n: sum(1 for a in annotations if a["category_id"] == i + 1) for i, n in enumerate(CATEGORIES)}
+    instances = {
+        n: sum(1 for a in annotations if a["category_id"] == i + 1)
+        for i, n in enumerate(CATEGORIES)
+    }
     return DatasetSummary(out, len(images), sum(1 for im in images if im["clean"]), instances)

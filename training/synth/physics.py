@@ -69,7 +69,9 @@ def linac_spectrum(
     the same mass thickness of lead, the closest tabulated element.
     """
     if endpoint_mv <= MIN_ENERGY_MEV * 2:
-        raise ValueError(f"linac end point {endpoint_mv} MV is too low for this model (MeV scanners)")
+        raise ValueError(
+            f"linac end point {endpoint_mv} MV is too low for this model (MeV scanners)"
+        )
     edges = np.linspace(MIN_ENERGY_MEV, endpoint_mv, n_bins + 1)
     energies = 0.5 * (edges[:-1] + edges[1:])
     photons = (endpoint_mv - energies) / energies * np.diff(edges)
@@ -81,7 +83,9 @@ def linac_spectrum(
 
 def attenuation_table(materials: list[str], spectrum: Spectrum) -> np.ndarray:
     """(K energies, M materials) mu/rho in cm^2/g, float32, for the matrix product."""
-    return np.stack([mass_attenuation(m, spectrum.energies_mev) for m in materials], axis=1).astype(np.float32)
+    return np.stack([mass_attenuation(m, spectrum.energies_mev) for m in materials], axis=1).astype(
+        np.float32
+    )
 
 
 def polychromatic_transmission(
@@ -169,7 +173,9 @@ class DetectorModel:
             # Energy-conserving broad kernel: a share of the primary signal is
             # redistributed over tens of pixels (veiling haze behind dense cargo).
             small = cv2.resize(t, (max(w // 8, 1), max(h // 8, 1)), interpolation=cv2.INTER_AREA)
-            halo = cv2.GaussianBlur(small, (0, 0), self.scatter_sigma_px / 8, borderType=cv2.BORDER_REPLICATE)
+            halo = cv2.GaussianBlur(
+                small, (0, 0), self.scatter_sigma_px / 8, borderType=cv2.BORDER_REPLICATE
+            )
             halo = cv2.resize(halo, (w, h), interpolation=cv2.INTER_LINEAR)
             t = (1.0 - self.scatter_fraction) * t + self.scatter_fraction * halo
         if pulse is None:
@@ -179,6 +185,8 @@ class DetectorModel:
         quanta = self.air_quanta * quanta_scale
         expected = np.clip(t * pulse[None, :].astype(np.float32), 0, None) * np.float32(quanta)
         counts = rng.poisson(expected).astype(np.float32)
-        signal = counts * np.float32(self.air_level_dn / quanta) * row_gain[:, None].astype(np.float32)
+        signal = (
+            counts * np.float32(self.air_level_dn / quanta) * row_gain[:, None].astype(np.float32)
+        )
         signal += np.float32(self.read_noise_dn) * rng.standard_normal((h, w), dtype=np.float32)
         return np.clip(np.rint(signal), 0, 65535).astype(np.uint16)

@@ -19,7 +19,13 @@ from training.synth.threats import CATEGORIES, DRAW, MIN_ROOM, DrawnThreat, Plac
 from training.synth.vehicle import ContainerBox, draw_container, draw_tractor, draw_trailer_chassis
 
 DETECTOR_HEIGHT_MM = 4000.0  # detector column height: 800 px at 5 mm
-CATEGORY_WEIGHTS = {"firearm": 0.24, "narcotics": 0.26, "cigarettes": 0.17, "currency": 0.17, "person": 0.16}
+CATEGORY_WEIGHTS = {
+    "firearm": 0.24,
+    "narcotics": 0.26,
+    "cigarettes": 0.17,
+    "currency": 0.17,
+    "person": 0.16,
+}
 # Minimum mass thickness (g/cm^2) that counts as part of a threat's mask.
 MASK_THRESHOLD = 0.05
 
@@ -96,17 +102,17 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     whole_truck = rng.random() < 0.35
     x_tractor_front = 0.0
     x_tractor_rear = x_tractor_front + tractor_len
+    # Trailer front overhangs the tractor's rear by the kingpin setback region.
+    trailer_front = x_tractor_rear - tractor_rear_overhang - 1500 + kingpin_setback
     if whole_truck:
         start = x_tractor_front - rng.uniform(200, 900)
     else:
-        start = x_tractor_front + rng.uniform(2600, tractor_len - 200)
-    # Trailer front overhangs the tractor's rear by the kingpin setback region.
-    trailer_front = x_tractor_rear - tractor_rear_overhang - 1500 + kingpin_setback
+        start = x_tractor_front + rng.uniform(2600, trailer_front - x_tractor_front - 300)
     trailer_rear = trailer_front + trailer_len
     end = trailer_rear + rng.uniform(200, 1500)
     pitch = cfg.pitch_mm
-    width_px = int(round((end - start) / pitch))
-    height_px = int(round(DETECTOR_HEIGHT_MM / pitch))
+    width_px = round((end - start) / pitch)
+    height_px = round(DETECTOR_HEIGHT_MM / pitch)
     bottom = rng.uniform(250, 450)
     c = Canvas(width_px, height_px, pitch, top_mm=bottom + DETECTOR_HEIGHT_MM)
     # Shift the world so x = 0 is the first column.
@@ -134,7 +140,9 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     return layout, vehicle
 
 
-def _manifests(items: list[list[LoadedItem]], rng: np.random.Generator) -> tuple[list[dict], list[dict], str | None]:
+def _manifests(
+    items: list[list[LoadedItem]], rng: np.random.Generator
+) -> tuple[list[dict], list[dict], str | None]:
     """True manifest from what was loaded; a declared one that is usually right."""
     true_lines = []
     for k, box_items in enumerate(items):
@@ -150,13 +158,23 @@ def _manifests(items: list[list[LoadedItem]], rng: np.random.Generator) -> tuple
             )
     declared = [dict(line) for line in true_lines]
     for line in declared:  # shippers round and estimate
-        line["declared_weight_kg"] = float(round(line["declared_weight_kg"] * rng.uniform(0.97, 1.03), -1))
+        line["declared_weight_kg"] = float(
+            round(line["declared_weight_kg"] * rng.uniform(0.97, 1.03), -1)
+        )
     discrepancy: str | None = None
     r = rng.random()
     if not true_lines:
         if r < 0.08:
             com = COMMODITIES[int(rng.integers(len(COMMODITIES)))]
-            declared = [{"container": 0, "hs_code": com.hs_code, "description": com.description, "declared_weight_kg": float(rng.integers(2, 20) * 1000), "quantity": int(rng.integers(10, 200))}]
+            declared = [
+                {
+                    "container": 0,
+                    "hs_code": com.hs_code,
+                    "description": com.description,
+                    "declared_weight_kg": float(rng.integers(2, 20) * 1000),
+                    "quantity": int(rng.integers(10, 200)),
+                }
+            ]
             discrepancy = "declared_loaded_but_empty"
     elif r < 0.05:
         declared = []
@@ -166,13 +184,20 @@ def _manifests(items: list[list[LoadedItem]], rng: np.random.Generator) -> tuple
         discrepancy = "undeclared_goods"
     elif r < 0.23:
         k = int(rng.integers(len(declared)))
-        others = [c for c in COMMODITIES if c.description != declared[k]["description"] and c.material != _material_of(declared[k]["description"])]
+        others = [
+            c
+            for c in COMMODITIES
+            if c.description != declared[k]["description"]
+            and c.material != _material_of(declared[k]["description"])
+        ]
         com = others[int(rng.integers(len(others)))]
         declared[k].update(hs_code=com.hs_code, description=com.description)
         discrepancy = "false_description"
     elif r < 0.28:
         k = int(rng.integers(len(declared)))
-        declared[k]["declared_weight_kg"] = float(round(declared[k]["declared_weight_kg"] * rng.uniform(0.35, 0.65), -1))
+        declared[k]["declared_weight_kg"] = float(
+            round(declared[k]["declared_weight_kg"] * rng.uniform(0.35, 0.65), -1)
+        )
         discrepancy = "weight_mismatch"
     return true_lines, declared, discrepancy
 
@@ -181,29 +206,94 @@ def _material_of(description: str) -> str | None:
     return next((c.material for c in COMMODITIES if c.description == description), None)
 
 
-def _spots(layout: _Layout, items: list[list[LoadedItem]], rng: np.random.Generator) -> list[tuple[Placement, tuple[str, ...]]]:
+def _spots(
+    layout: _Layout, items: list[list[LoadedItem]], rng: np.random.Generator
+) -> list[tuple[Placement, tuple[str, ...]]]:
     """Places threats can go, with the categories that make sense there."""
     spots: list[tuple[Placement, tuple[str, ...]]] = []
     for box, box_items in zip(layout.containers, items, strict=True):
         for it in box_items:
             for b in it.blocks:
-                spots.append((Placement((b.x0 + b.x1) / 2, (b.y0 + b.y1) / 2, b.x1 - b.x0, b.y1 - b.y0, b.depth_mm, b.material, b.bulk_density, "load"), CATEGORIES))
+                spots.append(
+                    (
+                        Placement(
+                            (b.x0 + b.x1) / 2,
+                            (b.y0 + b.y1) / 2,
+                            b.x1 - b.x0,
+                            b.y1 - b.y0,
+                            b.depth_mm,
+                            b.material,
+                            b.bulk_density,
+                            "load",
+                        ),
+                        CATEGORIES,
+                    )
+                )
         # Free floor space: an empty box, or the door end of a part load.
         used_x1 = max((b.x1 for it in box_items for b in it.blocks), default=box.inner_x0)
         if box.inner_x1 - used_x1 > 700:
             w = box.inner_x1 - used_x1 - 100
-            spots.append((Placement(used_x1 + 50 + w / 2, box.floor_y + 500, w, 1000, 2000, None, 0.0, "floor"), CATEGORIES))
+            spots.append(
+                (
+                    Placement(
+                        used_x1 + 50 + w / 2, box.floor_y + 500, w, 1000, 2000, None, 0.0, "floor"
+                    ),
+                    CATEGORIES,
+                )
+            )
         # Concealments in the container structure: under the floor, behind a
         # false front wall, in the roof.
         L = box.x1 - box.x0
-        spots.append((Placement(box.x0 + L * rng.uniform(0.2, 0.8), box.y0 + 85, L * 0.5, 110, 2000, None, 0.0, "floor_cavity"), ("narcotics", "currency")))
-        spots.append((Placement(box.inner_x0 + 110, (box.floor_y + box.ceiling_y) / 2, 220, box.ceiling_y - box.floor_y - 100, 2200, None, 0.0, "front_wall"), ("narcotics", "currency", "cigarettes", "firearm")))
+        spots.append(
+            (
+                Placement(
+                    box.x0 + L * rng.uniform(0.2, 0.8),
+                    box.y0 + 85,
+                    L * 0.5,
+                    110,
+                    2000,
+                    None,
+                    0.0,
+                    "floor_cavity",
+                ),
+                ("narcotics", "currency"),
+            )
+        )
+        spots.append(
+            (
+                Placement(
+                    box.inner_x0 + 110,
+                    (box.floor_y + box.ceiling_y) / 2,
+                    220,
+                    box.ceiling_y - box.floor_y - 100,
+                    2200,
+                    None,
+                    0.0,
+                    "front_wall",
+                ),
+                ("narcotics", "currency", "cigarettes", "firearm"),
+            )
+        )
         if box.reefer:
-            spots.append((Placement(box.x0 + 220, box.y0 + 1000, 340, 900, 1500, None, 0.0, "reefer_unit"), ("narcotics", "currency")))
+            spots.append(
+                (
+                    Placement(
+                        box.x0 + 220, box.y0 + 1000, 340, 900, 1500, None, 0.0, "reefer_unit"
+                    ),
+                    ("narcotics", "currency"),
+                )
+            )
     c = layout.canvas
     if layout.cab is not None:
         x0, y0, x1, y1 = layout.cab
-        spots.append((Placement((x0 + x1) / 2 + 300, (y0 + y1) / 2 + 500, 1200, 1200, 1800, None, 0.0, "cab"), ("firearm", "currency", "narcotics", "cigarettes")))
+        spots.append(
+            (
+                Placement(
+                    (x0 + x1) / 2 + 300, (y0 + y1) / 2 + 500, 1200, 1200, 1800, None, 0.0, "cab"
+                ),
+                ("firearm", "currency", "narcotics", "cigarettes"),
+            )
+        )
     # Trailer tyres: bricks in the tyre cavity, seen inside the wheel ring.
     rubber = c.maps.get("rubber")
     if rubber is not None:
@@ -214,7 +304,9 @@ def _spots(layout: _Layout, items: list[list[LoadedItem]], rng: np.random.Genera
     return spots
 
 
-def _place_threats(layout: _Layout, items: list[list[LoadedItem]], n: int, rng: np.random.Generator) -> list[DrawnThreat]:
+def _place_threats(
+    layout: _Layout, items: list[list[LoadedItem]], n: int, rng: np.random.Generator
+) -> list[DrawnThreat]:
     c = layout.canvas
     spots = _spots(layout, items, rng)
     drawn: list[DrawnThreat] = []
@@ -225,7 +317,14 @@ def _place_threats(layout: _Layout, items: list[list[LoadedItem]], n: int, rng: 
         for _attempt in range(20):
             cat = names[int(rng.choice(len(names), p=probs / probs.sum()))]
             mw, mh, md = MIN_ROOM[cat]
-            fits = [s for s in spots if cat in s[1] and s[0].max_w >= mw * 0.6 and s[0].max_h >= mh * 0.4 and s[0].depth_mm >= md * 0.5]
+            fits = [
+                s
+                for s in spots
+                if cat in s[1]
+                and s[0].max_w >= mw * 0.6
+                and s[0].max_h >= mh * 0.4
+                and s[0].depth_mm >= md * 0.5
+            ]
             if not fits:
                 continue
             spot, _ = fits[int(rng.integers(len(fits)))]
@@ -234,9 +333,21 @@ def _place_threats(layout: _Layout, items: list[list[LoadedItem]], n: int, rng: 
             cx, cy = spot.cx + rng.uniform(-hw, hw), spot.cy + rng.uniform(-hh, hh)
             if spot.where == "floor":
                 cy = spot.cy - spot.max_h / 2 + mh / 2 + 20
-            if any(abs(cx - tx) < (mw + tw) / 2 and abs(cy - ty) < (mh + th) / 2 for tx, ty, tw, th in taken):
+            if any(
+                abs(cx - tx) < (mw + tw) / 2 and abs(cy - ty) < (mh + th) / 2
+                for tx, ty, tw, th in taken
+            ):
                 continue
-            place = Placement(cx, cy, min(spot.max_w, mw * 2.5), min(spot.max_h, mh * 2.5), spot.depth_mm, spot.host_material, spot.host_density, spot.where)
+            place = Placement(
+                cx,
+                cy,
+                min(spot.max_w, mw * 2.5),
+                min(spot.max_h, mh * 2.5),
+                spot.depth_mm,
+                spot.host_material,
+                spot.host_density,
+                spot.where,
+            )
             threat = DRAW[cat](c, place, rng)
             if place.host_material is not None and place.host_density > 0:
                 # The threat takes the place of cargo: remove what it displaces.
@@ -270,7 +381,9 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
         load_kinds.append(kind)
         items.append(box_items)
     true_manifest, declared_manifest, discrepancy = _manifests(items, rng)
-    clean = rng.random() < cfg.clean_fraction
+    # Clean scans are spread evenly over the indices, so any prefix of a data
+    # set holds the intended share of them.
+    clean = int((index + 1) * cfg.clean_fraction) > int(index * cfg.clean_fraction)
     n_threats = 0 if clean else int(min(rng.geometric(0.55), cfg.max_threats))
     drawn = _place_threats(layout, items, n_threats, rng)
     labels = [lab for t in drawn if (lab := _label(t, cfg.pitch_mm)) is not None]
@@ -282,14 +395,24 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     det = cfg.detector
     row_gain = 1.0 + det.row_gain_sigma * rng.standard_normal(c.height_px)
     high = det.expose(t_high, rng, row_gain=row_gain)
-    low = det.expose(t_low, rng, row_gain=row_gain * (1 + 0.3 * det.row_gain_sigma * rng.standard_normal(c.height_px)), quanta_scale=cfg.low_quanta_scale)
+    low = det.expose(
+        t_low,
+        rng,
+        row_gain=row_gain * (1 + 0.3 * det.row_gain_sigma * rng.standard_normal(c.height_px)),
+        quanta_scale=cfg.low_quanta_scale,
+    )
 
     x0 = min(b.x0 for b in layout.containers)
     x1 = max(b.x1 for b in layout.containers)
     y1 = max(b.y1 for b in layout.containers)
     y0 = min(b.y0 for b in layout.containers)
     col0, row0, col1, row1 = c.box_px(x0, y0, x1, y1)
-    cargo_region = (max(int(col0), 0), max(int(row0), 0), min(int(np.ceil(col1)), c.width_px), min(int(np.ceil(row1)), c.height_px))
+    cargo_region = (
+        max(int(col0), 0),
+        max(int(row0), 0),
+        min(int(np.ceil(col1)), c.width_px),
+        min(int(np.ceil(row1)), c.height_px),
+    )
     info = {
         "vehicle": vehicle,
         "load": load_kinds,
@@ -297,6 +420,11 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
         "declared_manifest": declared_manifest,
         "manifest_discrepancy": discrepancy,
         "clean": not labels,
-        "scanner": {"kind": "portal", "high_mv": cfg.high_mv, "low_mv": cfg.low_mv, "pixel_pitch_mm": cfg.pitch_mm},
+        "scanner": {
+            "kind": "portal",
+            "high_mv": cfg.high_mv,
+            "low_mv": cfg.low_mv,
+            "pixel_pitch_mm": cfg.pitch_mm,
+        },
     }
     return SynthScan(high, low, labels, cargo_region, info)

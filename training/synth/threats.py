@@ -43,7 +43,9 @@ class DrawnThreat:
     where: str
 
 
-def _pose(points: np.ndarray, rng: np.random.Generator, max_tilt_deg: float = 65.0) -> tuple[np.ndarray, float]:
+def _pose(
+    points: np.ndarray, rng: np.random.Generator, max_tilt_deg: float = 65.0
+) -> tuple[np.ndarray, float]:
     """Random in-plane rotation and out-of-plane tilt (foreshortening) of a flat object.
 
     Returns the posed outline and the factor by which its path along the beam grows.
@@ -56,7 +58,12 @@ def _pose(points: np.ndarray, rng: np.random.Generator, max_tilt_deg: float = 65
     return pts, 1.0 / max(np.cos(tilt), 0.35)
 
 
-def _place_parts(c: Canvas, parts: list[tuple[str, np.ndarray, float, float]], centre: tuple[float, float], rng: np.random.Generator) -> None:
+def _place_parts(
+    c: Canvas,
+    parts: list[tuple[str, np.ndarray, float, float]],
+    centre: tuple[float, float],
+    rng: np.random.Generator,
+) -> None:
     """Draw a set of flat parts (material, outline, depth, density) with one shared pose."""
     everything = np.concatenate([p[1] for p in parts])
     origin = everything.mean(axis=0)
@@ -89,10 +96,25 @@ def _pistol(rng: np.random.Generator) -> list[tuple[str, np.ndarray, float, floa
     parts = [
         ("steel", _rect(0, 95, 190, 130) * s, slide_t, STEEL),  # slide
         ("steel", _rect(5, 105, 185, 120) * s, 12, STEEL),  # barrel inside the slide
-        ("plastic" if polymer else "steel", np.array([[25, 95], [70, 95], [55, 5], [10, 0]]) * s, frame_t, 1.2 if polymer else STEEL * 0.6),
-        ("steel", np.array([[30, 92], [62, 92], [50, 12], [17, 8]]) * s, 20, STEEL * 0.5),  # magazine
+        (
+            "plastic" if polymer else "steel",
+            np.array([[25, 95], [70, 95], [55, 5], [10, 0]]) * s,
+            frame_t,
+            1.2 if polymer else STEEL * 0.6,
+        ),
+        (
+            "steel",
+            np.array([[30, 92], [62, 92], [50, 12], [17, 8]]) * s,
+            20,
+            STEEL * 0.5,
+        ),  # magazine
         ("brass", _rect(28, 60, 58, 88) * s, 9, 8.5 * 0.6),  # cartridges at the top of the magazine
-        ("plastic" if polymer else "steel", _ring(90 * s, 80 * s, 22 * s, 14 * s), 10, 1.2 if polymer else STEEL),  # trigger guard
+        (
+            "plastic" if polymer else "steel",
+            _ring(90 * s, 80 * s, 22 * s, 14 * s),
+            10,
+            1.2 if polymer else STEEL,
+        ),  # trigger guard
     ]
     return parts
 
@@ -104,7 +126,12 @@ def _revolver(rng: np.random.Generator) -> list[tuple[str, np.ndarray, float, fl
         ("steel", _rect(15, 85, 75, 130) * s, 38, STEEL * 0.75),  # cylinder with chambers
         ("lead", _rect(20, 92, 70, 124) * s, 20, 11.35 * 0.35),  # rounds in the cylinder
         ("wood", np.array([[0, 90], [30, 90], [20, 0], [-15, 5]]) * s, 32, 0.7),  # grip
-        ("steel", np.array([[0, 90], [25, 90], [14, 15], [-5, 18]]) * s, 10, STEEL),  # frame in the grip
+        (
+            "steel",
+            np.array([[0, 90], [25, 90], [14, 15], [-5, 18]]) * s,
+            10,
+            STEEL,
+        ),  # frame in the grip
         ("steel", _ring(45 * s, 75 * s, 20 * s, 13 * s), 8, STEEL),
     ]
 
@@ -115,13 +142,62 @@ def _rifle(rng: np.random.Generator) -> list[tuple[str, np.ndarray, float, float
     stock_len = 60 if folded else 250
     parts = [
         ("steel", _rect(stock_len, 40, stock_len + 260, 95) * s, 35, STEEL * 0.6),  # receiver
-        ("steel", _rect(stock_len + 260, 62, stock_len + 260 + rng.uniform(350, 500), 80) * s, 20, STEEL),  # barrel
+        (
+            "steel",
+            _rect(stock_len + 260, 62, stock_len + 260 + rng.uniform(350, 500), 80) * s,
+            20,
+            STEEL,
+        ),  # barrel
         ("steel", _rect(stock_len + 260, 80, stock_len + 500, 95) * s, 14, STEEL),  # gas tube
         ("plastic", _rect(stock_len + 260, 50, stock_len + 480, 100) * s, 45, 1.1),  # handguard
-        ("steel", np.array([[stock_len + 90, 40], [stock_len + 150, 40], [stock_len + 190, -110], [stock_len + 125, -120]]) * s, 24, STEEL * 0.45),  # magazine
-        ("brass", np.array([[stock_len + 100, 35], [stock_len + 140, 35], [stock_len + 165, -60], [stock_len + 125, -65]]) * s, 10, 8.5 * 0.5),
-        ("plastic", np.array([[stock_len + 20, 40], [stock_len + 60, 40], [stock_len + 45, -60], [stock_len + 5, -55]]) * s, 30, 1.2),  # grip
-        ("wood" if rng.random() < 0.5 else "plastic", np.array([[0, 20], [stock_len, 45], [stock_len, 95], [0, 90]]) * s, 40, 0.7),  # stock
+        (
+            "steel",
+            np.array(
+                [
+                    [stock_len + 90, 40],
+                    [stock_len + 150, 40],
+                    [stock_len + 190, -110],
+                    [stock_len + 125, -120],
+                ]
+            )
+            * s,
+            24,
+            STEEL * 0.45,
+        ),  # magazine
+        (
+            "brass",
+            np.array(
+                [
+                    [stock_len + 100, 35],
+                    [stock_len + 140, 35],
+                    [stock_len + 165, -60],
+                    [stock_len + 125, -65],
+                ]
+            )
+            * s,
+            10,
+            8.5 * 0.5,
+        ),
+        (
+            "plastic",
+            np.array(
+                [
+                    [stock_len + 20, 40],
+                    [stock_len + 60, 40],
+                    [stock_len + 45, -60],
+                    [stock_len + 5, -55],
+                ]
+            )
+            * s,
+            30,
+            1.2,
+        ),  # grip
+        (
+            "wood" if rng.random() < 0.5 else "plastic",
+            np.array([[0, 20], [stock_len, 45], [stock_len, 95], [0, 90]]) * s,
+            40,
+            0.7,
+        ),  # stock
     ]
     return parts
 
@@ -135,7 +211,10 @@ def _part(rng: np.random.Generator) -> tuple[str, list[tuple[str, np.ndarray, fl
         return kind, [("steel", _rect(0, 0, 190, 34), 24, STEEL * 0.8)]
     if kind == "bolt":
         return kind, [("steel", _rect(0, 0, 180, 30), 30, STEEL * 0.9)]
-    return kind, [("steel", np.array([[0, 0], [40, 0], [70, -200], [28, -205]]), 24, STEEL * 0.45), ("brass", np.array([[8, -5], [36, -5], [60, -180], [32, -185]]), 10, 8.5 * 0.5)]
+    return kind, [
+        ("steel", np.array([[0, 0], [40, 0], [70, -200], [28, -205]]), 24, STEEL * 0.45),
+        ("brass", np.array([[8, -5], [36, -5], [60, -180], [32, -185]]), 10, 8.5 * 0.5),
+    ]
 
 
 def draw_firearm(c: Canvas, p: Placement, rng: np.random.Generator) -> DrawnThreat:
@@ -172,7 +251,9 @@ def draw_narcotics(c: Canvas, p: Placement, rng: np.random.Generator) -> DrawnTh
         for j in range(ny):
             bx, by = x0 + i * (bw + 5), y0 + j * (bh + 3)
             c.add_box(drug, bx, by, bx + bw, by + bh, bd * nz * rng.uniform(0.95, 1.05), density)
-            c.add_box("plastic", bx - 2, by - 1, bx + bw + 2, by + bh + 1, 2 * 0.4 * nz, 1.2)  # tape wrap
+            c.add_box(
+                "plastic", bx - 2, by - 1, bx + bw + 2, by + bh + 1, 2 * 0.4 * nz, 1.2
+            )  # tape wrap
     return DrawnThreat("narcotics", drug, c.stop_recording(), density, p.where)
 
 
@@ -271,11 +352,15 @@ def draw_person(c: Canvas, p: Placement, rng: np.random.Generator) -> DrawnThrea
     shift = np.array([p.cx, p.cy]) - (lo + hi) / 2
     pelvis, neck, head, knee, ankle, elbow, wrist = (j + shift for j in joints)
 
-    def limb(a: np.ndarray, b: np.ndarray, r_soft: float, r_bone: float, depth: float, n: int = 5) -> None:
+    def limb(
+        a: np.ndarray, b: np.ndarray, r_soft: float, r_bone: float, depth: float, n: int = 5
+    ) -> None:
         for t in np.linspace(0.1, 0.9, n):
             q = a + t * (b - a)
             L = float(np.linalg.norm(b - a)) / n
-            c.add_ellipsoid("tissue", q[0], q[1], max(r_soft, L * 0.6), max(r_soft, L * 0.6), depth / 2, 1.03)
+            c.add_ellipsoid(
+                "tissue", q[0], q[1], max(r_soft, L * 0.6), max(r_soft, L * 0.6), depth / 2, 1.03
+            )
             c.add_ellipsoid("bone", q[0], q[1], r_bone * 1.4, r_bone * 1.4, r_bone, 1.85)
 
     c.start_recording()
@@ -287,12 +372,16 @@ def draw_person(c: Canvas, p: Placement, rng: np.random.Generator) -> DrawnThrea
     rx = abs(half_len * np.cos(a)) + abs(rw * np.sin(a))
     ry = abs(half_len * np.sin(a)) + abs(rw * np.cos(a))
     c.add_ellipsoid("tissue", mid[0], mid[1], rx * 0.9, ry * 0.9, depth_torso / 2, 1.03)
-    c.add_ellipsoid("tissue", mid[0], mid[1], rx * 0.6, ry * 0.6, depth_torso / 2, -0.35)  # lungs: air in the chest
+    c.add_ellipsoid(
+        "tissue", mid[0], mid[1], rx * 0.6, ry * 0.6, depth_torso / 2, -0.35
+    )  # lungs: air in the chest
     for t in np.linspace(0.05, 0.95, 14):  # vertebrae
         q = pelvis + t * along
         c.add_ellipsoid("bone", q[0], q[1], 22 * s, 22 * s, 30 * s, 1.85)
     c.add_ellipsoid("bone", mid[0], mid[1], rx * 0.6, ry * 0.6, depth_torso / 2, 0.15)  # ribcage
-    c.add_ellipsoid("bone", pelvis[0], pelvis[1], 110 * s, 90 * s, 0.5 * depth_torso * 0.7, 0.5)  # pelvis
+    c.add_ellipsoid(
+        "bone", pelvis[0], pelvis[1], 110 * s, 90 * s, 0.5 * depth_torso * 0.7, 0.5
+    )  # pelvis
     c.add_ellipsoid("tissue", head[0], head[1], 85 * s, 105 * s, 80 * s, 1.03)
     c.add_ellipsoid("bone", head[0], head[1], 85 * s, 105 * s, 80 * s, 0.35)  # skull
     limb(pelvis, knee, 80 * s, 16 * s, 2 * 150 * s if sideways else 170 * s)

@@ -41,7 +41,9 @@ class ContainerBox:
     reefer: bool
 
 
-def draw_wheel(c: Canvas, cx: float, radius: float, rng: np.random.Generator, dual: bool = True) -> None:
+def draw_wheel(
+    c: Canvas, cx: float, radius: float, rng: np.random.Generator, dual: bool = True
+) -> None:
     """A wheel set on one axle seen from the side: both sides of the vehicle, duals or singles.
 
     Tyres are hollow: the rays cross their sidewalls, and run the full tread
@@ -62,7 +64,9 @@ def draw_wheel(c: Canvas, cx: float, radius: float, rng: np.random.Generator, du
     c.add_cylinder_z("steel", cx, cy, 65, 1750, STEEL)  # axle beam
     for k in range(10):  # wheel studs: small dense dots on a circle
         a = 2 * np.pi * k / 10
-        c.add_cylinder_z("steel", cx + 0.27 * rim * np.cos(a), cy + 0.27 * rim * np.sin(a), 11, 4 * 60, STEEL)
+        c.add_cylinder_z(
+            "steel", cx + 0.27 * rim * np.cos(a), cy + 0.27 * rim * np.sin(a), 11, 4 * 60, STEEL
+        )
 
 
 def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[float, float]:
@@ -105,7 +109,9 @@ def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[fl
     for seat_x in (cab_x0 + 900, cab_x0 + 1500):  # two seats, foam over steel frames
         c.add_box("plastic", seat_x, cab_y0 + 350, seat_x + 500, cab_y0 + 1300, 2 * 500, 0.05)
         c.add_box("steel", seat_x, cab_y0 + 250, seat_x + 500, cab_y0 + 350, 2 * 400, 0.25 * STEEL)
-    c.add_box("plastic", cab_x0 + 60, cab_y0 + 800, cab_x0 + 500, cab_y0 + 1150, 2200, 0.25)  # dashboard
+    c.add_box(
+        "plastic", cab_x0 + 60, cab_y0 + 800, cab_x0 + 500, cab_y0 + 1150, 2200, 0.25
+    )  # dashboard
     # Fuel tank (aluminium shell, diesel) and air tanks along the chassis.
     tank_x0 = rear_axle - wheel_r - rng.uniform(1400, 1700)
     c.add_cylinder_x("aluminium", tank_x0, tank_x0 + 1200, rail_top - 450, 300, ALU, wall_mm=3)
@@ -124,8 +130,12 @@ def draw_trailer_chassis(
     """Skeletal container chassis: two I-beams, gooseneck, landing gear, axle bogie."""
     beam_h = rng.uniform(380, 480)
     goose = x_front + rng.uniform(2800, 3400)
+    holes, hole_pitch = rng.random() < 0.4, rng.uniform(500, 900)
     for x0, x1, top, h in ((x_front, goose, deck_y, 180), (goose, x_rear, deck_y, beam_h)):
-        c.add_box("steel", x0, top - h, x1, top, 2 * 6, STEEL)  # webs
+        c.add_box("steel", x0, top - h, x1, top, 2 * 5, STEEL)  # webs
+        if holes:  # lightening holes in the webs of some chassis
+            for xh in np.arange(x0 + 300, x1 - 200, hole_pitch):
+                c.add_cylinder_z("steel", xh, top - h / 2, h * 0.15, -2 * 5, STEEL)
         c.add_box("steel", x0, top - 14, x1, top, 2 * 150, STEEL)  # top flanges
         c.add_box("steel", x0, top - h, x1, top - h + 14, 2 * 150, STEEL)  # bottom flanges
     for xm in np.arange(x_front + 200, x_rear - 100, rng.uniform(900, 1400)):  # cross-members
@@ -145,18 +155,35 @@ def draw_trailer_chassis(
     for k in range(n_axles):
         ax = last - k * spacing
         draw_wheel(c, ax, wheel_r, rng, dual=rng.random() < 0.6)
-        c.add_box("steel", ax - 600, wheel_r + 180, ax + 600, wheel_r + 230, 2 * 100, STEEL)  # springs
-        c.add_box("plastic", ax - wheel_r - 60, wheel_r * 2 + 40, ax + wheel_r + 60, wheel_r * 2 + 60, 2 * 600, 1.0)
+        c.add_box(
+            "steel", ax - 600, wheel_r + 180, ax + 600, wheel_r + 230, 2 * 100, STEEL
+        )  # springs
+        c.add_box(
+            "plastic",
+            ax - wheel_r - 60,
+            wheel_r * 2 + 40,
+            ax + wheel_r + 60,
+            wheel_r * 2 + 60,
+            2 * 600,
+            1.0,
+        )
     # Rear bumper and light bar.
     c.add_box("steel", x_rear - 120, deck_y - 700, x_rear - 20, deck_y - 550, 2300 * 0.25, STEEL)
     # Spare wheel carrier sometimes carries a spare.
-    if rng.random() < 0.5:
+    if rng.random() < 0.5:  # carried flat under the chassis: a low, wide band
         sx = x_front + rng.uniform(3500, 5000)
-        c.add_annulus_z("rubber", sx, deck_y - 600, 200, 480, 2 * 14 + 260 * 0.3, RUBBER)
+        c.add_cylinder_y("rubber", sx, deck_y - 800, deck_y - 520, 500, RUBBER, wall_mm=25)
+        c.add_cylinder_y("steel", sx, deck_y - 700, deck_y - 620, 280, STEEL, wall_mm=8)
 
 
 def draw_container(
-    c: Canvas, x0: float, deck_y: float, length_ft: int, high_cube: bool, reefer: bool, rng: np.random.Generator
+    c: Canvas,
+    x0: float,
+    deck_y: float,
+    length_ft: int,
+    high_cube: bool,
+    reefer: bool,
+    rng: np.random.Generator,
 ) -> ContainerBox:
     """ISO container with its corrugated walls, roof, floor, cross-members, doors and castings.
 
@@ -173,7 +200,15 @@ def draw_container(
     c.add_box("steel", x0, y0 + 160, x1, y1 - 60, 2 * t_side, STEEL)
     for xs in np.arange(x0 + 150, x1 - 150, pitch):
         for off in (0.0, pitch / 2):
-            c.add_box("steel", xs + off, y0 + 160, xs + off + slope_face * 0.6, y1 - 60, 2 * t_side * 1.3, STEEL)
+            c.add_box(
+                "steel",
+                xs + off,
+                y0 + 160,
+                xs + off + slope_face * 0.6,
+                y1 - 60,
+                2 * t_side * 0.35,
+                STEEL,
+            )
     if reefer:  # insulated walls: foam between aluminium/steel skins
         c.add_box("plastic", x0, y0 + 160, x1, y1 - 60, 2 * 90, 0.04)
         c.add_box("aluminium", x0, y0 + 160, x1, y1 - 60, 2 * 1.0, ALU)
@@ -193,12 +228,16 @@ def draw_container(
     spacing = rng.uniform(280, 320)
     for xm in np.arange(x0 + 150, x1 - 150, spacing):
         c.add_box("steel", xm, y0 + 15, xm + 4.5, floor_top - 28, INNER_WIDTH * 0.9, STEEL)
-        c.add_box("steel", xm - 20, floor_top - 33, xm + 25, floor_top - 28, INNER_WIDTH * 0.9, STEEL)
+        c.add_box(
+            "steel", xm - 20, floor_top - 33, xm + 25, floor_top - 28, INNER_WIDTH * 0.9, STEEL
+        )
     # Front (end) wall: vertical corrugation seen edge-on -> two dark lines and
     # a grey band between them.
     depth_c = 36.0
     c.add_box("steel", x0 + 10, y0 + 160, x0 + 12, y1 - 60, INNER_WIDTH * 0.45, STEEL)
-    c.add_box("steel", x0 + 10 + depth_c, y0 + 160, x0 + 12 + depth_c, y1 - 60, INNER_WIDTH * 0.45, STEEL)
+    c.add_box(
+        "steel", x0 + 10 + depth_c, y0 + 160, x0 + 12 + depth_c, y1 - 60, INNER_WIDTH * 0.45, STEEL
+    )
     c.add_box("steel", x0 + 12, y0 + 160, x0 + 10 + depth_c, y1 - 60, 80, STEEL)
     # Doors: two leaves with frames and four vertical locking bars with cams.
     c.add_box("steel", x1 - 60, y0 + 160, x1 - 56, y1 - 60, INNER_WIDTH * 0.5, STEEL)
@@ -232,7 +271,9 @@ def draw_container(
         c.add_box("plastic", x0 + 20, y0 + 200, x0 + 440, y1 - 80, 2000, 0.03)
         inner_x0 = x0 + 450
         # T-bar floor of reefers: aluminium extrusions edge-on.
-        c.add_box("aluminium", x0 + 100, floor_top, x1 - 100, floor_top + 60, INNER_WIDTH * 0.25, ALU)
+        c.add_box(
+            "aluminium", x0 + 100, floor_top, x1 - 100, floor_top + 60, INNER_WIDTH * 0.25, ALU
+        )
         floor_top += 60
     return ContainerBox(
         x0=x0,
