@@ -54,11 +54,15 @@ def _run_render(args: argparse.Namespace) -> int:
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="generate a synthetic labelled dual-energy scan data set (COCO)")
+    p = sub.add_parser(
+        "synth", help="generate a synthetic labelled dual-energy scan data set (COCO)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--count", type=int, required=True, help="number of scans")
     p.add_argument("--seed", type=int, default=0, help="seed; same arguments give identical bytes")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPU count)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: CPU count)"
+    )
     p.add_argument(
         "--clean-fraction",
         type=float,

@@ -136,17 +136,18 @@ class DetectorModel:
 
     Figures are typical of 4-6 MV container portals: tens of thousands of
     effective quanta per pixel in air (energy-integrating detectors count
-    fewer effective quanta than photons), a PSF under a pixel, a few per cent
-    of broad scatter, 1-2 % pulse-to-pulse dose jitter and a residual per-row
-    gain error after calibration.
+    fewer effective quanta than photons), a PSF under a pixel, well under a
+    per cent of broad scatter (the detectors are collimated), the residual of
+    the 1-2 % pulse-to-pulse dose jitter after reference-detector
+    normalisation, and a residual per-row gain error after calibration.
     """
 
     air_quanta: float = 40_000.0
     air_level_dn: float = 60_000.0
     blur_sigma_px: float = 0.7
-    scatter_fraction: float = 0.03
+    scatter_fraction: float = 0.006
     scatter_sigma_px: float = 30.0
-    pulse_sigma: float = 0.012
+    pulse_sigma: float = 0.004
     row_gain_sigma: float = 0.015
     read_noise_dn: float = 4.0
 

@@ -1,0 +1,233 @@
+"""THE pre-processing: a decoded :class:`~inference.scan.Scan` -> the model's input tensor.
+
+Training and serving both call :func:`preprocess`; any difference between the two would
+be a silent accuracy bug, so there is exactly one implementation and its behaviour is
+versioned by :data:`PREPROCESS_VERSION` (recorded in the model card). Change the maths
+here -> bump the version -> retrain.
+
+Steps and why:
+
+1. Air calibration per detector row (:func:`air_levels`). Each row is one detector
+   element with its own gain, and the source output drifts between scanners, so raw
+   counts are not comparable. Every scan contains air (before/after the vehicle and
+   above it), so the brightest pixels of a row tell us that row's unattenuated level.
+2. Attenuation ``a = -ln(T)`` with ``T = I / air`` (:func:`attenuation`). Beer-Lambert
+   makes ``a`` additive in material thickness, so a threat looks the same whatever it
+   sits behind or in front of, and 8-bit and 16-bit inputs land on the same scale.
+3. Two energy channels, ``a / ATTENUATION_SCALE``: channel 0 = high, channel 1 = low.
+   Single-energy scans copy the high channel into channel 1; the model is trained with
+   the low channel randomly dropped in exactly this way, so it works on both.
+4. Optional resampling by ``scale`` (pixel pitch normalisation), then zero padding to a
+   multiple of the network stride. Zero attenuation = air, so padding looks like the
+   air around a vehicle, not like a wall.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference.scan import Scan
+
+__all__ = [
+    "AIR_PERCENTILE",
+    "ATTENUATION_SCALE",
+    "PREPROCESS_VERSION",
+    "ModelInput",
+    "air_levels",
+    "attenuation",
+    "preprocess",
+]
+
+PREPROCESS_VERSION = "1"
+ATTENUATION_SCALE = 4.0
+"""model input = (-ln T) / ATTENUATION_SCALE: typical cargo (a = 0..8) lands in 0..2."""
+
+AIR_PERCENTILE = 99.5
+"""High percentile of a row that is surely air, while ignoring a few hot pixels."""
+AIR_BAND_SIGMAS = 5.0
+AIR_BAND_RANGE = (0.005, 0.08)
+"""The air level is the median of the pixels in a band under that percentile, 5 noise
+sigmas wide (relative noise estimated over the whole scan from the spacing of the top
+percentiles), kept within 0.5-8 %. Why: the percentile alone sits ~2.6 sigmas above the
+mean air level (all air would look slightly attenuating); a wider band would let an
+empty container's walls (T ~ 0.9), which fill most of a row, pull the median down."""
+DENSE_ROW_FRACTION = 0.7
+"""A row whose estimate is below this fraction of the median row saw no air at all
+(fully covered by dense matter); its level is borrowed from neighbouring rows."""
+NEIGHBOUR_ROWS = 8
+"""How many valid rows on each side lend their air level to an invalid row."""
+
+
+def _max_value(channel: np.ndarray) -> int:
+    if channel.dtype == np.uint8:
+        return 255
+    if channel.dtype == np.uint16:
+        return 65535
+    raise ValueError(f"expected a uint8 or uint16 channel, got {channel.dtype}")
+
+
+def air_levels(channel: np.ndarray) -> np.ndarray:
+    """Per-row (H,) unattenuated intensity ("air") of a 2-D uint8/uint16 channel.
+
+    Robust high percentile per row, refined to the median of the air band just under it
+    (see AIR_BAND_SIGMAS). Rows that saw no air (estimate < 0.7 x the median row) take the
+    median of their nearest valid rows, since a detector's gain differs little from its
+    neighbours'. Returned as float64, at least 1 (no division by zero).
+    """
+    channel = np.asarray(channel)
+    if channel.ndim != 2:
+        raise ValueError(f"expected a 2-D channel, got shape {channel.shape}")
+    _max_value(channel)
+    # One sort per row (radix sort for 8/16-bit: cheaper than np.percentile) gives the
+    # percentiles and the median of the air band.
+    ordered = np.sort(channel, axis=1, kind="stable")
+    width = ordered.shape[1]
+    top = ordered[:, round(AIR_PERCENTILE / 100.0 * (width - 1))].astype(np.float64)
+    upper = ordered[:, round(0.999 * (width - 1))].astype(np.float64)
+    lit = top > 0
+    # p99.9 - p99.5 is 0.5-0.7 sigma of the air noise whatever the share of air in a row
+    sigma = float(np.median((upper[lit] - top[lit]) / top[lit])) / 0.5 if lit.any() else 0.0
+    band = min(max(AIR_BAND_SIGMAS * sigma, AIR_BAND_RANGE[0]), AIR_BAND_RANGE[1])
+    threshold = np.ceil((1.0 - band) * top)
+    counts = np.count_nonzero(ordered >= threshold[:, None], axis=1)
+    mid = width - (np.maximum(counts, 1) + 1) // 2
+    air = np.take_along_axis(ordered, mid[:, None], axis=1)[:, 0].astype(np.float64)
+
+    median = float(np.median(air))
+    bad = air < DENSE_ROW_FRACTION * median
+    if bad.any():
+        valid_rows = np.flatnonzero(~bad)  # never empty: the median row is valid
+        fixed = air.copy()
+        for row in np.flatnonzero(bad):
+            pos = int(np.searchsorted(valid_rows, row))
+            near = valid_rows[max(0, pos - NEIGHBOUR_ROWS) : pos + NEIGHBOUR_ROWS]
+            fixed[row] = float(np.median(air[near]))
+        air = fixed
+    return np.maximum(air, 1.0)
+
+
+def attenuation(channel: np.ndarray, air: np.ndarray | float | None = None) -> np.ndarray:
+    """float32 ``a = -ln(T)``, ``T = I / air`` per row, clipped to ``[T_min, 1]``.
+
+    ``T_min = 1 / (max_value + 1)``: the smallest transmission the bit depth can express
+    (zero counts would be infinite attenuation). ``air`` defaults to :func:`air_levels`;
+    pass it to calibrate with a known flat field instead.
+    """
+    channel = np.asarray(channel)
+    if channel.ndim != 2:
+        raise ValueError(f"expected a 2-D channel, got shape {channel.shape}")
+    max_value = _max_value(channel)
+    if air is None:
+        air = air_levels(channel)
+    air_arr = np.asarray(air, dtype=np.float64)
+    if air_arr.ndim == 0:
+        air_arr = np.full(channel.shape[0], float(air_arr))
+    if air_arr.shape != (channel.shape[0],):
+        raise ValueError(
+            f"air must have one value per row ({channel.shape[0]}), got {air_arr.shape}"
+        )
+    inv = (1.0 / np.maximum(air_arr, 1e-6)).astype(np.float32)
+    t = channel.astype(np.float32)
+    t *= inv[:, None]
+    np.clip(t, np.float32(1.0 / (max_value + 1)), np.float32(1.0), out=t)
+    np.log(t, out=t)
+    np.negative(t, out=t)
+    return t
+
+
+@dataclass
+class ModelInput:
+    """The tensor a detector consumes plus what is needed to map its output back.
+
+    ``tensor`` is float32 (1, 2, Hp, Wp), C-contiguous; rows/columns beyond ``scaled_hw``
+    are zero padding. ``scale`` = model pixels per original pixel (as requested).
+    """
+
+    tensor: np.ndarray
+    original_hw: tuple[int, int]
+    scaled_hw: tuple[int, int]
+    scale: float
+    has_low: bool
+
+    def _factors(self) -> tuple[float, float]:
+        """Exact model px per original px along x and y (rounding of the resize)."""
+        return (
+            self.scaled_hw[1] / self.original_hw[1],
+            self.scaled_hw[0] / self.original_hw[0],
+        )
+
+    def to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) x0, y0, x1, y1 boxes in model pixels -> original scan pixels, clipped.
+
+        Boxes that reach into the padding are clipped to the scan's edge.
+        """
+        b = _as_boxes(boxes)
+        fx, fy = self._factors()
+        out = b / np.array([fx, fy, fx, fy])
+        h, w = self.original_hw
+        np.clip(out[:, 0::2], 0.0, float(w), out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0.0, float(h), out=out[:, 1::2])
+        return out
+
+    def to_model(self, boxes: np.ndarray) -> np.ndarray:
+        """(N, 4) boxes in original scan pixels -> model pixels (for training labels)."""
+        b = _as_boxes(boxes)
+        fx, fy = self._factors()
+        out = b * np.array([fx, fy, fx, fy])
+        h, w = self.scaled_hw
+        np.clip(out[:, 0::2], 0.0, float(w), out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0.0, float(h), out=out[:, 1::2])
+        return out
+
+
+def _as_boxes(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.size == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4) x0, y0, x1, y1; got shape {b.shape}")
+    return b.copy()
+
+
+def preprocess(scan: Scan, *, pad_multiple: int = 32, scale: float = 1.0) -> ModelInput:
+    """Turn a scan into the model input. The ONE function used by training and serving."""
+    if not isinstance(pad_multiple, int) or pad_multiple < 1:
+        raise ValueError(f"pad_multiple must be a positive integer, got {pad_multiple!r}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+
+    a_high = attenuation(scan.high)
+    a_low = attenuation(scan.low) if scan.low is not None else a_high
+    h, w = scan.shape
+    hwc = np.empty((h, w, 2), dtype=np.float32)
+    np.multiply(a_high, np.float32(1.0 / ATTENUATION_SCALE), out=hwc[:, :, 0])
+    if scan.low is not None:
+        np.multiply(a_low, np.float32(1.0 / ATTENUATION_SCALE), out=hwc[:, :, 1])
+    else:
+        hwc[:, :, 1] = hwc[:, :, 0]
+
+    sh, sw = h, w
+    if scale != 1.0:
+        import cv2
+
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        # INTER_AREA averages attenuation over the footprint when shrinking (no aliasing
+        # of thin wires into dashes); for enlarging OpenCV falls back to bilinear.
+        hwc = cv2.resize(hwc, (sw, sh), interpolation=cv2.INTER_AREA)
+        if hwc.ndim == 2:  # cv2 drops a trailing channel axis of size 1 only; be safe
+            hwc = hwc[:, :, None]
+
+    hp = -(-sh // pad_multiple) * pad_multiple
+    wp = -(-sw // pad_multiple) * pad_multiple
+    tensor = np.zeros((1, 2, hp, wp), dtype=np.float32)
+    tensor[0, :, :sh, :sw] = hwc.transpose(2, 0, 1)
+    return ModelInput(
+        tensor=tensor,
+        original_hw=(h, w),
+        scaled_hw=(sh, sw),
+        scale=float(scale),
+        has_low=scan.low is not None,
+    )
