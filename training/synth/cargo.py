@@ -19,6 +19,9 @@ import numpy as np
 from training.synth.geometry import Canvas
 from training.synth.vehicle import INNER_WIDTH, STEEL, WOOD, ContainerBox
 
+# Corrugated board is mostly air: ~0.12 g/cm^3 averaged over its thickness.
+BOARD = 0.12
+
 
 @dataclass(frozen=True)
 class Commodity:
@@ -57,6 +60,13 @@ COMMODITIES: tuple[Commodity, ...] = (
     Commodity("4802.55", "paper in rolls", "paper", (0.65, 0.85), "rolls"),
     Commodity("4407.11", "sawn timber", "wood", (0.45, 0.6), "timber"),
     Commodity("7208.51", "steel plates", "steel", (7.85, 7.85), "plates"),
+    Commodity("3102.10", "urea fertiliser in bags", "food", (0.7, 0.8), "bags"),
+    Commodity("1006.30", "rice in bags", "food", (0.75, 0.85), "bags"),
+    Commodity("0901.11", "green coffee in jute bags", "food", (0.55, 0.7), "bags"),
+    Commodity("3901.10", "polyethylene granules in big bags", "plastic", (0.5, 0.6), "big_bags"),
+    Commodity("2836.20", "soda ash in big bags", "glass", (0.9, 1.1), "big_bags"),
+    Commodity("1507.10", "crude soybean oil in bulk", "plastic", (0.92, 0.92), "tank"),
+    Commodity("2811.19", "inorganic acid solution", "water", (1.1, 1.35), "tank"),
 )
 
 
@@ -101,16 +111,23 @@ def _carton_contents(
     """
     d = density * rng.uniform(0.75, 1.25)
     if com.material == "glass" or "juice" in com.description:
-        # Bottles standing in rows: upright cylinders (glass or liquid).
+        # Bottles standing in rows: upright cylinders (glass or liquid). Rows
+        # deeper in the carton are staggered, so only part of the pattern
+        # survives the sum along the beam; the rest is an even fill.
         r = rng.uniform(30, 45)
         n = max(int((x1 - x0) // (2 * r + 6)), 1)
         per_z = max(depth / (2 * r + 6), 1)
+        material, rho, wall = (
+            ("glass", 2.5, 3.0) if com.material == "glass" else ("water", 0.9, None)
+        )
+        top = y0 + (y1 - y0) * rng.uniform(0.85, 0.95)
         for k in range(n):
             cx = x0 + (k + 0.5) * (x1 - x0) / n
-            if com.material == "glass":
-                c.add_cylinder_y("glass", cx, y0, y0 + (y1 - y0) * 0.92, r, 2.5 * per_z, wall_mm=3)
-            else:
-                c.add_cylinder_y("water", cx, y0, y0 + (y1 - y0) * 0.85, r, 1.0 * per_z * 0.9)
+            c.add_cylinder_y(material, cx, y0, top, r, rho * per_z * 0.4, wall_mm=wall)
+        # The even part: 60 % of the bottles' mass spread over the carton.
+        shell = (1 - (1 - 3 / r) ** 2) if wall else 1.0
+        mean_path = np.pi * r / 2 * shell * per_z * n * 2 * r / (x1 - x0)
+        c.add_box(material, x0, y0, x1, top, mean_path * 0.6, rho)
         return
     if com.material == "steel":
         # Appliances: a light housing with a compact dense part (motor, compressor).
@@ -126,14 +143,11 @@ def _carton_contents(
     gx, gy = (x1 - x0) / nx, (y1 - y0) / ny
     for i in range(nx):
         for j in range(ny):
+            # Items inside do not line up through the whole depth: no gaps, just
+            # a different fill per item.
+            ix0, iy0 = x0 + i * gx, y0 + j * gy
             c.add_box(
-                com.material,
-                x0 + i * gx + 3,
-                y0 + j * gy + 3,
-                x0 + (i + 1) * gx - 3,
-                y0 + (j + 1) * gy - 3,
-                depth,
-                d * rng.uniform(0.85, 1.15),
+                com.material, ix0, iy0, ix0 + gx, iy0 + gy, depth, d * rng.uniform(0.85, 1.15)
             )
 
 
@@ -172,17 +186,17 @@ def _cartons(
             for j in range(n_rows):
                 cx0, cy0 = x + i * w, y_base + j * hh
                 _carton_contents(
-                    c, com, cx0 + 4, cy0 + 4, cx0 + w - 4, cy0 + hh - 4, z_depth, density, rng
+                    c, com, cx0 + 1, cy0 + 1, cx0 + w - 1, cy0 + hh - 1, z_depth, density, rng
                 )
         # Carton walls along the beam show as lines; across it, as a light veil.
         for i in range(n_cols + 1):
-            c.add_box("paper", x + i * w - 4, y_base, x + i * w + 4, y_base + h, z_depth, 0.6)
+            c.add_box("paper", x + i * w - 4, y_base, x + i * w + 4, y_base + h, z_depth, BOARD)
         for j in range(n_rows + 1):
             c.add_box(
-                "paper", x, y_base + j * hh - 4, x + pallet_len, y_base + j * hh + 4, z_depth, 0.6
+                "paper", x, y_base + j * hh - 4, x + pallet_len, y_base + j * hh + 4, z_depth, BOARD
             )
         c.add_box(
-            "paper", x, y_base, x + pallet_len, y_base + h, 2 * 5 * max(z_depth / 400, 2), 0.6
+            "paper", x, y_base, x + pallet_len, y_base + h, 2 * 5 * max(z_depth / 400, 2), BOARD
         )
         if rng.random() < 0.3:  # stretch wrap / strapping
             c.add_box(
@@ -517,6 +531,122 @@ def _plates(
     return n, []
 
 
+def _bags(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
+    """Sacks (25-60 kg) stacked in layers: rows of soft, rounded shapes."""
+    density = rng.uniform(*com.bulk_density)
+    bw, bh = rng.uniform(600, 900), rng.uniform(140, 220)
+    depth = INNER_WIDTH * rng.uniform(0.85, 0.98)
+    top = floor + (ceil - floor) * rng.uniform(0.45, 0.9)
+    n, layer, y = 0, 0, floor
+    while y + bh <= top:
+        offset = (bw / 2) * (layer % 2)  # bonded stacking: alternate layers offset
+        x = x0 + offset * rng.uniform(0.6, 1.0)
+        while x + bw <= x1:
+            w = bw * rng.uniform(0.9, 1.05)
+            c.add_rounded_block(
+                com.material,
+                x + w / 2,
+                y + bh / 2,
+                w / 2,
+                bh / 2 * 1.08,
+                depth,
+                density * rng.uniform(0.9, 1.1),
+                roundness=2.5,
+            )
+            n += max(int(depth // 500), 1)
+            x += w
+        y += bh * rng.uniform(0.9, 0.98)
+        layer += 1
+    return n, [Block(x0, floor, x1, y, com.material, density * 0.8, depth)]
+
+
+def _big_bags(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
+    """1 m^3 FIBC big bags, two across, sometimes two high: rounded, sagging tops."""
+    density = rng.uniform(*com.bulk_density)
+    two_high = rng.random() < 0.4 and ceil - floor > 2100
+    x, n, blocks = x0, 0, []
+    while x + 1000 <= x1:
+        for level in range(2 if two_high else 1):
+            w, h = rng.uniform(900, 1050), rng.uniform(900, 1150)
+            base = floor + level * 1050 + 150
+            c.add_box("wood", x, base - 150, x + 1100, base - 6, 2 * 1100 * 0.45, WOOD)
+            c.add_rounded_block(
+                com.material,
+                x + w / 2 + 30,
+                base + h / 2,
+                w / 2,
+                h / 2,
+                2 * 980,
+                density,
+                roundness=3.0,
+            )
+            c.add_box(
+                "plastic",
+                x + w / 2 - 200,
+                base + h - 30,
+                x + w / 2 + 200,
+                base + h + 120,
+                2 * 40,
+                0.9,
+            )  # lifting loops
+            n += 2
+        blocks.append(
+            Block(x + 100, floor + 200, x + 950, floor + 1000, com.material, density * 0.8, 1960)
+        )
+        x += 1100 + rng.uniform(10, 80)
+    return n, blocks
+
+
+def _tank(
+    c: Canvas,
+    x0: float,
+    x1: float,
+    floor: float,
+    ceil: float,
+    com: Commodity,
+    rng: np.random.Generator,
+) -> tuple[int, list[Block]]:
+    """The vessel of a tank container with its liquid: a lying cylinder, part filled."""
+    density = rng.uniform(*com.bulk_density)
+    r = min((ceil - floor) / 2, 1150.0)
+    cy = floor + r
+    fill_y = floor + 2 * r * rng.uniform(0.75, 0.97)
+    c.add_cylinder_x("steel", x0 + 150, x1 - 150, cy, r, STEEL, wall_mm=5)
+    c.add_cylinder_x("aluminium", x0 + 120, x1 - 120, cy, r + 60, 2.7, wall_mm=1.2)  # cladding
+    c.add_cylinder_x("plastic", x0 + 120, x1 - 120, cy, r + 58, 0.04, wall_mm=55)  # insulation
+    for xe in (x0 + 150, x1 - 250):  # dished heads seen edge-on
+        c.add_cylinder_x("steel", xe, xe + 100, cy, r, STEEL * 0.35)
+    c.add_cylinder_x(com.material, x0 + 160, x1 - 160, cy, r - 5, density, fill_to_y=fill_y)
+    c.add_cylinder_y("steel", (x0 + x1) / 2, cy + r, cy + r + 120, 250, STEEL, wall_mm=12)  # manlid
+    return 1, [
+        Block(
+            x0 + 500,
+            cy - r * 0.6,
+            x1 - 500,
+            min(fill_y, cy + r * 0.5),
+            com.material,
+            density,
+            2 * r * 0.8,
+        )
+    ]
+
+
 LOAD_STYLES: dict[str, Callable[..., tuple[int, list[Block]]]] = {
     "cartons": _cartons,
     "bulk": _bulk,
@@ -528,6 +658,9 @@ LOAD_STYLES: dict[str, Callable[..., tuple[int, list[Block]]]] = {
     "rolls": _rolls,
     "timber": _timber,
     "plates": _plates,
+    "bags": _bags,
+    "big_bags": _big_bags,
+    "tank": _tank,
 }
 
 # How often each kind of load turns up (by style of the first segment).
@@ -550,6 +683,8 @@ def load_container(
 ) -> tuple[str, list[LoadedItem]]:
     """Fill a container with one kind of load (or a mix) and return the true manifest."""
     kind = str(rng.choice(LOAD_KINDS, p=np.array(LOAD_KIND_WEIGHTS) / sum(LOAD_KIND_WEIGHTS)))
+    if box.tank:
+        kind = "tank" if rng.random() < 0.9 else "empty"
     if kind == "empty":
         return kind, []
     style_for_kind = {
@@ -560,6 +695,8 @@ def load_container(
         "liquids": ["ibc", "drums"],
         "textiles": ["bales", "cartons"],
         "rolls": ["rolls", "timber"],
+        "bags": ["bags", "big_bags"],
+        "tank": ["tank"],
     }
     length = box.inner_x1 - box.inner_x0
     if kind == "mixed":
@@ -569,12 +706,23 @@ def load_container(
         styles = [
             str(s)
             for s in rng.choice(
-                ["cartons", "machinery", "drums", "bales", "tyres", "rolls", "ibc"], n_seg
+                [
+                    "cartons",
+                    "machinery",
+                    "drums",
+                    "bales",
+                    "tyres",
+                    "rolls",
+                    "ibc",
+                    "bags",
+                    "big_bags",
+                ],
+                n_seg,
             )
         ]
     else:
         # Most loads fill the box; some leave the door end empty.
-        fill = 1.0 if rng.random() < 0.6 else rng.uniform(0.4, 0.95)
+        fill = 1.0 if rng.random() < 0.6 or box.tank else rng.uniform(0.4, 0.95)
         bounds = np.array([0.0, fill])
         styles = [str(rng.choice(style_for_kind[kind]))]
     items: list[LoadedItem] = []

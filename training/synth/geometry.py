@@ -15,6 +15,7 @@ at 5 mm pitch it shifts edges by a pixel or two at most).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -23,6 +24,7 @@ import numpy as np
 # Polygons are rasterised at this many sub-pixels per pixel and area-averaged,
 # so thin steel parts (a trigger guard, a wire) keep their true mass.
 _SUPERSAMPLE = 4
+_CLUTTER_DENSITY = {"steel": 7.85, "plastic": 1.0, "rubber": 1.15, "aluminium": 2.7, "copper": 8.96}
 
 
 @dataclass
@@ -133,6 +135,90 @@ class Canvas:
         fy = np.clip(np.minimum(rows + 1, r1) - np.maximum(rows, r0), 0, 1)
         self.add_path(material, win, np.outer(fy, fx) * depth_mm, density)
 
+    def add_box_profile(
+        self,
+        material: str,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        depth_of_x: Callable[[np.ndarray], np.ndarray],
+        density: float,
+    ) -> None:
+        """A box whose path along the beam varies along x (corrugated sheets)."""
+        c0, r0, c1, r1 = self.box_px(x0, y0, x1, y1)
+        win = self._window(c0, r0, c1, r1)
+        if win is None:
+            return
+        wc0, wr0, wc1, wr1 = win
+        cols = np.arange(wc0, wc1, dtype=np.float64)
+        rows = np.arange(wr0, wr1, dtype=np.float64)
+        fx = np.clip(np.minimum(cols + 1, c1) - np.maximum(cols, c0), 0, 1)
+        fy = np.clip(np.minimum(rows + 1, r1) - np.maximum(rows, r0), 0, 1)
+        depth = depth_of_x((cols + 0.5) * self.pitch_mm)
+        self.add_path(material, win, np.outer(fy, fx * depth), density)
+
+    def add_rounded_block(
+        self,
+        material: str,
+        cx: float,
+        cy: float,
+        half_w: float,
+        half_h: float,
+        depth_mm: float,
+        density: float,
+        roundness: float = 4.0,
+    ) -> None:
+        """A soft-edged block (sacks, big bags, bales): a superellipsoid seen from the side.
+
+        The path along the beam falls off smoothly towards the edges, as it does
+        through a filled bag, instead of stopping at a sharp rectangle.
+        """
+        c0, r0, c1, r1 = self.box_px(cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+        win = self._window(c0, r0, c1, r1)
+        if win is None:
+            return
+        xx, yy = self._grid_mm(win)
+        q = 1.0 - np.abs((xx - cx) / half_w) ** roundness - np.abs((yy - cy) / half_h) ** roundness
+        self.add_path(material, win, depth_mm * np.clip(q, 0, None) ** (1.0 / roundness), density)
+
+    def add_clutter(
+        self,
+        rng: np.random.Generator,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        count: int,
+        materials: tuple[str, ...] = ("steel", "plastic", "rubber", "aluminium"),
+        size_mm: tuple[float, float] = (40.0, 300.0),
+        depth_mm: tuple[float, float] = (20.0, 400.0),
+    ) -> None:
+        """Small irregular parts (brackets, pipes, boxes, cables) scattered in a region.
+
+        Real vehicles are full of them; without them cabs and chassis look like
+        drawings rather than scans.
+        """
+        for _ in range(count):
+            material = materials[int(rng.integers(len(materials)))]
+            size = rng.uniform(*size_mm)
+            kind = rng.integers(0, 3)
+            if kind == 0:  # bar, bracket, pipe run: long and thin
+                half = np.array([size / 2, size / rng.uniform(6, 20)])
+                outline = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+            elif kind == 1:  # plate or housing
+                half = np.array([size / 2, size / rng.uniform(1.2, 3) / 2])
+                outline = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+            else:  # disc, drum, valve body
+                a = np.linspace(0, 2 * np.pi, 20, endpoint=False)
+                outline = np.stack([np.cos(a), rng.uniform(0.6, 1.0) * np.sin(a)], 1) * size / 2
+            centre = np.array([rng.uniform(x0, x1), rng.uniform(y0, y1)])
+            pts = rotate(outline, rng.uniform(0, np.pi)) + centre
+            # Parts are rarely solid: steel sections and housings are mostly hollow.
+            fill = rng.uniform(0.08, 0.4) if material == "steel" else rng.uniform(0.3, 1.0)
+            density = _CLUTTER_DENSITY.get(material, 1.0) * fill
+            self.add_polygon(material, pts, rng.uniform(*depth_mm), density)
+
     def add_ellipsoid(
         self, material: str, cx: float, cy: float, rx: float, ry: float, rz: float, density: float
     ) -> None:
@@ -184,10 +270,12 @@ class Canvas:
         radius: float,
         density: float,
         wall_mm: float | None = None,
+        fill_to_y: float | None = None,
     ) -> None:
         """Cylinder lying along the vehicle (pipes, fuel tanks): chord length varies with y.
 
-        With `wall_mm` it is a hollow tube: only the shell is material.
+        With `wall_mm` it is a hollow tube: only the shell is material. With
+        `fill_to_y` only the part below that height is drawn (liquid in a tank).
         """
         c0, r0, c1, r1 = self.box_px(x0, cy - radius, x1, cy + radius)
         win = self._window(c0, r0, c1, r1)
@@ -197,6 +285,8 @@ class Canvas:
         chord = _chord(yy - cy, radius)
         if wall_mm is not None:
             chord = chord - _chord(yy - cy, max(radius - wall_mm, 0.0))
+        if fill_to_y is not None:
+            chord = chord * np.clip((fill_to_y - yy) / self.pitch_mm + 0.5, 0, 1)
         cols = np.arange(win[0], win[2], dtype=np.float64)
         fx = np.clip(np.minimum(cols + 1, c1) - np.maximum(cols, c0), 0, 1)
         self.add_path(material, win, chord * fx[None, :], density)

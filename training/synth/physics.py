@@ -144,10 +144,10 @@ class DetectorModel:
 
     air_quanta: float = 40_000.0
     air_level_dn: float = 60_000.0
-    blur_sigma_px: float = 0.7
+    blur_sigma_px: float = 1.0
     scatter_fraction: float = 0.006
     scatter_sigma_px: float = 30.0
-    pulse_sigma: float = 0.004
+    pulse_sigma: float = 0.003
     row_gain_sigma: float = 0.015
     read_noise_dn: float = 4.0
 

@@ -16,7 +16,13 @@ from training.synth.cargo import COMMODITIES, LoadedItem, load_container
 from training.synth.geometry import Canvas
 from training.synth.physics import DetectorModel, linac_spectrum, polychromatic_transmission
 from training.synth.threats import CATEGORIES, DRAW, MIN_ROOM, DrawnThreat, Placement
-from training.synth.vehicle import ContainerBox, draw_container, draw_tractor, draw_trailer_chassis
+from training.synth.vehicle import (
+    ContainerBox,
+    draw_container,
+    draw_tank_frame,
+    draw_tractor,
+    draw_trailer_chassis,
+)
 
 DETECTOR_HEIGHT_MM = 4000.0  # detector column height: 800 px at 5 mm
 CATEGORY_WEIGHTS = {
@@ -85,10 +91,12 @@ class _Layout:
 def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout, dict[str, Any]]:
     """Decide the layout in mm, size the canvas to it, and draw tractor, chassis and boxes."""
     r = rng.random()
-    arrangement = "20ft" if r < 0.42 else ("40ft" if r < 0.85 else "2x20ft")
+    arrangement = (
+        "20ft" if r < 0.36 else ("40ft" if r < 0.78 else ("2x20ft" if r < 0.92 else "tank"))
+    )
     high_cube = arrangement == "40ft" and rng.random() < 0.35
-    lengths = {"20ft": [20], "40ft": [40], "2x20ft": [20, 20]}[arrangement]
-    reefers = [bool(rng.random() < 0.12) for _ in lengths]
+    lengths = {"20ft": [20], "40ft": [40], "2x20ft": [20, 20], "tank": [20]}[arrangement]
+    reefers = [arrangement != "tank" and bool(rng.random() < 0.12) for _ in lengths]
     deck_y = rng.uniform(1250, 1400)
     kingpin_setback = rng.uniform(700, 1100)
     tractor_rear_overhang = rng.uniform(300, 700)
@@ -99,7 +107,7 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     trailer_len = sum(box_lengths) + gap * (len(lengths) - 1) + rng.uniform(100, 600)
     # Where the scan starts: whole truck (gantry, driver out) or cab-avoidance
     # portals that start the high dose behind the cab.
-    whole_truck = rng.random() < 0.35
+    whole_truck = rng.random() < 0.15
     x_tractor_front = 0.0
     x_tractor_rear = x_tractor_front + tractor_len
     # Trailer front overhangs the tractor's rear by the kingpin setback region.
@@ -107,7 +115,7 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     if whole_truck:
         start = x_tractor_front - rng.uniform(200, 900)
     else:
-        start = x_tractor_front + rng.uniform(2600, trailer_front - x_tractor_front - 300)
+        start = trailer_front - rng.uniform(300, 2000)
     trailer_rear = trailer_front + trailer_len
     end = trailer_rear + rng.uniform(200, 1500)
     pitch = cfg.pitch_mm
@@ -123,7 +131,10 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     boxes = []
     x = trailer_front + dx + rng.uniform(0, 150)
     for n, reefer in zip(lengths, reefers, strict=True):
-        boxes.append(draw_container(c, x, deck_y, n, high_cube, reefer, rng))
+        if arrangement == "tank":
+            boxes.append(draw_tank_frame(c, x, deck_y, rng))
+        else:
+            boxes.append(draw_container(c, x, deck_y, n, high_cube, reefer, rng))
         x = boxes[-1].x1 + gap
     cab = None
     if start < x_tractor_front + 2400:

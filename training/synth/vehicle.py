@@ -39,6 +39,7 @@ class ContainerBox:
     ceiling_y: float
     length_ft: int
     reefer: bool
+    tank: bool = False
 
 
 def draw_wheel(
@@ -89,29 +90,61 @@ def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[fl
         c.add_box("steel", xm, rail_top - 250, xm + 8, rail_top - 20, 860, STEEL)
     draw_wheel(c, front_axle, wheel_r, rng, dual=False)
     draw_wheel(c, rear_axle, wheel_r, rng, dual=True)
-    # Engine block and gearbox: cast iron/aluminium, the densest part of the cab.
-    eng_x0 = front_axle - 500
-    c.add_box("steel", eng_x0, 650, eng_x0 + 1050, 1450, 700, 0.9 * STEEL)
-    c.add_box("aluminium", eng_x0 + 1050, 700, eng_x0 + 1600, 1150, 450, ALU)
+    # Cab-over-engine layout (European and South American tractors): the
+    # engine block sits under the cab, between the front axle and the cab's
+    # rear wall, and is the densest part of the tractor.
+    eng_x0 = front_axle - 250
+    c.add_box("steel", eng_x0, 600, eng_x0 + 1100, 1350, 650, 0.85 * STEEL)
     for k in range(6):  # cylinder liners and pistons: denser bands in the block
-        cx = eng_x0 + 120 + k * 150
-        c.add_box("steel", cx, 1000, cx + 30, 1420, 300, STEEL)
-    c.add_box("steel", eng_x0 - 300, 500, eng_x0 - 50, 1400, 900, 0.35 * STEEL)  # radiator + bumper
-    # Cab: thin steel shell; panels parallel to the beam show as lines.
-    cab_x0, cab_x1 = x_front - 50, x_front + rng.uniform(2200, 2450)
-    cab_y0, cab_y1 = rail_top + 50, rail_top + rng.uniform(2500, 2800)
-    c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y1, 2 * 1.2, STEEL)  # side panels
-    c.add_box("steel", cab_x0, cab_y0, cab_x0 + 20, cab_y1, 2400 * 0.08, STEEL)  # front panel
-    c.add_box("steel", cab_x1 - 20, cab_y0, cab_x1, cab_y1, 2400 * 0.1, STEEL)  # rear wall
-    c.add_box("steel", cab_x0, cab_y1 - 20, cab_x1, cab_y1, 2400 * 0.08, STEEL)  # roof
-    c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y0 + 60, 2400 * 0.05, STEEL)  # floor
-    c.add_box("glass", cab_x0 + 30, cab_y1 - 900, cab_x0 + 60, cab_y1 - 200, 2300 * 0.3, 2.5)
-    for seat_x in (cab_x0 + 900, cab_x0 + 1500):  # two seats, foam over steel frames
-        c.add_box("plastic", seat_x, cab_y0 + 350, seat_x + 500, cab_y0 + 1300, 2 * 500, 0.05)
-        c.add_box("steel", seat_x, cab_y0 + 250, seat_x + 500, cab_y0 + 350, 2 * 400, 0.25 * STEEL)
+        cx = eng_x0 + 140 + k * 150
+        c.add_box("steel", cx, 950, cx + 35, 1330, 350, STEEL)
+    c.add_box("aluminium", eng_x0 + 1100, 650, eng_x0 + 1700, 1150, 450, ALU)  # gearbox
+    c.add_cylinder_x("steel", eng_x0 + 1700, rear_axle, 800, 45, STEEL, wall_mm=6)  # prop shaft
     c.add_box(
-        "plastic", cab_x0 + 60, cab_y0 + 800, cab_x0 + 500, cab_y0 + 1150, 2200, 0.25
-    )  # dashboard
+        "steel", x_front - 60, 450, x_front + 250, 1350, 1000, 0.3 * STEEL
+    )  # radiator, bumper
+    c.add_clutter(rng, x_front, 450, eng_x0 + 1700, rail_top + 200, 35, size_mm=(40, 350))
+    # Cab: steel shell (panels along the beam show as dark lines), doors with
+    # their mechanisms, glass, seats, dashboard, bunk and a lot of small parts.
+    cab_x0, cab_x1 = x_front - 50, x_front + rng.uniform(2200, 2450)
+    cab_y0, cab_y1 = rail_top + 250, rail_top + rng.uniform(2300, 2850)
+    c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y1, 2 * 1.5, STEEL)  # side panels
+    c.add_box("steel", cab_x0, cab_y0, cab_x0 + 25, cab_y1 - 150, 2400 * 0.08, STEEL)  # front
+    c.add_box("steel", cab_x1 - 25, cab_y0, cab_x1, cab_y1, 2400 * 0.1, STEEL)  # rear wall
+    c.add_box("steel", cab_x0 + 100, cab_y1 - 25, cab_x1, cab_y1, 2400 * 0.08, STEEL)  # roof
+    c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y0 + 70, 2400 * 0.08, STEEL)  # floor
+    door_x0 = cab_x0 + rng.uniform(250, 450)
+    c.add_box("steel", door_x0, cab_y0 + 80, door_x0 + 1000, cab_y0 + 1100, 2 * 6, STEEL)
+    c.add_box("glass", cab_x0 + 30, cab_y1 - 1000, cab_x0 + 70, cab_y1 - 250, 2300 * 0.3, 2.5)
+    for seat_x in (cab_x0 + 700, cab_x0 + 1250):  # two seats: foam over steel frames
+        c.add_box("plastic", seat_x, cab_y0 + 400, seat_x + 500, cab_y0 + 1350, 2 * 500, 0.06)
+        c.add_box("steel", seat_x, cab_y0 + 100, seat_x + 500, cab_y0 + 400, 2 * 400, 0.2 * STEEL)
+    c.add_box("plastic", cab_x0 + 60, cab_y0 + 700, cab_x0 + 550, cab_y0 + 1150, 2200, 0.25)
+    c.add_polygon(
+        "steel",
+        np.array(
+            [
+                [cab_x0 + 450, cab_y0 + 1100],
+                [cab_x0 + 480, cab_y0 + 1120],
+                [cab_x0 + 700, cab_y0 + 600],
+                [cab_x0 + 670, cab_y0 + 580],
+            ]
+        ),
+        60,
+        STEEL,
+    )  # steering column
+    c.add_box("plastic", cab_x1 - 800, cab_y0 + 900, cab_x1 - 40, cab_y0 + 1050, 2300, 0.08)  # bunk
+    c.add_clutter(
+        rng,
+        cab_x0,
+        cab_y0,
+        cab_x1,
+        cab_y0 + 1400,
+        18,
+        materials=("plastic", "steel", "rubber"),
+        size_mm=(50, 400),
+        depth_mm=(20, 300),
+    )
     # Fuel tank (aluminium shell, diesel) and air tanks along the chassis.
     tank_x0 = rear_axle - wheel_r - rng.uniform(1400, 1700)
     c.add_cylinder_x("aluminium", tank_x0, tank_x0 + 1200, rail_top - 450, 300, ALU, wall_mm=3)
@@ -167,6 +200,56 @@ def draw_trailer_chassis(
             2 * 600,
             1.0,
         )
+    # Under-chassis equipment: air tanks, brake pipes, valves, braces, toolbox.
+    for _ in range(int(rng.integers(1, 4))):
+        tx = rng.uniform(x_front + 1000, x_rear - 2500)
+        c.add_cylinder_x(
+            "steel",
+            tx,
+            tx + rng.uniform(500, 900),
+            deck_y - rng.uniform(350, 550),
+            rng.uniform(90, 140),
+            STEEL,
+            wall_mm=3,
+        )
+    for _ in range(int(rng.integers(2, 5))):
+        py = deck_y - rng.uniform(100, 500)
+        c.add_cylinder_x(
+            "steel",
+            x_front + rng.uniform(0, 2000),
+            x_rear - rng.uniform(0, 2000),
+            py,
+            rng.uniform(6, 12),
+            STEEL,
+            wall_mm=1.5,
+        )
+    for _ in range(int(rng.integers(2, 6))):  # diagonal braces between the beams
+        bx = rng.uniform(x_front + 500, x_rear - 500)
+        brace = np.array(
+            [
+                [bx, deck_y - 40],
+                [bx + 40, deck_y - 40],
+                [bx + 640, deck_y - beam_h + 20],
+                [bx + 600, deck_y - beam_h + 20],
+            ]
+        )
+        c.add_polygon("steel", brace, 1500, STEEL * 0.02)
+    if rng.random() < 0.5:
+        bx = rng.uniform(x_front + 3500, x_rear - 2500)
+        c.add_box(
+            "steel", bx, deck_y - 650, bx + 700, deck_y - 200, 2 * 1.5 + 500 * 0.02, STEEL
+        )  # toolbox
+        c.add_clutter(rng, bx, deck_y - 650, bx + 700, deck_y - 200, 6, size_mm=(40, 200))
+    c.add_clutter(
+        rng,
+        x_front,
+        deck_y - beam_h - 150,
+        x_rear,
+        deck_y - 20,
+        int(rng.integers(15, 40)),
+        size_mm=(30, 250),
+        depth_mm=(10, 300),
+    )
     # Rear bumper and light bar.
     c.add_box("steel", x_rear - 120, deck_y - 700, x_rear - 20, deck_y - 550, 2300 * 0.25, STEEL)
     # Spare wheel carrier sometimes carries a spare.
@@ -196,19 +279,28 @@ def draw_container(
     # Side walls: two sheets crossed at right angles; the trapezoidal
     # corrugation doubles the path on its sloping faces -> fine vertical stripes.
     pitch = 278.0 if not reefer else 95.0
-    slope_face = 68.0
-    c.add_box("steel", x0, y0 + 160, x1, y1 - 60, 2 * t_side, STEEL)
-    for xs in np.arange(x0 + 150, x1 - 150, pitch):
-        for off in (0.0, pitch / 2):
-            c.add_box(
-                "steel",
-                xs + off,
-                y0 + 160,
-                xs + off + slope_face * 0.6,
-                y1 - 60,
-                2 * t_side * 0.35,
-                STEEL,
+    phase = rng.uniform(0, pitch)
+
+    def corrugation(xs: np.ndarray) -> np.ndarray:
+        # Trapezoidal profile, softened: the sloping faces add ~15 % path.
+        u = np.mod(xs - phase, pitch / 2) / (pitch / 2)
+        slope = np.clip(1.0 - np.abs(u - 0.5) * 4.0 + 0.5, 0, 1)
+        return 2 * t_side * (1.0 + 0.15 * slope)
+
+    c.add_box_profile("steel", x0 + 150, y0 + 160, x1 - 150, y1 - 60, corrugation, STEEL)
+    if rng.random() < 0.5:  # dents and patches: local extra sheet
+        for _ in range(int(rng.integers(1, 4))):
+            dx = rng.uniform(x0 + 300, x1 - 900)
+            dy = rng.uniform(y0 + 400, y1 - 700)
+            c.add_rounded_block(
+                "steel", dx, dy, rng.uniform(100, 400), rng.uniform(80, 300), 3, STEEL
             )
+    if rng.random() < 0.45:  # logistic track / mid-height reinforcement seen edge-on
+        yr = y0 + (y1 - y0) * rng.uniform(0.55, 0.72)
+        c.add_box("steel", x0 + 150, yr, x1 - 150, yr + 25, 2 * 35, STEEL)
+    for xl in np.arange(x0 + 500, x1 - 400, rng.uniform(900, 1200)):  # lashing rings
+        for yl in (y0 + 175, y1 - 85):
+            c.add_box("steel", xl, yl, xl + 30, yl + 25, 2 * 25, STEEL)
     if reefer:  # insulated walls: foam between aluminium/steel skins
         c.add_box("plastic", x0, y0 + 160, x1, y1 - 60, 2 * 90, 0.04)
         c.add_box("aluminium", x0, y0 + 160, x1, y1 - 60, 2 * 1.0, ALU)
@@ -286,4 +378,38 @@ def draw_container(
         ceiling_y=y1 - 70,
         length_ft=length_ft,
         reefer=reefer,
+    )
+
+
+def draw_tank_frame(c: Canvas, x0: float, deck_y: float, rng: np.random.Generator) -> ContainerBox:
+    """20 ft ISO tank container: only the frame here (end frames, rails, castings).
+
+    The vessel and its liquid are the load (`cargo._tank`), so the manifest
+    weight and threat placement treat them like any other cargo.
+    """
+    length, height = 6058.0, 2591.0
+    x1, y0, y1 = x0 + length, deck_y, deck_y + height
+    for xa in (x0, x1 - 160):  # end frames: posts, diagonal braces, castings
+        c.add_box("steel", xa, y0, xa + 160, y1, 2 * 8 * 2.5, STEEL)
+        c.add_box("steel", xa, y1 - 160, xa + 160, y1, INNER_WIDTH * 0.08, STEEL)
+        c.add_box("steel", xa, y0, xa + 160, y0 + 160, INNER_WIDTH * 0.08, STEEL)
+        for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
+            c.add_box("steel", xa, ya, xa + 160, yb, 2 * 162 * 0.45, STEEL)
+    c.add_box("steel", x0, y0, x1, y0 + 150, 2 * 6, STEEL)  # bottom side rails
+    c.add_box("steel", x0, y0 + 140, x1, y0 + 150, 2 * 60, STEEL)
+    c.add_box("steel", x0, y1 - 100, x1, y1, 2 * 5, STEEL)  # top side rails
+    c.add_box("steel", x0, y1 - 10, x1, y1, 2 * 60, STEEL)
+    c.add_box("aluminium", x0 + 300, y1 - 40, x1 - 300, y1 - 10, 700 * 0.3, ALU)  # walkway
+    return ContainerBox(
+        x0=x0,
+        x1=x1,
+        y0=y0,
+        y1=y1,
+        inner_x0=x0 + 180,
+        inner_x1=x1 - 180,
+        floor_y=y0 + 160,
+        ceiling_y=y1 - 60,
+        length_ft=20,
+        reefer=False,
+        tank=True,
     )
