@@ -151,7 +151,7 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     return layout, vehicle
 
 
-def _manifests(
+def make_manifests(
     items: list[list[LoadedItem]], rng: np.random.Generator
 ) -> tuple[list[dict], list[dict], str | None]:
     """True manifest from what was loaded; a declared one that is usually right."""
@@ -391,7 +391,7 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
         kind, box_items = load_container(c, box, rng)
         load_kinds.append(kind)
         items.append(box_items)
-    true_manifest, declared_manifest, discrepancy = _manifests(items, rng)
+    true_manifest, declared_manifest, discrepancy = make_manifests(items, rng)
     # Clean scans are spread evenly over the indices, so any prefix of a data
     # set holds the intended share of them.
     clean = int((index + 1) * cfg.clean_fraction) > int(index * cfg.clean_fraction)
