@@ -627,12 +627,18 @@ def _tank(
     r = min((ceil - floor) / 2, 1150.0)
     cy = floor + r
     fill_y = floor + 2 * r * rng.uniform(0.75, 0.97)
-    c.add_cylinder_x("steel", x0 + 150, x1 - 150, cy, r, STEEL, wall_mm=5)
-    c.add_cylinder_x("aluminium", x0 + 120, x1 - 120, cy, r + 60, 2.7, wall_mm=1.2)  # cladding
-    c.add_cylinder_x("plastic", x0 + 120, x1 - 120, cy, r + 58, 0.04, wall_mm=55)  # insulation
-    for xe in (x0 + 150, x1 - 250):  # dished heads seen edge-on
-        c.add_cylinder_x("steel", xe, xe + 100, cy, r, STEEL * 0.35)
-    c.add_cylinder_x(com.material, x0 + 160, x1 - 160, cy, r - 5, density, fill_to_y=fill_y)
+    head = rng.uniform(250, 400)  # depth of the dished heads at both ends
+    bx0, bx1 = x0 + 150 + head, x1 - 150 - head
+    c.add_cylinder_x("steel", bx0, bx1, cy, r, STEEL, wall_mm=5)
+    c.add_cylinder_x("aluminium", bx0 - 30, bx1 + 30, cy, r + 60, 2.7, wall_mm=1.2)  # cladding
+    c.add_cylinder_x("plastic", bx0 - 30, bx1 + 30, cy, r + 58, 0.04, wall_mm=55)  # insulation
+    c.add_cylinder_x(com.material, bx0, bx1, cy, r - 5, density, fill_to_y=fill_y)
+    for xe, side in ((bx0, -1), (bx1, 1)):
+        c.add_ellipsoid("steel", xe, cy, head, r, r, STEEL, half=side)
+        c.add_ellipsoid("steel", xe, cy, head - 5, r - 5, r - 5, -STEEL, half=side)
+        c.add_ellipsoid(
+            com.material, xe, cy, head - 5, r - 5, r - 5, density, half=side, fill_to_y=fill_y
+        )
     c.add_cylinder_y("steel", (x0 + x1) / 2, cy + r, cy + r + 120, 250, STEEL, wall_mm=12)  # manlid
     return 1, [
         Block(
