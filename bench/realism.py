@@ -48,6 +48,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from inference.preprocess import attenuation
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
@@ -183,20 +185,6 @@ def resample(raw: SynthRaw, pitch_from: float, pitch_to: float) -> SynthRaw:
 
 
 # --------------------------------------------------------------------------- tone mapping
-
-
-def attenuation(high: np.ndarray) -> np.ndarray:
-    """a = -ln(I / air), air per row: median of the pixels near the row's 99th percentile.
-
-    The 99th percentile alone sits ~2 sigma above the air mean, which would push
-    air below white; the median of the bright pixels is the unbiased air level.
-    """
-    h = high.astype(np.float32)
-    p99 = np.percentile(h, 99, axis=1, keepdims=True)
-    bright = np.where(h > 0.9 * p99, h, np.nan)
-    air = np.nanmedian(bright, axis=1, keepdims=True)
-    air = np.maximum(np.nan_to_num(air, nan=float(h.max())), 1.0)
-    return -np.log(np.maximum(h, 1.0) / air)
 
 
 def _g_transmission(a: np.ndarray, k: float) -> np.ndarray:
@@ -672,6 +660,7 @@ def real_figures(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     raws, src, synth_pitch = load_synth(args)
+    # The product's own air calibration, so the bench sees what the model sees.
     synth_a = [(attenuation(r.high), r.box) for r in raws]
     real = load_real(args.real) if args.real.is_dir() else []
     if real:

@@ -7,7 +7,8 @@ here -> bump the version -> retrain.
 
 Steps and why:
 
-1. Air calibration per detector row (:func:`air_levels`). Each row is one detector
+1. Air calibration per detector row (:func:`air_levels`), then per source pulse
+   (column, :func:`column_gains`) from the air band above the vehicle. Each row is one detector
    element with its own gain, and the source output drifts between scanners, so raw
    counts are not comparable. Every scan contains air (before/after the vehicle and
    above it), so the brightest pixels of a row tell us that row's unattenuated level.
@@ -38,10 +39,11 @@ __all__ = [
     "ModelInput",
     "air_levels",
     "attenuation",
+    "column_gains",
     "preprocess",
 ]
 
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"
 ATTENUATION_SCALE = 4.0
 """model input = (-ln T) / ATTENUATION_SCALE: typical cargo (a = 0..8) lands in 0..2."""
 
@@ -59,6 +61,12 @@ DENSE_ROW_FRACTION = 0.7
 (fully covered by dense matter); its level is borrowed from neighbouring rows."""
 NEIGHBOUR_ROWS = 8
 """How many valid rows on each side lend their air level to an invalid row."""
+AIR_ROW_LEVEL = 0.97
+MIN_AIR_ROWS = 8
+MAX_PULSE_JITTER = 0.05
+"""Column correction: rows whose 10th percentile transmission exceeds AIR_ROW_LEVEL are air
+end to end; at least MIN_AIR_ROWS of them are needed, and a column reading further than
+MAX_PULSE_JITTER from 1 is an obstruction, not a pulse, and is left uncorrected."""
 
 
 def _max_value(channel: np.ndarray) -> int:
@@ -109,19 +117,51 @@ def air_levels(channel: np.ndarray) -> np.ndarray:
     return np.maximum(air, 1.0)
 
 
+def column_gains(t: np.ndarray) -> np.ndarray | None:
+    """Per-column source output (x = one linac pulse) relative to the mean, or None.
+
+    Row calibration cannot remove pulse-to-pulse dose jitter: it shows as faint
+    vertical stripes and, worse, as false material colour, because the two
+    energies jitter independently. Rows that are air from end to end (the band
+    above the vehicle) see each pulse unattenuated, so their median per column
+    is that pulse's output. Columns where something blocks that band, or whose
+    reading is implausible for jitter, are left alone.
+    """
+    p10 = np.partition(t, t.shape[1] // 10, axis=1)[:, t.shape[1] // 10]
+    rows = np.flatnonzero(p10 > AIR_ROW_LEVEL)
+    if rows.size < MIN_AIR_ROWS:
+        return None
+    gains = np.median(t[rows], axis=0)
+    gains[np.abs(gains - 1.0) > MAX_PULSE_JITTER] = 1.0
+    return gains.astype(np.float32)
+
+
 def attenuation(channel: np.ndarray, air: np.ndarray | float | None = None) -> np.ndarray:
     """float32 ``a = -ln(T)``, ``T = I / air`` per row, clipped to ``[T_min, 1]``.
 
     ``T_min = 1 / (max_value + 1)``: the smallest transmission the bit depth can express
-    (zero counts would be infinite attenuation). ``air`` defaults to :func:`air_levels`;
-    pass it to calibrate with a known flat field instead.
+    (zero counts would be infinite attenuation). ``air`` defaults to :func:`air_levels`,
+    followed by the per-column source correction of :func:`column_gains`; pass ``air`` to
+    calibrate with a known flat field instead (then no column correction is made).
     """
     channel = np.asarray(channel)
     if channel.ndim != 2:
         raise ValueError(f"expected a 2-D channel, got shape {channel.shape}")
     max_value = _max_value(channel)
+    counts: np.ndarray = channel
     if air is None:
         air = air_levels(channel)
+        # Pulse jitter also biases the row levels of rows that see little air, so
+        # take it out of the counts first and estimate the rows again.
+        gains = column_gains(channel.astype(np.float32) / air.astype(np.float32)[:, None])
+        if gains is not None:
+            # Sort the corrected counts as uint16 (radix sort, ~5x faster than
+            # floats); 8-bit counts are scaled up first so no precision is lost.
+            up = 128.0 if channel.dtype == np.uint8 else 1.0
+            counts = channel.astype(np.float32) * (np.float32(up) / gains)[None, :]
+            quantised = np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+            air = air_levels(quantised) / up
+            counts /= np.float32(up)
     air_arr = np.asarray(air, dtype=np.float64)
     if air_arr.ndim == 0:
         air_arr = np.full(channel.shape[0], float(air_arr))
@@ -130,7 +170,7 @@ def attenuation(channel: np.ndarray, air: np.ndarray | float | None = None) -> n
             f"air must have one value per row ({channel.shape[0]}), got {air_arr.shape}"
         )
     inv = (1.0 / np.maximum(air_arr, 1e-6)).astype(np.float32)
-    t = channel.astype(np.float32)
+    t = counts.astype(np.float32)  # a copy: the caller's array is never touched
     t *= inv[:, None]
     np.clip(t, np.float32(1.0 / (max_value + 1)), np.float32(1.0), out=t)
     np.log(t, out=t)

@@ -13,6 +13,7 @@ from inference.preprocess import (
     ModelInput,
     air_levels,
     attenuation,
+    column_gains,
     preprocess,
 )
 from inference.scan import Scan
@@ -40,7 +41,7 @@ def _scene(
 
 
 def test_constants() -> None:
-    assert PREPROCESS_VERSION == "1"
+    assert PREPROCESS_VERSION == "2"
     assert ATTENUATION_SCALE == 4.0
 
 
@@ -222,3 +223,44 @@ def test_bad_arguments(kwargs: dict, needle: str) -> None:
     img = np.full((32, 32), 1000, np.uint16)
     with pytest.raises(ValueError, match=needle):
         preprocess(Scan.from_arrays(img), **kwargs)
+
+
+# --------------------------------------------------------------------------- pulses
+
+
+def _pulsed_scene(pulse_sigma: float = 0.01) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows 0-11 are air end to end; every column (one linac pulse) has its own output."""
+    rng = np.random.default_rng(3)
+    pulses = 1.0 + pulse_sigma * rng.standard_normal(W)
+    a_true = np.zeros((H, W))
+    a_true[12:, 20:180] = 1.5
+    counts = 50000 * _gains()[:, None] * pulses[None, :] * np.exp(-a_true)
+    return np.round(counts).astype(np.uint16), a_true, pulses
+
+
+def test_pulse_jitter_is_removed_using_the_air_band_above_the_vehicle() -> None:
+    img, _, pulses = _pulsed_scene()
+    gains = column_gains(img / air_levels(img)[:, None])
+    assert gains is not None
+    np.testing.assert_allclose(gains / gains.mean(), pulses / pulses.mean(), atol=2e-4)
+    a = attenuation(img)
+    # Without the column correction the error would be the jitter itself (~1 %).
+    assert np.abs(a[12:, 20:180] - 1.5).max() < 2e-3
+    uncorrected = attenuation(img, air=air_levels(img))
+    assert np.abs(uncorrected[12:, 20:180] - 1.5).max() > 0.01
+
+
+def test_no_air_band_means_no_column_correction() -> None:
+    img, _, _ = _pulsed_scene()
+    covered = img[12:]  # the vehicle fills every row: nothing to read the pulses from
+    t = covered / air_levels(covered)[:, None]
+    assert column_gains(t) is None
+
+
+def test_an_obstruction_in_the_air_band_is_not_taken_for_a_pulse() -> None:
+    img, _, _ = _pulsed_scene(pulse_sigma=0.0)
+    img = img.copy()
+    img[:, 100:104] = (img[:, 100:104] * 0.8).astype(np.uint16)  # a pole through every row
+    gains = column_gains(img / air_levels(img)[:, None])
+    assert gains is not None
+    np.testing.assert_array_equal(gains[100:104], 1.0)
