@@ -225,28 +225,30 @@ def _bulk(
 ) -> tuple[int, list[Block]]:
     """Loose or bagged bulk: full width, a rounded top that slopes to the ends."""
     density = rng.uniform(*com.bulk_density)
-    win = c._window(*c.box_px(x0, ceil, x1, floor))
-    if win is None:
-        return 0, []
-    xx, yy = c._grid_mm(win)
-    t = (xx - x0) / max(x1 - x0, 1.0)
     peak = rng.uniform(0.45, 0.95) * (ceil - floor)
     skew = rng.uniform(0.3, 0.7)
-    profile = floor + peak * np.clip(1 - ((t - skew) / rng.uniform(0.55, 0.9)) ** 2, 0.05, 1) ** 0.5
-    edge = np.clip((profile - yy) / c.pitch_mm + 0.5, 0, 1)
-    # Low-frequency density variation (settling, bag boundaries).
-    noise = rng.standard_normal(
-        (max(win[3] - win[1], 1) // 16 + 2, max(win[2] - win[0], 1) // 16 + 2)
-    )
-    noise = cv2.resize(
-        noise.astype(np.float32), (win[2] - win[0], win[3] - win[1]), interpolation=cv2.INTER_CUBIC
-    )
-    path = edge * INNER_WIDTH * (1 + 0.04 * noise)
-    if com.description.endswith("bags"):
-        # Bag rows: slightly lighter seams every 400-500 mm in height and width.
-        seam = (np.abs(((yy - floor) % 450) - 225) > 210) | (np.abs(((xx - x0) % 700) - 350) > 335)
-        path = path * np.where(seam, 0.9, 1.0)
-    c.add_path(com.material, win, np.clip(path, 0, None), density)
+    spread = rng.uniform(0.55, 0.9)
+    # Low-frequency density variation (settling, bag boundaries) on a coarse grid.
+    noise = rng.standard_normal((16, max(int((x1 - x0) // 400), 2))).astype(np.float32)
+    for _ in c.slabs():  # bulk spans the whole width: one pass per fan-beam slab
+        win = c._window(*c.box_px(x0, ceil, x1, floor))
+        if win is None:
+            break
+        xx, yy = c._grid_mm(win)
+        t = (xx - x0) / max(x1 - x0, 1.0)
+        profile = floor + peak * np.clip(1 - ((t - skew) / spread) ** 2, 0.05, 1) ** 0.5
+        edge = np.clip((profile - yy) / c.pitch_mm + 0.5, 0, 1)
+        size = (win[2] - win[0], win[3] - win[1])
+        path = (
+            edge * INNER_WIDTH * (1 + 0.04 * cv2.resize(noise, size, interpolation=cv2.INTER_CUBIC))
+        )
+        if com.description.endswith("bags"):
+            # Bag rows: slightly lighter seams every 450 mm in height, 700 mm along.
+            seam = (np.abs(((yy - floor) % 450) - 225) > 210) | (
+                np.abs(((xx - x0) % 700) - 350) > 335
+            )
+            path = path * np.where(seam, 0.9, 1.0)
+        c.add_path(com.material, win, np.clip(path, 0, None), density)
     return int((x1 - x0) // 500) * 20, [
         Block(x0, floor, x1, floor + peak * 0.8, com.material, density, INNER_WIDTH)
     ]

@@ -9,14 +9,28 @@ thickness in g/cm^2, kept per material so the spectral Beer-Lambert integral in
 
 World coordinates are millimetres: x along the vehicle (scan direction, image
 columns), y height above the ground (image rows, top row highest), z across the
-vehicle along the beam. Rays are parallel to z (fan-beam divergence is ignored:
-at 5 mm pitch it shifts edges by a pixel or two at most).
+vehicle along the beam (0 = the vehicle's centre plane, negative = near the
+source).
+
+Fan beam: a portal's source is a point a few metres to the side, low down, and
+its rays fan out vertically. An object at depth z is therefore magnified
+vertically about the source height by S / (S + z) (S: source to centre plane),
+while x is set by the vehicle's motion and is not magnified. The near side
+wall's top rail lands well above the far side's (the second horizontal line a
+third of the way down real container scans), and plates that span the
+vehicle (floor, roof) smear into bands. `Fan` holds the geometry; the z extent
+of what is being drawn is set with `Canvas.at_z`, and wide objects are drawn
+as several slabs, each at its own magnification. Rays are taken as straight
+along z within a slab (their inclination is a few degrees).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -27,6 +41,50 @@ _SUPERSAMPLE = 4
 _CLUTTER_DENSITY = {"steel": 7.85, "plastic": 1.0, "rubber": 1.15, "aluminium": 2.7, "copper": 8.96}
 
 
+# Wide objects are cut into slabs at most this thick along the beam, each
+# drawn at its own fan-beam magnification.
+_SLAB_MM = 600.0
+_MAX_SLABS = 4
+HALF_WIDTH = 1219.0  # half the width of an ISO container (2438 mm)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Fan:
+    """Fan-beam geometry: source height and distance from the vehicle's centre plane."""
+
+    source_y_mm: float = 600.0
+    source_dist_mm: float = 11000.0
+
+    def scale(self, z_mm: float) -> float:
+        """Vertical magnification at depth z, relative to the centre plane."""
+        return self.source_dist_mm / (self.source_dist_mm + z_mm)
+
+    def project(self, y_mm: float, z_mm: float) -> float:
+        """Apparent height (centre-plane units) of a point at height y and depth z."""
+        return self.source_y_mm + (y_mm - self.source_y_mm) * self.scale(z_mm)
+
+
+def fanned(method: _F) -> _F:
+    """Draw a primitive once per slab of the current z range, at that slab's magnification.
+
+    The primitive's mass is shared evenly between the slabs, so the total
+    mass is unchanged; nested calls (a primitive drawing primitives) draw once.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Canvas, *args: Any, **kwargs: Any) -> Any:
+        if self._in_slab:
+            return method(self, *args, **kwargs)
+        result = None
+        for _ in self.slabs():
+            result = method(self, *args, **kwargs)
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
 @dataclass
 class Canvas:
     """Per-material mass thickness (g/cm^2) on the detector grid."""
@@ -34,18 +92,62 @@ class Canvas:
     width_px: int
     height_px: int
     pitch_mm: float
-    top_mm: float  # height above ground of the top edge of row 0
+    top_mm: float  # apparent height (centre-plane units) of the top edge of row 0
     maps: dict[str, np.ndarray] = field(default_factory=dict)
+    fan: Fan | None = None  # None: parallel rays
+    # Depth range (mm along the beam) of what is drawn next; see `at_z`.
+    z_range: tuple[float, float] = (-HALF_WIDTH, HALF_WIDTH)
     # While an object is being drawn, its own mass thickness is also summed
     # here: that gives its exact mask and box for the labels.
     _recording: np.ndarray | None = None
+    _scale: float = 1.0  # vertical magnification of the slab being drawn
+    _weight: float = 1.0  # share of the mass that slab carries
+    _smear: float = 0.0  # relative spread of magnification across that slab
+    _in_slab: bool = False
+
+    # -- fan beam -----------------------------------------------------------
+    @contextmanager
+    def at_z(self, z0: float, z1: float | None = None) -> Iterator[None]:
+        """Draw what follows at depth z0 (thin) or spread over [z0, z1]."""
+        previous = self.z_range
+        self.z_range = (z0, z0 if z1 is None else z1)
+        try:
+            yield
+        finally:
+            self.z_range = previous
+
+    def slabs(self) -> Iterator[float]:
+        """Set up each slab of the current z range in turn; yields its depth z."""
+        z0, z1 = self.z_range
+        if self.fan is None:
+            n, zs = 1, [0.0]
+        else:
+            n = int(np.clip(np.ceil(abs(z1 - z0) / _SLAB_MM), 1, _MAX_SLABS))
+            zs = [z0 + (k + 0.5) * (z1 - z0) / n for k in range(n)]
+        self._in_slab, self._weight = True, 1.0 / n
+        half = abs(z1 - z0) / (2 * n)
+        try:
+            for z in zs:
+                if self.fan is not None:
+                    self._scale = self.fan.scale(z)
+                    spread = self.fan.scale(z - half) - self.fan.scale(z + half)
+                    self._smear = spread / self._scale
+                yield z
+        finally:
+            self._in_slab, self._weight, self._scale, self._smear = False, 1.0, 1.0, 0.0
+
+    def apparent_y(self, y_mm: float, z_mm: float = 0.0) -> float:
+        """Where a world height at depth z appears (centre-plane units)."""
+        return y_mm if self.fan is None else self.fan.project(y_mm, z_mm)
 
     # -- coordinate helpers -------------------------------------------------
     def col(self, x_mm: float) -> float:
         return x_mm / self.pitch_mm
 
-    def row(self, y_mm: float) -> float:
-        return (self.top_mm - y_mm) / self.pitch_mm
+    def row(self, y_mm: float | np.ndarray) -> float | np.ndarray:
+        """Image row of a world height, at the magnification of the slab being drawn."""
+        h = 0.0 if self.fan is None else self.fan.source_y_mm
+        return (self.top_mm - (h + (y_mm - h) * self._scale)) / self.pitch_mm
 
     def box_px(
         self, x0: float, y0: float, x1: float, y1: float
@@ -80,11 +182,43 @@ class Canvas:
         self, material: str, window: tuple[int, int, int, int], path_mm: np.ndarray, density: float
     ) -> None:
         """Add a path-length patch (mm) of a material with a given density (g/cm^3)."""
+        patch = path_mm.astype(np.float32) * np.float32(density / 10.0 * self._weight)
+        if self._smear > 0:
+            patch, window = self._smear_rows(patch, window)
         c0, r0, c1, r1 = window
-        patch = path_mm.astype(np.float32) * np.float32(density / 10.0)
         self._map(material)[r0:r1, c0:c1] += patch
         if self._recording is not None:
             self._recording[r0:r1, c0:c1] += patch
+
+    def _smear_rows(
+        self, patch: np.ndarray, window: tuple[int, int, int, int]
+    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Spread a slab's patch vertically by its fan-beam smear, row by row.
+
+        Within a slab, matter at different depths lands at slightly different
+        heights, the more so the further from the source height: a plate seen
+        edge-on (floor, roof) becomes a band, not a stack of thin lines.
+        """
+        assert self.fan is not None
+        c0, r0, c1, r1 = window
+        h = self.fan.source_y_mm
+        rows_all = np.arange(self.height_px)
+        apparent = self.top_mm - (rows_all + 0.5) * self.pitch_mm
+        half_len = np.floor(np.abs(apparent - h) * self._smear / self.pitch_mm / 2).astype(np.intp)
+        pad = int(half_len[r0:r1].max(initial=0))
+        if pad == 0:
+            return patch, window
+        p0, p1 = max(r0 - pad, 0), min(r1 + pad, self.height_px)
+        padded = np.zeros((p1 - p0, c1 - c0), np.float32)
+        padded[r0 - p0 : r1 - p0] = patch
+        cum = np.zeros((padded.shape[0] + 1, padded.shape[1]), np.float64)
+        np.cumsum(padded, axis=0, out=cum[1:])
+        k = half_len[p0:p1]
+        local = np.arange(p1 - p0)
+        lo = np.clip(local - k, 0, p1 - p0)
+        hi = np.clip(local + k + 1, 0, p1 - p0)
+        out = (cum[hi] - cum[lo]) / (2 * k + 1)[:, None]
+        return out.astype(np.float32), (c0, p0, c1, p1)
 
     def remove_path(
         self, material: str, window: tuple[int, int, int, int], mass_g_cm2: np.ndarray
@@ -107,6 +241,7 @@ class Canvas:
             raise RuntimeError("stop_recording without start_recording")
         return rec
 
+    @fanned
     def add_box(
         self,
         material: str,
@@ -135,6 +270,7 @@ class Canvas:
         fy = np.clip(np.minimum(rows + 1, r1) - np.maximum(rows, r0), 0, 1)
         self.add_path(material, win, np.outer(fy, fx) * depth_mm, density)
 
+    @fanned
     def add_box_profile(
         self,
         material: str,
@@ -158,6 +294,7 @@ class Canvas:
         depth = depth_of_x((cols + 0.5) * self.pitch_mm)
         self.add_path(material, win, np.outer(fy, fx * depth), density)
 
+    @fanned
     def add_rounded_block(
         self,
         material: str,
@@ -219,6 +356,7 @@ class Canvas:
             density = _CLUTTER_DENSITY.get(material, 1.0) * fill
             self.add_polygon(material, pts, rng.uniform(*depth_mm), density)
 
+    @fanned
     def add_ellipsoid(
         self,
         material: str,
@@ -238,6 +376,7 @@ class Canvas:
         """
         self._add_quadric(material, cx, cy, rx, ry, 2.0 * rz, density, half, fill_to_y)
 
+    @fanned
     def add_cylinder_z(
         self, material: str, cx: float, cy: float, radius: float, length_mm: float, density: float
     ) -> None:
@@ -251,6 +390,7 @@ class Canvas:
         cover = np.clip(radius - d + 0.5 * self.pitch_mm, 0, self.pitch_mm) / self.pitch_mm
         self.add_path(material, win, cover * length_mm, density)
 
+    @fanned
     def add_annulus_z(
         self,
         material: str,
@@ -274,6 +414,7 @@ class Canvas:
         ) / self.pitch_mm
         self.add_path(material, win, np.clip(cover, 0, 1) * length_mm, density)
 
+    @fanned
     def add_cylinder_x(
         self,
         material: str,
@@ -304,6 +445,7 @@ class Canvas:
         fx = np.clip(np.minimum(cols + 1, c1) - np.maximum(cols, c0), 0, 1)
         self.add_path(material, win, chord * fx[None, :], density)
 
+    @fanned
     def add_cylinder_y(
         self,
         material: str,
@@ -327,6 +469,7 @@ class Canvas:
         fy = np.clip(np.minimum(rows + 1, r1) - np.maximum(rows, r0), 0, 1)
         self.add_path(material, win, chord * fy[:, None], density)
 
+    @fanned
     def add_polygon(
         self, material: str, points_mm: np.ndarray, depth_mm: float, density: float
     ) -> np.ndarray | None:
@@ -335,7 +478,7 @@ class Canvas:
         Returns the pixel coverage patch (for masks) or None when outside.
         """
         pts = np.asarray(points_mm, dtype=np.float64)
-        cols, rows = pts[:, 0] / self.pitch_mm, (self.top_mm - pts[:, 1]) / self.pitch_mm
+        cols, rows = pts[:, 0] / self.pitch_mm, self.row(pts[:, 1])
         win = self._window(cols.min(), rows.min(), cols.max(), rows.max())
         if win is None:
             return None
@@ -360,6 +503,9 @@ class Canvas:
         c0, r0, c1, r1 = win
         xs = (np.arange(c0, c1) + 0.5) * self.pitch_mm
         ys = self.top_mm - (np.arange(r0, r1) + 0.5) * self.pitch_mm
+        if self._scale != 1.0 and self.fan is not None:  # back to world heights
+            h = self.fan.source_y_mm
+            ys = h + (ys - h) / self._scale
         return np.meshgrid(xs, ys)
 
     def _add_quadric(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from training.synth.cargo import COMMODITIES, LoadedItem, load_container
-from training.synth.geometry import Canvas
+from training.synth.geometry import HALF_WIDTH, Canvas, Fan
 from training.synth.physics import DetectorModel, linac_spectrum, polychromatic_transmission
 from training.synth.threats import CATEGORIES, DRAW, MIN_ROOM, DrawnThreat, Placement
 from training.synth.vehicle import (
@@ -121,8 +121,13 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     pitch = cfg.pitch_mm
     width_px = round((end - start) / pitch)
     height_px = round(DETECTOR_HEIGHT_MM / pitch)
-    bottom = rng.uniform(250, 450)
-    c = Canvas(width_px, height_px, pitch, top_mm=bottom + DETECTOR_HEIGHT_MM)
+    # Fan beam: the source sits low, some metres to the side. The image spans
+    # the detector column; its top is set just above where the near side's
+    # top rail projects, as a portal's detector arm is placed for the tallest box.
+    fan = Fan(source_y_mm=rng.uniform(400, 900), source_dist_mm=rng.uniform(9000, 13000))
+    box_top = deck_y + (2896.0 if high_cube else 2591.0)
+    top = fan.project(box_top, -HALF_WIDTH) + rng.uniform(80, 300)
+    c = Canvas(width_px, height_px, pitch, top_mm=top, fan=fan)
     # Shift the world so x = 0 is the first column.
     dx = -start
     draw_tractor(c, x_tractor_rear + dx, rng)
@@ -147,6 +152,8 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
         "whole_truck": whole_truck,
         "axles": n_axles,
         "length_mm": round(end - start),
+        "source_height_mm": round(fan.source_y_mm),
+        "source_distance_mm": round(fan.source_dist_mm),
     }
     return layout, vehicle
 
@@ -349,6 +356,9 @@ def _place_threats(
                 for tx, ty, tw, th in taken
             ):
                 continue
+            # Somewhere across the load: the fan beam magnifies it by its depth.
+            half_room = max(spot.depth_mm / 2 - md / 2, 0.0)
+            z = rng.uniform(-half_room, half_room)
             place = Placement(
                 cx,
                 cy,
@@ -359,7 +369,8 @@ def _place_threats(
                 spot.host_density,
                 spot.where,
             )
-            threat = DRAW[cat](c, place, rng)
+            with c.at_z(z - md / 2, z + md / 2):
+                threat = DRAW[cat](c, place, rng)
             if place.host_material is not None and place.host_density > 0:
                 # The threat takes the place of cargo: remove what it displaces.
                 displaced = threat.mass / threat.mean_density * place.host_density
@@ -417,7 +428,10 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     x1 = max(b.x1 for b in layout.containers)
     y1 = max(b.y1 for b in layout.containers)
     y0 = min(b.y0 for b in layout.containers)
-    col0, row0, col1, row1 = c.box_px(x0, y0, x1, y1)
+    # The box as it appears: near side's top, lowest of the two bottoms.
+    top_seen = max(c.apparent_y(y1, z) for z in (-HALF_WIDTH, HALF_WIDTH))
+    bottom_seen = min(c.apparent_y(y0, z) for z in (-HALF_WIDTH, HALF_WIDTH))
+    col0, row0, col1, row1 = c.box_px(x0, bottom_seen, x1, top_seen)
     cargo_region = (
         max(int(col0), 0),
         max(int(row0), 0),

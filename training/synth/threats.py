@@ -269,18 +269,19 @@ def draw_cigarettes(c: Canvas, p: Placement, rng: np.random.Generator) -> DrawnT
     density = rng.uniform(0.22, 0.3)  # tobacco in cigarettes, paper and packs
     x0, y0 = p.cx - nx * cw / 2, p.cy - ny * ch / 2
     c.start_recording()
-    win = c._window(*c.box_px(x0, y0 + ny * ch, x0 + nx * cw, y0))
-    if win is not None:
-        xx, yy = c._grid_mm(win)
-        lx, ly = (xx - x0) % cw, (yy - y0) % ch
-        inside = (xx >= x0) & (xx < x0 + nx * cw) & (yy >= y0) & (yy < y0 + ny * ch)
-        # Packs (~55 mm) and cartons (5 per case row): denser filter rows and
-        # board walls make a fine, very regular grid.
-        pack = 1.0 + 0.12 * np.cos(2 * np.pi * lx / 55.0) * np.cos(2 * np.pi * ly / (ch / 3))
-        walls = ((lx < 6) | (lx > cw - 6) | (ly < 6) | (ly > ch - 6)).astype(np.float64)
-        path = np.where(inside, cd * nz * pack, 0.0)
-        c.add_path("tobacco", win, path, density)
-        c.add_path("paper", win, np.where(inside, walls * cd * nz * 0.5 + 2 * 5 * nz, 0.0), 0.7)
+    for _ in c.slabs():
+        win = c._window(*c.box_px(x0, y0 + ny * ch, x0 + nx * cw, y0))
+        if win is not None:
+            xx, yy = c._grid_mm(win)
+            lx, ly = (xx - x0) % cw, (yy - y0) % ch
+            inside = (xx >= x0) & (xx < x0 + nx * cw) & (yy >= y0) & (yy < y0 + ny * ch)
+            # Packs (~55 mm) and cartons (5 per case row): denser filter rows and
+            # board walls make a fine, very regular grid.
+            pack = 1.0 + 0.12 * np.cos(2 * np.pi * lx / 55.0) * np.cos(2 * np.pi * ly / (ch / 3))
+            walls = ((lx < 6) | (lx > cw - 6) | (ly < 6) | (ly > ch - 6)).astype(np.float64)
+            path = np.where(inside, cd * nz * pack, 0.0)
+            c.add_path("tobacco", win, path, density)
+            c.add_path("paper", win, np.where(inside, walls * cd * nz * 0.5 + 2 * 5 * nz, 0.0), 0.7)
     return DrawnThreat("cigarettes", "master_cases", c.stop_recording(), density, p.where)
 
 

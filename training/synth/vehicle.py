@@ -10,11 +10,12 @@ barely show, but their corrugation leaves fine vertical stripes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from training.synth.geometry import Canvas
+from training.synth.geometry import HALF_WIDTH, Canvas
 
 STEEL = 7.85  # g/cm^3
 RUBBER = 1.15
@@ -23,6 +24,17 @@ ALU = 2.70
 
 CONTAINER_WIDTH = 2438.0
 INNER_WIDTH = 2352.0
+
+
+def sides(c: Canvas, z: float) -> Iterator[float]:
+    """Run the loop body for the near side (-z) and then the far side (+z).
+
+    Side walls, rails and wheels exist once per side; under the fan beam the
+    two sides project at different magnifications, so each is drawn at its own z.
+    """
+    for side_z in (-z, z):
+        with c.at_z(side_z):
+            yield side_z
 
 
 @dataclass
@@ -51,23 +63,23 @@ def draw_wheel(
     width through the tread and the steel belt, which gives the dark outer ring
     of real scans. Rim barrel, disc, brake drum, hub and axle are steel.
     """
-    tyres = 4 if dual else 2
+    per_side = 2 if dual else 1
     cy = radius
     tread_w = rng.uniform(260, 320)
-    c.add_annulus_z("rubber", cx, cy, radius * 0.56, radius - 22, 2 * 14 * tyres, RUBBER)
-    c.add_annulus_z("rubber", cx, cy, radius - 22, radius, tread_w * tyres * 0.9, RUBBER)
-    c.add_annulus_z("steel", cx, cy, radius - 30, radius - 24, tread_w * tyres * 0.25, STEEL)
     rim = radius * 0.56
-    c.add_annulus_z("steel", cx, cy, rim - 9, rim, 230 * tyres * 0.8, STEEL)
-    c.add_annulus_z("steel", cx, cy, rim * 0.45, rim - 9, 12 * tyres, STEEL)
-    c.add_annulus_z("steel", cx, cy, rim * 0.62, rim * 0.78, 150 * 2, STEEL)  # brake drums
-    c.add_cylinder_z("steel", cx, cy, rim * 0.32, 2 * 260, STEEL)  # hubs
-    c.add_cylinder_z("steel", cx, cy, 65, 1750, STEEL)  # axle beam
-    for k in range(10):  # wheel studs: small dense dots on a circle
-        a = 2 * np.pi * k / 10
-        c.add_cylinder_z(
-            "steel", cx + 0.27 * rim * np.cos(a), cy + 0.27 * rim * np.sin(a), 11, 4 * 60, STEEL
-        )
+    for _ in sides(c, HALF_WIDTH - 250):
+        c.add_annulus_z("rubber", cx, cy, rim, radius - 22, 2 * 14 * per_side, RUBBER)
+        c.add_annulus_z("rubber", cx, cy, radius - 22, radius, tread_w * per_side * 0.9, RUBBER)
+        c.add_annulus_z("steel", cx, cy, radius - 30, radius - 24, tread_w * per_side * 0.25, STEEL)
+        c.add_annulus_z("steel", cx, cy, rim - 9, rim, 230 * per_side * 0.8, STEEL)
+        c.add_annulus_z("steel", cx, cy, rim * 0.45, rim - 9, 12 * per_side, STEEL)
+        c.add_annulus_z("steel", cx, cy, rim * 0.62, rim * 0.78, 150, STEEL)  # brake drum
+        c.add_cylinder_z("steel", cx, cy, rim * 0.32, 260, STEEL)  # hub
+        for k in range(10):  # wheel studs: small dense dots on a circle
+            a = 2 * np.pi * k / 10
+            sx, sy = cx + 0.27 * rim * np.cos(a), cy + 0.27 * rim * np.sin(a)
+            c.add_cylinder_z("steel", sx, sy, 11, 2 * 60, STEEL)
+    c.add_cylinder_z("steel", cx, cy, 65, 1750, STEEL)  # axle beam across the vehicle
 
 
 def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[float, float]:
@@ -83,11 +95,13 @@ def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[fl
     # Chassis rails: two C-channels along the vehicle; webs crossed at right
     # angles, flanges seen edge-on (dark lines).
     x_front = front_axle - 1400
-    c.add_box("steel", x_front, rail_top - 280, x_rear, rail_top, 2 * 8, STEEL)
-    c.add_box("steel", x_front, rail_top - 10, x_rear, rail_top, 2 * 80, STEEL)
-    c.add_box("steel", x_front, rail_top - 280, x_rear, rail_top - 270, 2 * 80, STEEL)
-    for xm in np.arange(x_front + 300, x_rear, rng.uniform(700, 1100)):  # cross-members
-        c.add_box("steel", xm, rail_top - 250, xm + 8, rail_top - 20, 860, STEEL)
+    for _ in sides(c, 430):
+        c.add_box("steel", x_front, rail_top - 280, x_rear, rail_top, 8, STEEL)
+        c.add_box("steel", x_front, rail_top - 10, x_rear, rail_top, 80, STEEL)
+        c.add_box("steel", x_front, rail_top - 280, x_rear, rail_top - 270, 80, STEEL)
+    with c.at_z(-430, 430):
+        for xm in np.arange(x_front + 300, x_rear, rng.uniform(700, 1100)):  # cross-members
+            c.add_box("steel", xm, rail_top - 250, xm + 8, rail_top - 20, 860, STEEL)
     draw_wheel(c, front_axle, wheel_r, rng, dual=False)
     draw_wheel(c, rear_axle, wheel_r, rng, dual=True)
     # Cab-over-engine layout (European and South American tractors): the
@@ -108,13 +122,14 @@ def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[fl
     # their mechanisms, glass, seats, dashboard, bunk and a lot of small parts.
     cab_x0, cab_x1 = x_front - 50, x_front + rng.uniform(2200, 2450)
     cab_y0, cab_y1 = rail_top + 250, rail_top + rng.uniform(2300, 2850)
-    c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y1, 2 * 1.5, STEEL)  # side panels
+    door_x0 = cab_x0 + rng.uniform(250, 450)
+    for _ in sides(c, HALF_WIDTH):
+        c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y1, 1.5, STEEL)  # side panels
+        c.add_box("steel", door_x0, cab_y0 + 80, door_x0 + 1000, cab_y0 + 1100, 6, STEEL)
     c.add_box("steel", cab_x0, cab_y0, cab_x0 + 25, cab_y1 - 150, 2400 * 0.08, STEEL)  # front
     c.add_box("steel", cab_x1 - 25, cab_y0, cab_x1, cab_y1, 2400 * 0.1, STEEL)  # rear wall
     c.add_box("steel", cab_x0 + 100, cab_y1 - 25, cab_x1, cab_y1, 2400 * 0.08, STEEL)  # roof
     c.add_box("steel", cab_x0, cab_y0, cab_x1, cab_y0 + 70, 2400 * 0.08, STEEL)  # floor
-    door_x0 = cab_x0 + rng.uniform(250, 450)
-    c.add_box("steel", door_x0, cab_y0 + 80, door_x0 + 1000, cab_y0 + 1100, 2 * 6, STEEL)
     c.add_box("glass", cab_x0 + 30, cab_y1 - 1000, cab_x0 + 70, cab_y1 - 250, 2300 * 0.3, 2.5)
     for seat_x in (cab_x0 + 700, cab_x0 + 1250):  # two seats: foam over steel frames
         c.add_box("plastic", seat_x, cab_y0 + 400, seat_x + 500, cab_y0 + 1350, 2 * 500, 0.06)
@@ -147,9 +162,12 @@ def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[fl
     )
     # Fuel tank (aluminium shell, diesel) and air tanks along the chassis.
     tank_x0 = rear_axle - wheel_r - rng.uniform(1400, 1700)
-    c.add_cylinder_x("aluminium", tank_x0, tank_x0 + 1200, rail_top - 450, 300, ALU, wall_mm=3)
-    c.add_cylinder_x("plastic", tank_x0, tank_x0 + 1200, rail_top - 500, 290, 0.84 * 0.5)
-    c.add_cylinder_x("steel", tank_x0 + 1250, tank_x0 + 1900, rail_top - 420, 140, STEEL, wall_mm=4)
+    with c.at_z(-1150, -550):  # hung on the near side of the frame
+        c.add_cylinder_x("aluminium", tank_x0, tank_x0 + 1200, rail_top - 450, 300, ALU, wall_mm=3)
+        c.add_cylinder_x("plastic", tank_x0, tank_x0 + 1200, rail_top - 500, 290, 0.84 * 0.5)
+        c.add_cylinder_x(
+            "steel", tank_x0 + 1250, tank_x0 + 1900, rail_top - 420, 140, STEEL, wall_mm=4
+        )
     # Fifth wheel: a thick steel plate over the rear axle.
     fw_x = rear_axle - rng.uniform(200, 400)
     fw_h = rail_top + 180
@@ -164,13 +182,14 @@ def draw_trailer_chassis(
     beam_h = rng.uniform(380, 480)
     goose = x_front + rng.uniform(2800, 3400)
     holes, hole_pitch = rng.random() < 0.4, rng.uniform(500, 900)
-    for x0, x1, top, h in ((x_front, goose, deck_y, 180), (goose, x_rear, deck_y, beam_h)):
-        c.add_box("steel", x0, top - h, x1, top, 2 * 5, STEEL)  # webs
-        if holes:  # lightening holes in the webs of some chassis
-            for xh in np.arange(x0 + 300, x1 - 200, hole_pitch):
-                c.add_cylinder_z("steel", xh, top - h / 2, h * 0.15, -2 * 5, STEEL)
-        c.add_box("steel", x0, top - 14, x1, top, 2 * 150, STEEL)  # top flanges
-        c.add_box("steel", x0, top - h, x1, top - h + 14, 2 * 150, STEEL)  # bottom flanges
+    for _ in sides(c, 500):
+        for x0, x1, top, h in ((x_front, goose, deck_y, 180), (goose, x_rear, deck_y, beam_h)):
+            c.add_box("steel", x0, top - h, x1, top, 5, STEEL)  # web
+            if holes:  # lightening holes in the webs of some chassis
+                for xh in np.arange(x0 + 300, x1 - 200, hole_pitch):
+                    c.add_cylinder_z("steel", xh, top - h / 2, h * 0.15, -5, STEEL)
+            c.add_box("steel", x0, top - 14, x1, top, 150, STEEL)  # top flange
+            c.add_box("steel", x0, top - h, x1, top - h + 14, 150, STEEL)  # bottom flange
     for xm in np.arange(x_front + 200, x_rear - 100, rng.uniform(900, 1400)):  # cross-members
         c.add_box("steel", xm, deck_y - 160, xm + 10, deck_y - 10, 2200, STEEL)
     # Twist locks and bolsters at the ends.
@@ -285,34 +304,38 @@ def draw_container(
         # Trapezoidal profile, softened: the sloping faces add ~15 % path.
         u = np.mod(xs - phase, pitch / 2) / (pitch / 2)
         slope = np.clip(1.0 - np.abs(u - 0.5) * 4.0 + 0.5, 0, 1)
-        return 2 * t_side * (1.0 + 0.15 * slope)
+        return t_side * (1.0 + 0.15 * slope)
 
-    c.add_box_profile("steel", x0 + 150, y0 + 160, x1 - 150, y1 - 60, corrugation, STEEL)
-    if rng.random() < 0.5:  # dents and patches: local extra sheet
-        for _ in range(int(rng.integers(1, 4))):
-            dx = rng.uniform(x0 + 300, x1 - 900)
-            dy = rng.uniform(y0 + 400, y1 - 700)
-            c.add_rounded_block(
-                "steel", dx, dy, rng.uniform(100, 400), rng.uniform(80, 300), 3, STEEL
-            )
-    if rng.random() < 0.45:  # logistic track / mid-height reinforcement seen edge-on
-        yr = y0 + (y1 - y0) * rng.uniform(0.55, 0.72)
-        c.add_box("steel", x0 + 150, yr, x1 - 150, yr + 25, 2 * 35, STEEL)
-    for xl in np.arange(x0 + 500, x1 - 400, rng.uniform(900, 1200)):  # lashing rings
-        for yl in (y0 + 175, y1 - 85):
-            c.add_box("steel", xl, yl, xl + 30, yl + 25, 2 * 25, STEEL)
-    if reefer:  # insulated walls: foam between aluminium/steel skins
-        c.add_box("plastic", x0, y0 + 160, x1, y1 - 60, 2 * 90, 0.04)
-        c.add_box("aluminium", x0, y0 + 160, x1, y1 - 60, 2 * 1.0, ALU)
+    track = rng.random() < 0.45
+    yr = y0 + (y1 - y0) * rng.uniform(0.55, 0.72)
+    ring_step = rng.uniform(900, 1200)
+    for _ in sides(c, HALF_WIDTH - 30):
+        c.add_box_profile("steel", x0 + 150, y0 + 160, x1 - 150, y1 - 60, corrugation, STEEL)
+        if track:  # logistic track / mid-height reinforcement seen edge-on
+            c.add_box("steel", x0 + 150, yr, x1 - 150, yr + 25, 35, STEEL)
+        for xl in np.arange(x0 + 500, x1 - 400, ring_step):  # lashing rings on the rails
+            for yl in (y0 + 175, y1 - 85):
+                c.add_box("steel", xl, yl, xl + 30, yl + 25, 25, STEEL)
+        if reefer:  # insulated walls: foam between aluminium/steel skins
+            c.add_box("plastic", x0, y0 + 160, x1, y1 - 60, 90, 0.04)
+            c.add_box("aluminium", x0, y0 + 160, x1, y1 - 60, 1.0, ALU)
+        # Top side rail (square tube) and bottom side rail (C-section).
+        c.add_box("steel", x0, y1 - 60, x1, y1, 6, STEEL)
+        c.add_box("steel", x0, y1 - 6, x1, y1, 60, STEEL)
+        c.add_box("steel", x0, y1 - 60, x1, y1 - 54, 60, STEEL)
+        c.add_box("steel", x0, y0, x1, y0 + 162, 4.5, STEEL)
+        c.add_box("steel", x0, y0 + 158, x1, y0 + 162, 48, STEEL)
+        c.add_box("steel", x0, y0, x1, y0 + 5, 48, STEEL)
+    if rng.random() < 0.5:  # dents and patches on one side: local extra sheet
+        with c.at_z(float(rng.choice([-1.0, 1.0])) * (HALF_WIDTH - 30)):
+            for _ in range(int(rng.integers(1, 4))):
+                dx = rng.uniform(x0 + 300, x1 - 900)
+                dy = rng.uniform(y0 + 400, y1 - 700)
+                c.add_rounded_block(
+                    "steel", dx, dy, rng.uniform(100, 400), rng.uniform(80, 300), 3, STEEL
+                )
     # Roof: a corrugated sheet seen edge-on over its whole width.
     c.add_box("steel", x0, y1 - 40, x1, y1 - 15, INNER_WIDTH * 2.0 / 25.0, STEEL)
-    # Top side rails (square tubes) and bottom side rails (C-sections).
-    c.add_box("steel", x0, y1 - 60, x1, y1, 2 * 6, STEEL)
-    c.add_box("steel", x0, y1 - 6, x1, y1, 2 * 60, STEEL)
-    c.add_box("steel", x0, y1 - 60, x1, y1 - 54, 2 * 60, STEEL)
-    c.add_box("steel", x0, y0, x1, y0 + 162, 2 * 4.5, STEEL)
-    c.add_box("steel", x0, y0 + 158, x1, y0 + 162, 2 * 48, STEEL)
-    c.add_box("steel", x0, y0, x1, y0 + 5, 2 * 48, STEEL)
     # Floor: 28 mm plywood seen edge-on across the whole width, on cross-members
     # every ~300 mm whose webs run along the beam (dark ticks under the floor).
     floor_top = y0 + 162
@@ -342,15 +365,17 @@ def draw_container(
     c.add_box("steel", x1 - 200, y0, x1, y0 + 160, INNER_WIDTH * 0.08, STEEL)
     c.add_box("steel", x0, y1 - 120, x0 + 150, y1 - 60, INNER_WIDTH * 0.05, STEEL)
     # Corner posts (both sides) and corner castings (hollow cast steel).
-    for xa, xb in ((x0, x0 + 150), (x1 - 150, x1)):
-        c.add_box("steel", xa, y0, xb, y1, 2 * 6 * 2.2, STEEL)
-        for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
-            cx0 = xa if xa == x0 else xb - 178
-            c.add_box("steel", cx0, ya, cx0 + 178, yb, 2 * 162 * 0.45, STEEL)
+    for _ in sides(c, HALF_WIDTH - 80):
+        for xa, xb in ((x0, x0 + 150), (x1 - 150, x1)):
+            c.add_box("steel", xa, y0, xb, y1, 6 * 2.2, STEEL)
+            for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
+                cx0 = xa if xa == x0 else xb - 178
+                c.add_box("steel", cx0, ya, cx0 + 178, yb, 162 * 0.45, STEEL)
     # Forklift pockets on some 20 ft boxes.
     if length_ft == 20 and rng.random() < 0.4:
         for xp in (x0 + length / 2 - 1100, x0 + length / 2 + 750):
-            c.add_box("steel", xp, y0, xp + 360, y0 + 120, 2 * 4, STEEL)
+            for _ in sides(c, HALF_WIDTH):
+                c.add_box("steel", xp, y0, xp + 360, y0 + 120, 4, STEEL)
             c.add_box("steel", xp, y0 + 110, xp + 360, y0 + 120, INNER_WIDTH, STEEL)
     inner_x0 = x0 + 60
     if reefer:
@@ -389,16 +414,18 @@ def draw_tank_frame(c: Canvas, x0: float, deck_y: float, rng: np.random.Generato
     """
     length, height = 6058.0, 2591.0
     x1, y0, y1 = x0 + length, deck_y, deck_y + height
-    for xa in (x0, x1 - 160):  # end frames: posts, diagonal braces, castings
-        c.add_box("steel", xa, y0, xa + 160, y1, 2 * 8 * 2.5, STEEL)
+    for xa in (x0, x1 - 160):  # end frames: beams across the top and bottom
         c.add_box("steel", xa, y1 - 160, xa + 160, y1, INNER_WIDTH * 0.08, STEEL)
         c.add_box("steel", xa, y0, xa + 160, y0 + 160, INNER_WIDTH * 0.08, STEEL)
-        for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
-            c.add_box("steel", xa, ya, xa + 160, yb, 2 * 162 * 0.45, STEEL)
-    c.add_box("steel", x0, y0, x1, y0 + 150, 2 * 6, STEEL)  # bottom side rails
-    c.add_box("steel", x0, y0 + 140, x1, y0 + 150, 2 * 60, STEEL)
-    c.add_box("steel", x0, y1 - 100, x1, y1, 2 * 5, STEEL)  # top side rails
-    c.add_box("steel", x0, y1 - 10, x1, y1, 2 * 60, STEEL)
+    for _ in sides(c, HALF_WIDTH - 80):
+        for xa in (x0, x1 - 160):  # corner posts and castings
+            c.add_box("steel", xa, y0, xa + 160, y1, 8 * 2.5, STEEL)
+            for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
+                c.add_box("steel", xa, ya, xa + 160, yb, 162 * 0.45, STEEL)
+        c.add_box("steel", x0, y0, x1, y0 + 150, 6, STEEL)  # bottom side rail
+        c.add_box("steel", x0, y0 + 140, x1, y0 + 150, 60, STEEL)
+        c.add_box("steel", x0, y1 - 100, x1, y1, 5, STEEL)  # top side rail
+        c.add_box("steel", x0, y1 - 10, x1, y1, 60, STEEL)
     c.add_box("aluminium", x0 + 300, y1 - 40, x1 - 300, y1 - 10, 700 * 0.3, ALU)  # walkway
     return ContainerBox(
         x0=x0,
