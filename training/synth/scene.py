@@ -92,7 +92,7 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     """Decide the layout in mm, size the canvas to it, and draw tractor, chassis and boxes."""
     r = rng.random()
     arrangement = (
-        "20ft" if r < 0.36 else ("40ft" if r < 0.78 else ("2x20ft" if r < 0.92 else "tank"))
+        "20ft" if r < 0.46 else ("40ft" if r < 0.78 else ("2x20ft" if r < 0.9 else "tank"))
     )
     high_cube = arrangement == "40ft" and rng.random() < 0.35
     lengths = {"20ft": [20], "40ft": [40], "2x20ft": [20, 20], "tank": [20]}[arrangement]
@@ -115,9 +115,9 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     if whole_truck:
         start = x_tractor_front - rng.uniform(200, 900)
     else:
-        start = trailer_front - rng.uniform(300, 2000)
+        start = trailer_front - rng.uniform(300, 1600)
     trailer_rear = trailer_front + trailer_len
-    end = trailer_rear + rng.uniform(200, 1500)
+    end = trailer_rear + rng.uniform(100, 800)
     pitch = cfg.pitch_mm
     width_px = round((end - start) / pitch)
     height_px = round(DETECTOR_HEIGHT_MM / pitch)

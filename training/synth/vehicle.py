@@ -68,7 +68,9 @@ def draw_wheel(
     tread_w = rng.uniform(260, 320)
     rim = radius * 0.56
     for _ in sides(c, HALF_WIDTH - 250):
-        c.add_annulus_z("rubber", cx, cy, rim, radius - 22, 2 * 14 * per_side, RUBBER)
+        c.add_annulus_z("rubber", cx, cy, rim, radius - 22, 2 * 16 * per_side, RUBBER)
+        # Radial tyres carry steel cord plies in both sidewalls.
+        c.add_annulus_z("steel", cx, cy, rim, radius - 22, 2 * 1.2 * per_side, STEEL)
         c.add_annulus_z("rubber", cx, cy, radius - 22, radius, tread_w * per_side * 0.9, RUBBER)
         c.add_annulus_z("steel", cx, cy, radius - 30, radius - 24, tread_w * per_side * 0.25, STEEL)
         c.add_annulus_z("steel", cx, cy, rim - 9, rim, 230 * per_side * 0.8, STEEL)
