@@ -56,6 +56,10 @@ class Fan:
 
     source_y_mm: float = 600.0
     source_dist_mm: float = 11000.0
+    # The vehicle never drives exactly square to the beam: with a small yaw,
+    # parts at different depths shift along x (near and far corner posts part,
+    # cross-members crossed obliquely scan as grey bars, not hairlines).
+    yaw_rad: float = 0.0
 
     def scale(self, z_mm: float) -> float:
         """Vertical magnification at depth z, relative to the centre plane."""
@@ -103,6 +107,7 @@ class Canvas:
     _scale: float = 1.0  # vertical magnification of the slab being drawn
     _weight: float = 1.0  # share of the mass that slab carries
     _smear: float = 0.0  # relative spread of magnification across that slab
+    _shift_mm: float = 0.0  # x shift of that slab from the vehicle's yaw
     _in_slab: bool = False
 
     # -- fan beam -----------------------------------------------------------
@@ -130,19 +135,22 @@ class Canvas:
             for z in zs:
                 if self.fan is not None:
                     self._scale = self.fan.scale(z)
+                    self._shift_mm = z * float(np.tan(self.fan.yaw_rad))
                     spread = self.fan.scale(z - half) - self.fan.scale(z + half)
                     self._smear = spread / self._scale
                 yield z
         finally:
             self._in_slab, self._weight, self._scale, self._smear = False, 1.0, 1.0, 0.0
+            self._shift_mm = 0.0
 
     def apparent_y(self, y_mm: float, z_mm: float = 0.0) -> float:
         """Where a world height at depth z appears (centre-plane units)."""
         return y_mm if self.fan is None else self.fan.project(y_mm, z_mm)
 
     # -- coordinate helpers -------------------------------------------------
-    def col(self, x_mm: float) -> float:
-        return x_mm / self.pitch_mm
+    def col(self, x_mm: float | np.ndarray) -> float | np.ndarray:
+        """Image column of a world x, shifted by the yaw for the slab being drawn."""
+        return (x_mm + self._shift_mm) / self.pitch_mm
 
     def row(self, y_mm: float | np.ndarray) -> float | np.ndarray:
         """Image row of a world height, at the magnification of the slab being drawn."""
@@ -478,7 +486,7 @@ class Canvas:
         Returns the pixel coverage patch (for masks) or None when outside.
         """
         pts = np.asarray(points_mm, dtype=np.float64)
-        cols, rows = pts[:, 0] / self.pitch_mm, self.row(pts[:, 1])
+        cols, rows = self.col(pts[:, 0]), self.row(pts[:, 1])
         win = self._window(cols.min(), rows.min(), cols.max(), rows.max())
         if win is None:
             return None
@@ -501,7 +509,7 @@ class Canvas:
     def _grid_mm(self, win: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """World coordinates (mm) of the pixel centres in a window."""
         c0, r0, c1, r1 = win
-        xs = (np.arange(c0, c1) + 0.5) * self.pitch_mm
+        xs = (np.arange(c0, c1) + 0.5) * self.pitch_mm - self._shift_mm
         ys = self.top_mm - (np.arange(r0, r1) + 0.5) * self.pitch_mm
         if self._scale != 1.0 and self.fan is not None:  # back to world heights
             h = self.fan.source_y_mm

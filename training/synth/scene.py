@@ -124,7 +124,8 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     # Fan beam: the source sits low, some metres to the side. The image spans
     # the detector column; its top is set just above where the near side's
     # top rail projects, as a portal's detector arm is placed for the tallest box.
-    fan = Fan(source_y_mm=rng.uniform(400, 900), source_dist_mm=rng.uniform(9000, 13000))
+    yaw = np.deg2rad(float(np.clip(rng.normal(0.0, 0.4), -1.0, 1.0)))
+    fan = Fan(rng.uniform(400, 900), rng.uniform(9000, 13000), yaw_rad=yaw)
     box_top = deck_y + (2896.0 if high_cube else 2591.0)
     top = fan.project(box_top, -HALF_WIDTH) + rng.uniform(80, 300)
     c = Canvas(width_px, height_px, pitch, top_mm=top, fan=fan)
@@ -154,6 +155,7 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
         "length_mm": round(end - start),
         "source_height_mm": round(fan.source_y_mm),
         "source_distance_mm": round(fan.source_dist_mm),
+        "yaw_deg": round(float(np.rad2deg(fan.yaw_rad)), 3),
     }
     return layout, vehicle
 

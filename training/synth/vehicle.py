@@ -68,7 +68,11 @@ def draw_wheel(
     tread_w = rng.uniform(260, 320)
     rim = radius * 0.56
     for _ in sides(c, HALF_WIDTH - 250):
-        c.add_annulus_z("rubber", cx, cy, rim, radius - 22, 2 * 16 * per_side, RUBBER)
+        c.add_annulus_z("rubber", cx, cy, rim, radius - 22, 2 * 18 * per_side, RUBBER)
+        # The shoulders curve round to the tread: rays near the rim of the tyre
+        # cross them obliquely, so the outer third of the ring is darker.
+        shoulder = radius - 22 - (radius - 22 - rim) * 0.3
+        c.add_annulus_z("rubber", cx, cy, shoulder, radius - 22, 2 * 70 * per_side, RUBBER)
         # Radial tyres carry steel cord plies in both sidewalls.
         c.add_annulus_z("steel", cx, cy, rim, radius - 22, 2 * 1.2 * per_side, STEEL)
         c.add_annulus_z("rubber", cx, cy, radius - 22, radius, tread_w * per_side * 0.9, RUBBER)
@@ -180,7 +184,7 @@ def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[fl
 def draw_trailer_chassis(
     c: Canvas, x_front: float, x_rear: float, deck_y: float, n_axles: int, rng: np.random.Generator
 ) -> None:
-    """Skeletal container chassis: two I-beams, gooseneck, landing gear, axle bogie."""
+    """Container chassis: two I-beams, gooseneck, landing gear, axle bogie; skeletal or flatbed."""
     beam_h = rng.uniform(380, 480)
     goose = x_front + rng.uniform(2800, 3400)
     holes, hole_pitch = rng.random() < 0.4, rng.uniform(500, 900)
@@ -192,8 +196,25 @@ def draw_trailer_chassis(
                     c.add_cylinder_z("steel", xh, top - h / 2, h * 0.15, -5, STEEL)
             c.add_box("steel", x0, top - 14, x1, top, 150, STEEL)  # top flange
             c.add_box("steel", x0, top - h, x1, top - h + 14, 150, STEEL)  # bottom flange
-    for xm in np.arange(x_front + 200, x_rear - 100, rng.uniform(900, 1400)):  # cross-members
-        c.add_box("steel", xm, deck_y - 160, xm + 10, deck_y - 10, 2200, STEEL)
+    if rng.random() < 0.55:
+        # Flatbed / platform chassis (common on South American roads): outer side
+        # rails and close-set I-beam cross-members under the whole deck, which
+        # scans as a dark comb under the container.
+        rail_h = rng.uniform(220, 320)
+        for _ in sides(c, HALF_WIDTH - 20):
+            c.add_box("steel", x_front, deck_y - rail_h, x_rear, deck_y, 5, STEEL)
+            c.add_box("steel", x_front, deck_y - 8, x_rear, deck_y, 70, STEEL)
+            c.add_box("steel", x_front, deck_y - rail_h, x_rear, deck_y - rail_h + 8, 70, STEEL)
+        cm_h = rail_h * rng.uniform(0.6, 0.9)
+        for xm in np.arange(x_front + 150, x_rear - 100, rng.uniform(330, 550)):
+            c.add_box("steel", xm, deck_y - cm_h, xm + 6, deck_y - 10, 2 * HALF_WIDTH, STEEL)
+            c.add_box("steel", xm - 35, deck_y - 18, xm + 41, deck_y - 10, 2 * HALF_WIDTH, STEEL)
+            c.add_box(
+                "steel", xm - 35, deck_y - cm_h, xm + 41, deck_y - cm_h + 8, 2 * HALF_WIDTH, STEEL
+            )
+    else:  # skeletal chassis: a few light cross-members between the main beams
+        for xm in np.arange(x_front + 200, x_rear - 100, rng.uniform(900, 1400)):
+            c.add_box("steel", xm, deck_y - 160, xm + 10, deck_y - 10, 2200, STEEL)
     # Twist locks and bolsters at the ends.
     for xb in (x_front, x_rear - 150):
         c.add_box("steel", xb, deck_y - 200, xb + 150, deck_y, 2300 * 0.3, STEEL)
