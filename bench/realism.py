@@ -8,7 +8,8 @@ The script:
    set with --data) and loads the real reference scans (8-bit single-energy
    JPEGs with YOLO boxes of the container body, see ../shared/real-cargo);
 2. renders the synthetic high-energy channel the way the real exports look:
-   attenuation a = -ln(I / air) with air estimated per row, a tone curve
+   attenuation a = -ln(I / air) through the product's own air calibration
+   (inference.preprocess.attenuation: per row, then per pulse), a tone curve
    v = f(a) whose parameters are *fitted* (quantile matching of the pooled
    container-region grey levels against the real ones, over three monotone
    families with air -> the measured real air level), then JPEG q90
