@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from training.synth.calibration import DEFAULT_PATH, calibration
-from training.synth.geometry import Canvas
+from training.synth.geometry import Canvas, Fan
 from training.synth.physics import (
     DetectorModel,
     Spectrum,
@@ -136,3 +136,52 @@ def test_shipped_material_calibration_matches_the_physics():
     thick = a >= 0.5
     assert np.all(np.array(shipped["organic"])[thick] > np.array(shipped["mixed"])[thick])
     assert np.all(np.array(shipped["mixed"])[thick] > np.array(shipped["metal"])[thick])
+
+
+def _rows_with_mass(c: Canvas) -> np.ndarray:
+    return np.flatnonzero(c.maps["steel"].sum(axis=1) > 0)
+
+
+@pytest.mark.parametrize("z", [-1000.0, 0.0, 1000.0])
+def test_fan_beam_magnifies_each_depth_about_the_source_height(z: float):
+    fan = Fan(source_y_mm=600.0, source_dist_mm=10000.0)
+    c = Canvas(width_px=40, height_px=900, pitch_mm=5.0, top_mm=4500.0, fan=fan)
+    with c.at_z(z):
+        c.add_box("steel", 0.0, 3000.0, 100.0, 3020.0, 2.0, 7.85)
+    rows = _rows_with_mass(c)
+    # By hand: apparent height = 600 + (y - 600) * 10000 / (10000 + z).
+    for y, row in ((3020.0, rows.min()), (3000.0, rows.max() + 1)):
+        expected = (4500.0 - (600.0 + (y - 600.0) * 10000.0 / (10000.0 + z))) / 5.0
+        assert abs(row - expected) <= 1.0
+    # The near side (z < 0) appears higher than the far side.
+    if z != 0.0:
+        centre = Canvas(width_px=40, height_px=900, pitch_mm=5.0, top_mm=4500.0, fan=fan)
+        with centre.at_z(0.0):
+            centre.add_box("steel", 0.0, 3000.0, 100.0, 3020.0, 2.0, 7.85)
+        assert (rows.mean() < _rows_with_mass(centre).mean()) == (z < 0)
+
+
+def test_wide_objects_keep_their_mass_across_slabs_and_smear():
+    fan = Fan(yaw_rad=0.01)
+    c = Canvas(width_px=200, height_px=900, pitch_mm=5.0, top_mm=4500.0, fan=fan)
+    with c.at_z(-1176.0, 1176.0):  # a floor plate across the whole container
+        c.add_box("wood", 100.0, 1400.0, 900.0, 1428.0, 2352.0, 0.65)
+    true_kg = 0.8 * 0.028 * 2.352 * 650.0  # m^3 x kg/m^3
+    # Summed in the image plane, each slab counts at its vertical magnification.
+    slab_centres = [-1176.0 + (k + 0.5) * 2352.0 / 4 for k in range(4)]
+    magnification = float(np.mean([fan.scale(z) for z in slab_centres]))
+    assert c.total_mass_kg("wood") == pytest.approx(true_kg * magnification, rel=1e-4)
+    # Seen edge-on it is no longer a 28 mm line but a band several times taller.
+    band_rows = np.flatnonzero(c.maps["wood"].sum(axis=1) > 0)
+    assert band_rows.size * 5.0 > 5 * 28.0
+
+
+def test_vehicle_yaw_shifts_deep_parts_along_the_scan():
+    fan = Fan(source_y_mm=600.0, source_dist_mm=10000.0, yaw_rad=np.deg2rad(1.0))
+    c = Canvas(width_px=100, height_px=100, pitch_mm=5.0, top_mm=1000.0, fan=fan)
+    for z in (-1000.0, 1000.0):
+        with c.at_z(z):
+            c.add_box("steel", 200.0, 600.0, 205.0, 700.0, 2.0, 7.85)
+    cols = np.flatnonzero(c.maps["steel"].sum(axis=0) > 0)
+    # 2000 mm apart in depth at 1 degree: 2000 * tan(1 deg) = 34.9 mm = 7 px apart.
+    assert (cols.max() - cols.min()) * 5.0 == pytest.approx(34.9 + 5.0, abs=5.0)

@@ -748,8 +748,8 @@ def load_container(
         com = choices[int(rng.integers(len(choices)))]
         c.start_recording()
         packages, blocks = LOAD_STYLES[style](c, x0, x1, box.floor_y, box.ceiling_y, com, rng)
-        added = c.stop_recording()
-        mass = float(added.sum(dtype=np.float64)) * (c.pitch_mm / 10.0) ** 2 / 1000.0
+        c.stop_recording()
+        mass = c.last_recorded_kg
         if packages > 0:
             items.append(LoadedItem(com, packages, mass, blocks))
     return kind, items

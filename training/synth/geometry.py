@@ -104,6 +104,7 @@ class Canvas:
     # While an object is being drawn, its own mass thickness is also summed
     # here: that gives its exact mask and box for the labels.
     _recording: np.ndarray | None = None
+    last_recorded_kg: float = 0.0  # true mass of what the last recording drew
     _scale: float = 1.0  # vertical magnification of the slab being drawn
     _weight: float = 1.0  # share of the mass that slab carries
     _smear: float = 0.0  # relative spread of magnification across that slab
@@ -197,6 +198,11 @@ class Canvas:
         self._map(material)[r0:r1, c0:c1] += patch
         if self._recording is not None:
             self._recording[r0:r1, c0:c1] += patch
+            # True mass: the image plane sees each slab magnified by its scale.
+            area_cm2 = (self.pitch_mm / 10.0) ** 2
+            self.last_recorded_kg += (
+                float(patch.sum(dtype=np.float64)) * area_cm2 / 1000 / self._scale
+            )
 
     def _smear_rows(
         self, patch: np.ndarray, window: tuple[int, int, int, int]
@@ -217,15 +223,18 @@ class Canvas:
         if pad == 0:
             return patch, window
         p0, p1 = max(r0 - pad, 0), min(r1 + pad, self.height_px)
-        padded = np.zeros((p1 - p0, c1 - c0), np.float32)
-        padded[r0 - p0 : r1 - p0] = patch
-        cum = np.zeros((padded.shape[0] + 1, padded.shape[1]), np.float64)
-        np.cumsum(padded, axis=0, out=cum[1:])
-        k = half_len[p0:p1]
-        local = np.arange(p1 - p0)
-        lo = np.clip(local - k, 0, p1 - p0)
-        hi = np.clip(local + k + 1, 0, p1 - p0)
-        out = (cum[hi] - cum[lo]) / (2 * k + 1)[:, None]
+        # Scatter each source row evenly over its own span (a difference array,
+        # then a cumulative sum): mass is conserved exactly, even where the span
+        # changes from row to row.
+        k = half_len[r0:r1]
+        share = patch / (2 * k + 1)[:, None].astype(np.float32)
+        src = np.arange(r0, r1)
+        lo = np.clip(src - k, p0, p1) - p0
+        hi = np.clip(src + k + 1, p0, p1) - p0
+        diff = np.zeros((p1 - p0 + 1, c1 - c0), np.float64)
+        np.add.at(diff, lo, share)
+        np.add.at(diff, hi, -share)
+        out = np.cumsum(diff[:-1], axis=0)
         return out.astype(np.float32), (c0, p0, c1, p1)
 
     def remove_path(
@@ -240,6 +249,7 @@ class Canvas:
 
     def start_recording(self) -> None:
         self._recording = np.zeros((self.height_px, self.width_px), np.float32)
+        self.last_recorded_kg = 0.0
 
     def stop_recording(self) -> np.ndarray:
         """Mass thickness (g/cm^2) that the primitives since `start_recording` added."""

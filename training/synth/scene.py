@@ -373,6 +373,7 @@ def _place_threats(
             )
             with c.at_z(z - md / 2, z + md / 2):
                 threat = DRAW[cat](c, place, rng)
+            threat.mass_kg = c.last_recorded_kg
             if place.host_material is not None and place.host_density > 0:
                 # The threat takes the place of cargo: remove what it displaces.
                 displaced = threat.mass / threat.mean_density * place.host_density
@@ -383,15 +384,14 @@ def _place_threats(
     return drawn
 
 
-def _label(threat: DrawnThreat, pitch_mm: float) -> ThreatLabel | None:
+def _label(threat: DrawnThreat) -> ThreatLabel | None:
     mask = threat.mass > MASK_THRESHOLD
     if mask.sum() < 12:
         return None
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
-    mass_kg = float(threat.mass.sum(dtype=np.float64)) * (pitch_mm / 10) ** 2 / 1000
-    return ThreatLabel(threat.category, threat.subtype, threat.where, bbox, mask, mass_kg)
+    return ThreatLabel(threat.category, threat.subtype, threat.where, bbox, mask, threat.mass_kg)
 
 
 def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
@@ -410,7 +410,7 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     clean = int((index + 1) * cfg.clean_fraction) > int(index * cfg.clean_fraction)
     n_threats = 0 if clean else int(min(rng.geometric(0.55), cfg.max_threats))
     drawn = _place_threats(layout, items, n_threats, rng)
-    labels = [lab for t in drawn if (lab := _label(t, cfg.pitch_mm)) is not None]
+    labels = [lab for t in drawn if (lab := _label(t)) is not None]
 
     high_spec = linac_spectrum(cfg.high_mv)
     low_spec = linac_spectrum(cfg.low_mv)

@@ -41,6 +41,7 @@ class DrawnThreat:
     mass: np.ndarray  # g/cm^2 the threat added (full canvas)
     mean_density: float  # g/cm^3, to turn mass back into displaced path
     where: str
+    mass_kg: float = 0.0  # true mass, filled in by the scene from the canvas recording
 
 
 def _pose(
