@@ -40,7 +40,6 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inference.preprocess import attenuation
+from training.synth.dataset import worker_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -156,7 +156,7 @@ def _is_empty(info: dict[str, Any]) -> bool | None:
 def generate_synth(count: int, seed: int, workers: int) -> list[SynthRaw]:
     """Generate in worker processes; generate_scan is a pure function of (seed, index)."""
     jobs = [(i, seed) for i in range(count)]
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    with worker_pool(max(1, workers)) as pool:
         it = pool.map(_synth_one, jobs, chunksize=1)
         return list(tqdm(it, total=count, desc="synth", unit="scan"))
 

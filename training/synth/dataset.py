@@ -14,8 +14,11 @@ do not depend on the number of workers.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from tqdm import tqdm
 from training.synth.scene import SynthConfig, SynthScan, generate_scan
 from training.synth.threats import CATEGORIES
 
-__all__ = ["DatasetSummary", "SynthConfig", "write_dataset"]
+__all__ = ["DatasetSummary", "SynthConfig", "worker_pool", "write_dataset"]
 
 # Fast zlib level: 16-bit noisy data barely compresses further, and the
 # encoder's output is deterministic for a given level.
@@ -55,6 +58,42 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
     if flat[0] == 1:
         counts = [0, *counts]
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+# Thread pools of the native libraries, capped to one thread in each worker:
+# the process pool already uses every core, more threads only oversubscribe.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _single_threaded_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+@contextmanager
+def _one_thread_env() -> Iterator[None]:
+    """Workers are spawned (not forked: forking a process whose BLAS threads
+    are running can deadlock), and read these variables when they import numpy."""
+    saved = {k: os.environ.get(k) for k in _THREAD_ENV}
+    os.environ.update({k: "1" for k in _THREAD_ENV})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextmanager
+def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Process pool for scan generation: spawned workers, one native thread each."""
+    spawn = multiprocessing.get_context("spawn")
+    with (
+        _one_thread_env(),
+        ProcessPoolExecutor(workers, mp_context=spawn, initializer=_single_threaded_worker) as pool,
+    ):
+        yield pool
 
 
 def _write_one(args: tuple[int, int, SynthConfig, str]) -> dict[str, Any]:
@@ -120,7 +159,7 @@ def write_dataset(
             results.append(_write_one(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:
             for res in pool.map(_write_one, jobs, chunksize=1):
                 results.append(res)
                 bar.update()

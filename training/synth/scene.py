@@ -261,8 +261,8 @@ def _spots(
                     CATEGORIES,
                 )
             )
-        # Concealments in the container structure: under the floor, behind a
-        # false front wall, in the roof.
+        # Concealments in the container structure: under the floor and behind
+        # a false front wall.
         L = box.x1 - box.x0
         spots.append(
             (
@@ -320,7 +320,10 @@ def _spots(
         cols = np.flatnonzero(rubber[int(c.height_px * 0.8) :].max(axis=0) > 5)
         if cols.size:
             xc = float(cols[int(rng.integers(cols.size))]) * c.pitch_mm
-            spots.append((Placement(xc, 500, 300, 160, 250, None, 0.0, "tyre"), ("narcotics",)))
+            # In the upper part of the tyre cavity, in the near or the far wheels.
+            side = float(rng.choice([-1.0, 1.0])) * (HALF_WIDTH - 250)
+            place = Placement(xc, 780, 300, 160, 250, None, 0.0, "tyre", z_mm=side)
+            spots.append((place, ("narcotics",)))
     return spots
 
 
@@ -360,7 +363,7 @@ def _place_threats(
                 continue
             # Somewhere across the load: the fan beam magnifies it by its depth.
             half_room = max(spot.depth_mm / 2 - md / 2, 0.0)
-            z = rng.uniform(-half_room, half_room)
+            z = spot.z_mm + rng.uniform(-half_room, half_room)
             place = Placement(
                 cx,
                 cy,

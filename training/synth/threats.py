@@ -32,6 +32,7 @@ class Placement:
     host_material: str | None = None  # cargo it displaces
     host_density: float = 0.0
     where: str = "load"
+    z_mm: float = 0.0  # centre of the room across the vehicle (0 = centre plane)
 
 
 @dataclass
