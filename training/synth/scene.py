@@ -84,7 +84,6 @@ class SynthScan:
 class _Layout:
     canvas: Canvas
     containers: list[ContainerBox]
-    wheel_xs: list[float]
     cab: tuple[float, float, float, float] | None
 
 
@@ -145,7 +144,7 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     cab = None
     if start < x_tractor_front + 2400:
         cab = (x_tractor_front + dx, deck_y - 200, x_tractor_front + 2400 + dx, deck_y + 2300)
-    layout = _Layout(c, boxes, [], cab)
+    layout = _Layout(c, boxes, cab)
     vehicle = {
         "arrangement": arrangement,
         "high_cube": high_cube,
