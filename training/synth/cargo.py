@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -83,6 +84,19 @@ class Block:
     depth_mm: float
 
 
+# What a load style returns: packages placed and the blocks threats can hide in.
+Packed = tuple[int, list[Block]]
+
+
+class Room(NamedTuple):
+    """The stretch of container a load style fills (mm)."""
+
+    x0: float
+    x1: float
+    floor: float
+    ceil: float
+
+
 @dataclass
 class LoadedItem:
     """One manifest line as it truly is."""
@@ -151,16 +165,9 @@ def _carton_contents(
             )
 
 
-def _cartons(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _cartons(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Pallets of cartons two deep across the container: the grid texture of general cargo."""
+    x0, x1, floor, ceil = room
     blocks: list[Block] = []
     packages = 0
     pallet_len = float(rng.choice([800.0, 1000.0, 1200.0]))
@@ -214,16 +221,9 @@ def _cartons(
     return packages, blocks
 
 
-def _bulk(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _bulk(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Loose or bagged bulk: full width, a rounded top that slopes to the ends."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     peak = rng.uniform(0.45, 0.95) * (ceil - floor)
     skew = rng.uniform(0.3, 0.7)
@@ -254,16 +254,9 @@ def _bulk(
     ]
 
 
-def _machinery(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _machinery(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Crated machines: wooden crates around dense, irregular steel parts."""
+    x0, x1, floor, ceil = room
     blocks: list[Block] = []
     x, n = x0, 0
     while x < x1 - 600:
@@ -308,16 +301,9 @@ def _machinery(
     return n, blocks
 
 
-def _tyres(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _tyres(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Stacks of new tyres lying flat, two or three stacks across the container."""
+    x0, x1, floor, ceil = room
     truck = "truck" in com.description
     r_out = rng.uniform(480, 540) if truck else rng.uniform(300, 350)
     r_in = r_out * (0.55 if truck else 0.62)
@@ -350,16 +336,9 @@ def _tyres(
     return n, blocks
 
 
-def _ibc(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _ibc(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """1000 l IBC totes: HDPE bottle in a steel tube cage on a pallet, two across."""
+    x0, x1, floor, _ceil = room
     density = rng.uniform(*com.bulk_density)
     x, n, blocks = x0 + 20, 0, []
     while x + 1200 <= x1:
@@ -384,16 +363,9 @@ def _ibc(
     return n, blocks
 
 
-def _drums(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _drums(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """200 l steel drums, two by two on pallets, sometimes double stacked."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     two_high = rng.random() < 0.4 and ceil - floor > 2200
     x, n, blocks = x0 + 20, 0, []
@@ -420,16 +392,9 @@ def _drums(
     return n, blocks
 
 
-def _bales(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _bales(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Pressed bales with steel straps, stacked two or three high."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     L, H, D = rng.uniform(900, 1400), rng.uniform(500, 900), rng.uniform(700, 1100)
     across = max(int(INNER_WIDTH // D), 1)
@@ -453,16 +418,9 @@ def _bales(
     return n, blocks
 
 
-def _rolls(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _rolls(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Paper rolls standing upright, two across: tall round-topped dark columns."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     r = rng.uniform(450, 620)
     across = max(int(INNER_WIDTH // (2 * r)), 1)
@@ -479,16 +437,9 @@ def _rolls(
     return n, blocks
 
 
-def _timber(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _timber(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Packs of sawn timber lying along the container on bearers."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     packs = rng.integers(1, 4)
     h = rng.uniform(500, 800)
@@ -505,16 +456,9 @@ def _timber(
     return n, blocks
 
 
-def _plates(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _plates(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """A few stacks of steel plate on timber: very dense, low, spread along the floor."""
+    x0, x1, floor, _ceil = room
     n, x = 0, x0
     while x < x1 - 1500:
         L = min(rng.uniform(1500, 3000), x1 - x)
@@ -533,16 +477,9 @@ def _plates(
     return n, []
 
 
-def _bags(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _bags(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """Sacks (25-60 kg) stacked in layers: rows of soft, rounded shapes."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     bw, bh = rng.uniform(600, 900), rng.uniform(140, 220)
     depth = INNER_WIDTH * rng.uniform(0.85, 0.98)
@@ -570,16 +507,9 @@ def _bags(
     return n, [Block(x0, floor, x1, y, com.material, density * 0.8, depth)]
 
 
-def _big_bags(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _big_bags(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """1 m^3 FIBC big bags, two across, sometimes two high: rounded, sagging tops."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     two_high = rng.random() < 0.4 and ceil - floor > 2100
     x, n, blocks = x0, 0, []
@@ -615,16 +545,9 @@ def _big_bags(
     return n, blocks
 
 
-def _tank(
-    c: Canvas,
-    x0: float,
-    x1: float,
-    floor: float,
-    ceil: float,
-    com: Commodity,
-    rng: np.random.Generator,
-) -> tuple[int, list[Block]]:
+def _tank(c: Canvas, room: Room, com: Commodity, rng: np.random.Generator) -> Packed:
     """The vessel of a tank container with its liquid: a lying cylinder, part filled."""
+    x0, x1, floor, ceil = room
     density = rng.uniform(*com.bulk_density)
     r = min((ceil - floor) / 2, 1150.0)
     cy = floor + r
@@ -655,7 +578,7 @@ def _tank(
     ]
 
 
-LOAD_STYLES: dict[str, Callable[..., tuple[int, list[Block]]]] = {
+LOAD_STYLES: dict[str, Callable[[Canvas, Room, Commodity, np.random.Generator], Packed]] = {
     "cartons": _cartons,
     "bulk": _bulk,
     "machinery": _machinery,
@@ -747,7 +670,7 @@ def load_container(
             choices = [cm for cm in COMMODITIES if cm.style == style]
         com = choices[int(rng.integers(len(choices)))]
         c.start_recording()
-        packages, blocks = LOAD_STYLES[style](c, x0, x1, box.floor_y, box.ceiling_y, com, rng)
+        packages, blocks = LOAD_STYLES[style](c, Room(x0, x1, box.floor_y, box.ceiling_y), com, rng)
         c.stop_recording()
         mass = c.last_recorded_kg
         if packages > 0:
