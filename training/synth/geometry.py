@@ -392,7 +392,18 @@ class Canvas:
         `half` = -1 or +1 keeps only the half below or above cx (the dished
         head of a tank); `fill_to_y` keeps only what lies below a height.
         """
-        self._add_quadric(material, cx, cy, rx, ry, 2.0 * rz, density, half, fill_to_y)
+        c0, r0, c1, r1 = self.box_px(cx - rx, cy - ry, cx + rx, cy + ry)
+        win = self._window(c0, r0, c1, r1)
+        if win is None:
+            return
+        xx, yy = self._grid_mm(win)
+        q = 1.0 - ((xx - cx) / rx) ** 2 - ((yy - cy) / ry) ** 2
+        path = 2.0 * rz * np.sqrt(np.clip(q, 0, None))
+        if half:
+            path = path * np.clip(half * (xx - cx) / self.pitch_mm + 0.5, 0, 1)
+        if fill_to_y is not None:
+            path = path * np.clip((fill_to_y - yy) / self.pitch_mm + 0.5, 0, 1)
+        self.add_path(material, win, path, density)
 
     @fanned
     def add_cylinder_z(
@@ -525,31 +536,6 @@ class Canvas:
             h = self.fan.source_y_mm
             ys = h + (ys - h) / self._scale
         return np.meshgrid(xs, ys)
-
-    def _add_quadric(
-        self,
-        material: str,
-        cx: float,
-        cy: float,
-        rx: float,
-        ry: float,
-        depth: float,
-        density: float,
-        half: int = 0,
-        fill_to_y: float | None = None,
-    ) -> None:
-        c0, r0, c1, r1 = self.box_px(cx - rx, cy - ry, cx + rx, cy + ry)
-        win = self._window(c0, r0, c1, r1)
-        if win is None:
-            return
-        xx, yy = self._grid_mm(win)
-        q = 1.0 - ((xx - cx) / rx) ** 2 - ((yy - cy) / ry) ** 2
-        path = depth * np.sqrt(np.clip(q, 0, None))
-        if half:
-            path = path * np.clip(half * (xx - cx) / self.pitch_mm + 0.5, 0, 1)
-        if fill_to_y is not None:
-            path = path * np.clip((fill_to_y - yy) / self.pitch_mm + 0.5, 0, 1)
-        self.add_path(material, win, path, density)
 
     # -- bookkeeping --------------------------------------------------------
     def total_mass_kg(self, material: str | None = None) -> float:
