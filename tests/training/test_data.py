@@ -1,0 +1,199 @@
+"""Training data: COCO and YOLO sources via the real decoder and pre-processing; augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.preprocess import ATTENUATION_SCALE, attenuation
+from inference.scan import load_scan
+from training.data import Augment, CocoScans, MixedScans, Sample, YoloScans
+from training.synth.dataset import write_dataset
+from training.synth.threats import CATEGORIES
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    write_dataset(out, count=3, seed=21, workers=1, progress=False)
+    return out
+
+
+@pytest.fixture
+def yolo_dir(tmp_path: Path) -> Path:
+    """A small real YOLO folder: 8-bit greyscale PNGs written by PIL, one with a low channel."""
+    root = tmp_path / "yolo"
+    for sub in ("images", "labels", "low"):
+        (root / sub).mkdir(parents=True)
+    (root / "classes.txt").write_text("narcotics\nfirearm\n")
+    img = np.full((100, 300), 250, np.uint8)
+    img[40:60, 90:150] = 60  # a dense block where the label is
+    Image.fromarray(img).save(root / "images" / "a.png")
+    Image.fromarray((img * 0.9).astype(np.uint8)).save(root / "low" / "a.png")
+    (root / "labels" / "a.txt").write_text("0 0.4 0.5 0.2 0.2\n")
+    Image.fromarray(np.full((100, 300), 250, np.uint8)).save(root / "images" / "b.png")
+    return root
+
+
+def test_coco_source_gives_the_preprocessed_scan_and_its_boxes(synth_dir: Path):
+    data = CocoScans(synth_dir)
+    assert data.categories == list(CATEGORIES) and len(data) == 3
+    s = data[0]
+    scan = load_scan(synth_dir / "images/000000_high.png", synth_dir / "images/000000_low.png")
+    assert s.image.shape == (2, *scan.shape) and s.image.dtype == np.float32
+    np.testing.assert_allclose(s.image[0], attenuation(scan.high) / ATTENUATION_SCALE, atol=1e-6)
+    assert s.has_low
+    ann_count = len(data.items[0][3])
+    assert s.boxes.shape == (ann_count, 4) and s.labels.shape == (ann_count,)
+    if ann_count:
+        h, w = scan.shape
+        assert (s.boxes[:, 0] < s.boxes[:, 2]).all() and (s.boxes[:, 2] <= w).all()
+        assert (s.boxes[:, 3] <= h).all()
+
+
+def test_coco_source_maps_names_to_the_models_category_order(synth_dir: Path):
+    reordered = list(reversed(CATEGORIES))
+    data = CocoScans(synth_dir, categories=reordered)
+    plain = CocoScans(synth_dir)
+    for k in range(len(data)):
+        names = [reordered[i] for i in data.items[k][3]]
+        assert names == [CATEGORIES[i] for i in plain.items[k][3]]
+
+
+def test_coco_source_rejects_categories_the_model_lacks(synth_dir: Path):
+    data = CocoScans(synth_dir)
+    used = {CATEGORIES[i] for item in data.items for i in item[3]}
+    with pytest.raises(ValueError, match="not in the model's list"):
+        CocoScans(synth_dir, categories=[c for c in CATEGORIES if c not in used] or ["other"])
+
+
+def test_coco_source_says_what_is_missing(tmp_path: Path):
+    with pytest.raises(ValueError, match=r"no annotations\.json"):
+        CocoScans(tmp_path)
+    (tmp_path / "annotations.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        CocoScans(tmp_path)
+
+
+def test_yolo_source_reads_normalised_boxes_and_an_optional_low_channel(yolo_dir: Path):
+    data = YoloScans(yolo_dir, categories=["firearm", "narcotics"])
+    assert len(data) == 2
+    a, b = data[0], data[1]
+    np.testing.assert_allclose(a.boxes, [[90, 40, 150, 60]], atol=1e-4)
+    assert a.labels.tolist() == [1]  # "narcotics" in the model's order
+    assert a.has_low and not b.has_low
+    assert b.clean and b.boxes.shape == (0, 4)
+    # The dense block is where the label says: attenuation is high inside it.
+    assert a.image[0, 45:55, 100:140].mean() > 5 * a.image[0, 5:20, 5:50].mean()
+
+
+def test_yolo_source_rejects_bad_label_lines(yolo_dir: Path):
+    (yolo_dir / "labels" / "b.txt").write_text("0 0.5 0.5\n")
+    with pytest.raises(ValueError, match=r"b\.txt:1: expected"):
+        YoloScans(yolo_dir)[1]
+
+
+def test_mixed_sources_are_drawn_by_weight(synth_dir: Path, yolo_dir: Path):
+    coco = CocoScans(
+        synth_dir, categories=["narcotics", "firearm", "cigarettes", "currency", "person"]
+    )
+    yolo = YoloScans(yolo_dir, categories=coco.categories)
+    mixed = MixedScans([(coco, 1.0), (yolo, 3.0)])
+    assert len(mixed) == 5
+    assert mixed[4].source.startswith("yolo:")
+    picks = mixed.epoch_indices(4000, np.random.default_rng(0))
+    share_yolo = float(np.mean(picks >= 3))
+    assert share_yolo == pytest.approx(0.75, abs=0.03)
+    with pytest.raises(ValueError, match="categories"):
+        MixedScans([(CocoScans(synth_dir), 1.0), (YoloScans(yolo_dir), 1.0)])
+
+
+def _toy_sample() -> Sample:
+    image = np.zeros((2, 200, 400), np.float32)
+    image[:, 50:90, 300:360] = 0.5
+    return Sample(image, np.array([[300, 50, 360, 90]], np.float32), np.array([2]), True, "toy")
+
+
+def test_flip_moves_boxes_with_the_image():
+    aug = Augment(
+        crop_hw=None, flip_p=1.0, scale_range=(1.0, 1.0), row_gain_sigma=0, noise_p=0, drop_low_p=0
+    )
+    out = aug(_toy_sample(), np.random.default_rng(0))
+    np.testing.assert_allclose(out.boxes, [[40, 50, 100, 90]])
+    x0, y0, x1, y1 = out.boxes[0].astype(int)
+    assert out.image[0, y0:y1, x0:x1].min() == pytest.approx(0.5)
+
+
+def test_scale_and_crop_keep_boxes_on_the_object():
+    aug = Augment(
+        crop_hw=(128, 128),
+        flip_p=0.0,
+        scale_range=(0.7, 1.3),
+        row_gain_sigma=0,
+        noise_p=0,
+        drop_low_p=0,
+        object_crop_p=1.0,
+    )
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        out = aug(_toy_sample(), rng)
+        assert out.image.shape == (2, 128, 128)
+        assert len(out.boxes) == 1
+        x0, y0, x1, y1 = np.round(out.boxes[0]).astype(int)
+        inside = out.image[0, y0 + 2 : y1 - 2, x0 + 2 : x1 - 2]
+        assert inside.size and inside.mean() == pytest.approx(0.5, abs=0.02)
+
+
+def test_crops_drop_objects_mostly_outside_them():
+    aug = Augment(
+        crop_hw=(100, 100),
+        flip_p=0.0,
+        scale_range=(1.0, 1.0),
+        row_gain_sigma=0,
+        noise_p=0,
+        drop_low_p=0,
+        object_crop_p=0.0,
+    )
+    seen_empty = False
+    for seed in range(30):
+        out = aug(_toy_sample(), np.random.default_rng(seed))
+        for b in out.boxes:
+            assert 0 <= b[0] < b[2] <= 100 and 0 <= b[1] < b[3] <= 100
+        seen_empty |= len(out.boxes) == 0
+    assert seen_empty
+
+
+def test_low_energy_dropout_copies_high_like_a_single_energy_scan():
+    aug = Augment(
+        crop_hw=None, flip_p=0, scale_range=(1.0, 1.0), row_gain_sigma=0, noise_p=0, drop_low_p=1.0
+    )
+    s = _toy_sample()
+    s.image[1] *= 1.2
+    out = aug(s, np.random.default_rng(0))
+    assert not out.has_low
+    np.testing.assert_array_equal(out.image[1], out.image[0])
+
+
+def test_photon_noise_grows_with_attenuation():
+    aug = Augment(
+        crop_hw=None,
+        flip_p=0,
+        scale_range=(1.0, 1.0),
+        row_gain_sigma=0,
+        noise_p=1.0,
+        drop_low_p=0,
+        flux_range=(2e4, 2e4),
+    )
+    image = np.zeros((2, 100, 200), np.float32)
+    image[:, :, 100:] = 4.0 / ATTENUATION_SCALE  # a = 4
+    image[:, :, :100] = 1.0 / ATTENUATION_SCALE  # a = 1
+    s = Sample(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), True, "toy")
+    out = aug(s, np.random.default_rng(0))
+    sd_thin = (out.image[0, :, :100] * ATTENUATION_SCALE).std()
+    sd_thick = (out.image[0, :, 100:] * ATTENUATION_SCALE).std()
+    # sigma(a) = exp(a/2)/sqrt(N): a = 4 is e^1.5 ~ 4.5x noisier than a = 1.
+    assert sd_thick / sd_thin == pytest.approx(np.exp(1.5), rel=0.1)
+    assert sd_thin == pytest.approx(np.exp(0.5) / np.sqrt(2e4), rel=0.1)

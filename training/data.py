@@ -1,0 +1,314 @@
+"""Labelled scan data sets for training, and augmentations that respect the physics.
+
+Every sample is decoded by `inference.scan` and pre-processed by
+`inference.preprocess`, the same code the service runs, so what the model
+learns on is exactly what it will be shown. Sources:
+
+- `CocoScans`: the COCO layout `cargoscan synth` writes (and that officer
+  review exports use): `annotations.json` with `file_name` / `low_file_name`.
+- `YoloScans`: a YOLO folder (`images/`, `labels/<stem>.txt` with normalised
+  `cls cx cy w h`, class names in `classes.txt`), single energy unless a
+  `low/` folder holds a low-energy image of the same name.
+- `MixedScans`: several of them, drawn with weights.
+
+Everything here is numpy: the torch `Dataset` wrapper lives with the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from inference.preprocess import ATTENUATION_SCALE, preprocess
+from inference.scan import Scan, load_scan
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+
+
+@dataclass
+class Sample:
+    """One scan as the model sees it, with its labels in the same pixels."""
+
+    image: np.ndarray  # float32 (2, H, W): pre-processed channels (high, low), no padding
+    boxes: np.ndarray  # float32 (N, 4): x0, y0, x1, y1
+    labels: np.ndarray  # int64 (N,): index into the data set's categories
+    has_low: bool
+    source: str  # "<data set>:<image>" for error analysis
+
+    @property
+    def clean(self) -> bool:
+        return len(self.labels) == 0
+
+
+class ScanSource(Protocol):
+    categories: list[str]
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+def _sample(scan: Scan, boxes: np.ndarray, labels: np.ndarray, scale: float, source: str) -> Sample:
+    """Pre-process one decoded scan; its boxes follow it into model pixels."""
+    model_input = preprocess(scan, pad_multiple=1, scale=scale)
+    h, w = model_input.scaled_hw
+    return Sample(
+        image=np.ascontiguousarray(model_input.tensor[0, :, :h, :w]),
+        boxes=model_input.to_model(boxes).astype(np.float32).reshape(-1, 4),
+        labels=labels.astype(np.int64),
+        has_low=model_input.has_low,
+        source=source,
+    )
+
+
+class CocoScans:
+    """A COCO data set of scans (`cargoscan synth` output, review exports)."""
+
+    def __init__(
+        self, root: Path | str, categories: Sequence[str] | None = None, scale: float = 1.0
+    ) -> None:
+        self.root = Path(root)
+        path = self.root / "annotations.json"
+        try:
+            coco = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(
+                f"{self.root}: no annotations.json (expected the COCO layout)"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        names = {c["id"]: c["name"] for c in coco.get("categories", [])}
+        self.categories = list(categories) if categories is not None else list(names.values())
+        index = {name: k for k, name in enumerate(self.categories)}
+        unknown = sorted(set(names.values()) - set(index))
+        used = {names[a["category_id"]] for a in coco.get("annotations", [])}
+        if unknown and used & set(unknown):
+            raise ValueError(
+                f"{path}: categories {unknown} are not in the model's list {self.categories}"
+            )
+        per_image: dict[int, list[dict]] = {}
+        for ann in coco.get("annotations", []):
+            per_image.setdefault(ann["image_id"], []).append(ann)
+        self.items = []
+        for image in coco.get("images", []):
+            anns = per_image.get(image["id"], [])
+            boxes = np.array(
+                [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float64
+            ).reshape(-1, 4)
+            labels = np.array([index[names[a["category_id"]]] for a in anns], np.int64)
+            low = image.get("low_file_name")
+            self.items.append((image["file_name"], low, boxes, labels, image["id"]))
+        self.scale = scale
+        self.name = self.root.name
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Sample:
+        file_name, low, boxes, labels, image_id = self.items[index]
+        scan = load_scan(self.root / file_name, self.root / low if low else None)
+        return _sample(scan, boxes, labels, self.scale, f"{self.name}:{image_id}")
+
+
+class YoloScans:
+    """A YOLO folder: images/, labels/ (normalised cx cy w h), classes.txt; optional low/."""
+
+    def __init__(
+        self, root: Path | str, categories: Sequence[str] | None = None, scale: float = 1.0
+    ) -> None:
+        self.root = Path(root)
+        names_file = self.root / "classes.txt"
+        if not names_file.is_file():
+            raise ValueError(f"{self.root}: no classes.txt (one class name per line)")
+        names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        self.categories = list(categories) if categories is not None else names
+        index = {name: k for k, name in enumerate(self.categories)}
+        image_dir = self.root / "images"
+        self.images = sorted(p for p in image_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.images:
+            raise ValueError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.class_map = {}
+        for k, name in enumerate(names):
+            self.class_map[k] = index.get(name, -1)
+        self.scale = scale
+        self.name = self.root.name
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _labels(self, image: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        path = self.root / "labels" / f"{image.stem}.txt"
+        rows = []
+        if path.is_file():
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != 5:
+                    raise ValueError(f"{path}:{n}: expected 'cls cx cy w h', got {line!r}")
+                rows.append([float(v) for v in parts])
+        table = np.array(rows, np.float64).reshape(-1, 5)
+        labels = np.array([self.class_map.get(int(c), -1) for c in table[:, 0]], np.int64)
+        if (labels < 0).any():
+            bad = sorted({int(c) for c, lab in zip(table[:, 0], labels, strict=True) if lab < 0})
+            raise ValueError(f"{path}: classes {bad} are not in the model's list {self.categories}")
+        cx, cy, bw, bh = (table[:, k] for k in range(1, 5))
+        boxes = np.stack(
+            [
+                (cx - bw / 2) * width,
+                (cy - bh / 2) * height,
+                (cx + bw / 2) * width,
+                (cy + bh / 2) * height,
+            ],
+            axis=1,
+        )
+        return boxes, labels
+
+    def __getitem__(self, index: int) -> Sample:
+        image = self.images[index]
+        low = self.root / "low" / image.name
+        scan = load_scan(image, low if low.is_file() else None)
+        boxes, labels = self._labels(image, scan.shape[1], scan.shape[0])
+        return _sample(scan, boxes, labels, self.scale, f"{self.name}:{image.stem}")
+
+
+class MixedScans:
+    """Several sources drawn with weights (e.g. synthetic 1.0, real reviews 3.0)."""
+
+    def __init__(self, parts: Sequence[tuple[ScanSource, float]]) -> None:
+        if not parts:
+            raise ValueError("MixedScans needs at least one data set")
+        self.categories = list(parts[0][0].categories)
+        for source, weight in parts:
+            if list(source.categories) != self.categories:
+                raise ValueError(
+                    f"{source.name}: categories {source.categories} differ from {self.categories}; "
+                    "pass the model's category list to every data set"
+                )
+            if not weight > 0:
+                raise ValueError(f"{source.name}: weight must be positive, got {weight}")
+            if len(source) == 0:
+                raise ValueError(f"{source.name}: empty data set")
+        self.parts = list(parts)
+        self.name = "+".join(s.name for s, _ in parts)
+        self._offsets = np.cumsum([0] + [len(s) for s, _ in parts])
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __getitem__(self, index: int) -> Sample:
+        part = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return self.parts[part][0][index - int(self._offsets[part])]
+
+    def epoch_indices(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """Global indices for one epoch: a part by its weight, then a scan in it uniformly."""
+        weights = np.array([w for _, w in self.parts], np.float64)
+        chosen = rng.choice(len(self.parts), size=size, p=weights / weights.sum())
+        sizes = np.diff(self._offsets)
+        return self._offsets[chosen] + rng.integers(0, sizes[chosen])
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentations that keep the physics: attenuation stays attenuation.
+
+    - flip along x (the vehicle driving the other way); never up-down (the
+      source height makes the two halves of a scan differ);
+    - scale (another pixel pitch or vehicle speed);
+    - crop to a fixed size, most often around a threat, for speed; the model
+      sees whole scans at inference;
+    - residual calibration error: a small additive shift of -ln T per row;
+    - extra photon noise: sigma(a) = exp(a/2)/sqrt(N) for a random flux N;
+    - low-energy dropout: the low channel replaced by the high one, exactly
+      as `preprocess` does for single-energy scanners.
+    No colour jitter, contrast or blur on attenuation: they have no physical
+    meaning here.
+    """
+
+    crop_hw: tuple[int, int] | None = (512, 512)
+    flip_p: float = 0.5
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    object_crop_p: float = 0.75
+    min_visible: float = 0.4  # share of a box that must stay in the crop to keep it
+    row_gain_sigma: float = 0.01
+    flux_range: tuple[float, float] = (1e4, 2e5)
+    noise_p: float = 0.5
+    drop_low_p: float = 0.3
+
+    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
+        image, boxes, labels = s.image, s.boxes.astype(np.float32), s.labels
+        if rng.random() < self.flip_p:
+            image = image[:, :, ::-1]
+            w = image.shape[2]
+            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+        lo, hi = self.scale_range
+        if hi > lo or lo != 1.0:
+            f = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            _, h0, w0 = image.shape
+            image = _resize(image, f)
+            fx, fy = image.shape[2] / w0, image.shape[1] / h0
+            boxes = boxes * np.array([fx, fy, fx, fy], np.float32)
+        if self.crop_hw is not None:
+            image, boxes, labels = self._crop(image, boxes, labels, rng)
+        image = np.array(image, np.float32)  # own, contiguous copy
+        if self.row_gain_sigma > 0:
+            shift = -np.log1p(self.row_gain_sigma * rng.standard_normal((1, image.shape[1], 1)))
+            image += (shift / ATTENUATION_SCALE).astype(np.float32)
+        if rng.random() < self.noise_p:
+            flux = float(np.exp(rng.uniform(*np.log(self.flux_range))))
+            a = np.clip(image, 0, None) * ATTENUATION_SCALE
+            sigma = np.exp(np.minimum(a, 12.0) / 2) / np.sqrt(flux)
+            image += (sigma * rng.standard_normal(image.shape) / ATTENUATION_SCALE).astype(
+                np.float32
+            )
+        np.clip(image, 0, None, out=image)
+        has_low = s.has_low
+        if has_low and rng.random() < self.drop_low_p:
+            image[1] = image[0]
+            has_low = False
+        return replace(
+            s, image=image, boxes=boxes.astype(np.float32), labels=labels, has_low=has_low
+        )
+
+    def _crop(
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ch, cw = self.crop_hw  # type: ignore[misc]
+        _, h, w = image.shape
+        if len(boxes) and rng.random() < self.object_crop_p:
+            b = boxes[int(rng.integers(len(boxes)))]
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            x0 = int(np.clip(cx - rng.uniform(0.2, 0.8) * cw, 0, max(w - cw, 0)))
+            y0 = int(np.clip(cy - rng.uniform(0.2, 0.8) * ch, 0, max(h - ch, 0)))
+        else:
+            x0 = int(rng.integers(0, max(w - cw, 0) + 1))
+            y0 = int(rng.integers(0, max(h - ch, 0) + 1))
+        out = np.zeros((image.shape[0], ch, cw), np.float32)  # zero = air beyond the scan
+        part = image[:, y0 : y0 + ch, x0 : x0 + cw]
+        out[:, : part.shape[1], : part.shape[2]] = part
+        if len(boxes) == 0:
+            return out, boxes.reshape(0, 4), labels
+        shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
+        clipped = shifted.copy()
+        clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0, min(cw, w - x0))
+        clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0, min(ch, h - y0))
+        area = np.prod(np.clip(shifted[:, 2:] - shifted[:, :2], 0, None), axis=1)
+        kept_area = np.prod(np.clip(clipped[:, 2:] - clipped[:, :2], 0, None), axis=1)
+        keep = kept_area >= self.min_visible * np.maximum(area, 1e-6)
+        return out, clipped[keep], labels[keep]
+
+
+def _resize(image: np.ndarray, f: float) -> np.ndarray:
+    """Resample both channels by f (INTER_AREA when shrinking: averages attenuation)."""
+    c, h, w = image.shape
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    hwc = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), size, interpolation=interp)
+    return hwc.reshape(size[1], size[0], c).transpose(2, 0, 1)
