@@ -1,0 +1,112 @@
+"""Detection figures the way customs counts them: detection rate at a fixed false-alarm rate.
+
+A false alarm is a clean scan (no threat of any kind) sent for inspection, so
+the false-alarm rate of a category is the share of clean scans with at least
+one finding of that category above the threshold; the threshold is the one
+that gives the wanted rate on the data at hand. The detection rate is the share
+of a category's true instances hit by a finding of that category above the
+threshold. A finding hits an instance when their IoU is at least `iou` or the
+finding's centre lies inside the instance's box (threat boxes are often loose
+or partly hidden, and an officer looks where the centre points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+HIT_IOU = 0.3
+
+
+@dataclass
+class ScanFindings:
+    """One scan: what the model found and what is really there (boxes x0, y0, x1, y1)."""
+
+    boxes: np.ndarray  # (N, 4) findings
+    scores: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) category index
+    gt_boxes: np.ndarray  # (M, 4)
+    gt_labels: np.ndarray  # (M,)
+
+    @property
+    def clean(self) -> bool:
+        return len(self.gt_labels) == 0
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) intersection over union of two sets of x0, y0, x1, y1 boxes."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def hits(pred: np.ndarray, gt: np.ndarray, iou: float = HIT_IOU) -> np.ndarray:
+    """(N, M) bool: finding n hits instance m (IoU >= iou, or n's centre inside m)."""
+    pred = np.asarray(pred, np.float64).reshape(-1, 4)
+    gt = np.asarray(gt, np.float64).reshape(-1, 4)
+    cx, cy = (pred[:, 0] + pred[:, 2]) / 2, (pred[:, 1] + pred[:, 3]) / 2
+    inside = (
+        (cx[:, None] >= gt[None, :, 0])
+        & (cx[:, None] <= gt[None, :, 2])
+        & (cy[:, None] >= gt[None, :, 1])
+        & (cy[:, None] <= gt[None, :, 3])
+    )
+    return inside | (iou_matrix(pred, gt) >= iou)
+
+
+def threshold_at_far(clean_max_scores: np.ndarray, far: float) -> float:
+    """Smallest threshold whose false-alarm rate is at most `far`.
+
+    The false-alarm rate of a threshold is the share of clean scans with a
+    score strictly above it.
+
+    `clean_max_scores` holds, per clean scan, its highest score for the
+    category (0 when it has no finding of it). With n clean scans at most
+    floor(far * n) of them may exceed the threshold.
+    """
+    s = np.sort(np.asarray(clean_max_scores, np.float64))[::-1]
+    if s.size == 0:
+        raise ValueError("no clean scans: a false-alarm rate cannot be set")
+    if not 0.0 <= far <= 1.0:
+        raise ValueError(f"false-alarm rate must be within [0, 1], got {far}")
+    allowed = int(np.floor(far * s.size + 1e-9))
+    return float(s[allowed]) if allowed < s.size else 0.0
+
+
+def category_scores(scans: Sequence[ScanFindings], category: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per clean scan its top score for the category; per true instance the top score hitting it."""
+    clean_max, instance_best = [], []
+    for scan in scans:
+        mine = scan.labels == category
+        scores = scan.scores[mine]
+        if scan.clean:
+            clean_max.append(float(scores.max()) if scores.size else 0.0)
+            continue
+        gt = scan.gt_boxes[scan.gt_labels == category]
+        if not len(gt):
+            continue
+        h = hits(scan.boxes[mine], gt)
+        best = np.where(h, scores[:, None], 0.0).max(axis=0) if scores.size else np.zeros(len(gt))
+        instance_best.extend(best.tolist())
+    return np.array(clean_max), np.array(instance_best)
+
+
+def detection_rate_at_far(
+    scans: Sequence[ScanFindings], category: int, fars: Sequence[float]
+) -> tuple[dict[float, float], dict[float, float]]:
+    """Detection rate and threshold of one category at each false-alarm rate."""
+    clean_max, instance_best = category_scores(scans, category)
+    rates, thresholds = {}, {}
+    for far in fars:
+        t = threshold_at_far(clean_max, far)
+        thresholds[far] = t
+        rates[far] = float(np.mean(instance_best > t)) if instance_best.size else float("nan")
+    return rates, thresholds
