@@ -26,4 +26,6 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: $(STAMP)
+	$(PIP) install -q -e '.[training,bench]'
+	$(PY) bench/detector_speed.py
 	$(PY) bench/realism.py
