@@ -114,7 +114,58 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_render, _add_synth]
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a detector on COCO/YOLO folders (also under torchrun -m training)"
+    )
+    p.add_argument("--data", type=Path, action="append", required=True, help="data set (repeat)")
+    p.add_argument("--weight", type=float, action="append", default=None, help="per --data")
+    p.add_argument("--val", type=Path, default=None, help="held-out data set for validation")
+    p.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--steps", type=int, default=200, help="optimiser steps per epoch")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=512, help="training crop size (px)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.train import TrainConfig, train
+
+    if args.epochs < 1 or args.steps < 1 or args.batch < 1 or args.crop % 32:
+        print(
+            "cargoscan train: epochs, steps, batch >= 1 and crop a multiple of 32", file=sys.stderr
+        )
+        return 2
+    cfg = TrainConfig(
+        data=[str(d) for d in args.data],
+        weights=args.weight or [],
+        val=str(args.val) if args.val else None,
+        out=str(args.out),
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        batch_size=args.batch,
+        crop=args.crop,
+        lr=args.lr,
+        seed=args.seed,
+    )
+    try:
+        out = train(cfg, resume=args.resume)
+    except ValueError as exc:
+        print(f"cargoscan train: {exc}", file=sys.stderr)
+        return 2
+    print(f"run written to {out}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_render,
+    _add_synth,
+    _add_train,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

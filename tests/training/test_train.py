@@ -1,0 +1,72 @@
+"""`cargoscan train`: run folder, checkpoints that rebuild the network, resume, DDP with gloo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from inference.cli import main
+from training.synth.dataset import write_dataset
+from training.train import load_checkpoint
+
+TINY = ["--epochs", "2", "--steps", "2", "--batch", "2", "--crop", "128"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train_data")
+    write_dataset(out, count=3, seed=31, workers=1, progress=False)
+    return out
+
+
+def test_train_writes_config_metrics_and_checkpoints_then_resumes(synth: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    args = ["train", "--data", str(synth), "--val", str(synth), "--out", str(run), *TINY]
+    assert main(args) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == [str(synth)] and config["epochs"] == 2
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert all(r["train"]["total"] > 0 for r in lines)
+    assert "mean_detection_rate" in lines[-1]["val"]
+    net, ck = load_checkpoint(run / "best.pt")
+    assert list(net.config.categories) == ck["model_config"]["categories"]
+    with torch.no_grad():
+        assert net(torch.zeros(1, 2, 64, 64))["heat"].shape[1] == 5
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["epoch"] == 1 and "optimizer" in last
+
+    # Resume: a third epoch continues the run instead of starting again.
+    resumed = list(args)
+    resumed[resumed.index("--epochs") + 1] = "3"
+    assert main([*resumed, "--resume"]) == 0
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_train_rejects_a_folder_that_is_no_data_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *TINY]) == 2
+    assert "neither a COCO folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_distributed_training_runs_on_cpu_with_two_gloo_processes(synth: Path, tmp_path: Path):
+    run = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+        "-m", "training", "train", "--data", str(synth), "--out", str(run), *TINY,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # rank 0 alone writes
+    assert (run / "last.pt").is_file()

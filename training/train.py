@@ -1,0 +1,233 @@
+"""The training loop: `cargoscan train`, also under `torchrun -m training train` (DDP).
+
+Every run folder holds `config.json` (what was asked), `metrics.jsonl` (one
+line per epoch), `last.pt` (to resume after a kill) and `best.pt` (the best
+validation epoch). Checkpoints are state dicts plus the configs as plain data:
+no pickled modules. Under torchrun each process trains on its own share of
+every epoch's draws (a DistributedSampler in effect) and rank 0 alone
+validates and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from training.data import Augment, CocoScans, MixedScans, Sample, ScanSource, YoloScans
+from training.metrics import ScanFindings, detection_rate_at_far
+from training.model import CargoNet, ExportWrapper, ModelConfig
+from training.objective import decode, loss, make_targets
+
+VAL_FAR = 0.01
+
+
+@dataclass
+class TrainConfig:
+    data: list[str]
+    out: str
+    weights: list[float] = field(default_factory=list)  # one per data set; default all 1
+    val: str | None = None  # a held-out COCO/YOLO folder; None = no validation
+    epochs: int = 30
+    steps_per_epoch: int = 200
+    batch_size: int = 8
+    crop: int = 512
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    loader_workers: int = 0
+    model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
+
+
+def open_source(path: str | Path, categories: list[str]) -> ScanSource:
+    """A COCO folder (annotations.json) or a YOLO folder (classes.txt)."""
+    root = Path(path)
+    if (root / "annotations.json").is_file():
+        return CocoScans(root, categories)
+    if (root / "classes.txt").is_file():
+        return YoloScans(root, categories)
+    raise ValueError(
+        f"{root}: neither a COCO folder (annotations.json) nor a YOLO one (classes.txt)"
+    )
+
+
+class EpochDraws(Dataset):
+    """One epoch: weighted draws from the sources, augmented; this rank's share only."""
+
+    def __init__(
+        self, source: MixedScans, augment: Augment, indices: np.ndarray, seed: int
+    ) -> None:
+        self.source, self.augment, self.indices, self.seed = source, augment, indices, seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> Sample:
+        rng = np.random.default_rng([self.seed, int(k)])
+        return self.augment(self.source[int(self.indices[k])], rng)
+
+
+def collate(samples: list[Sample]) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+    images = torch.from_numpy(np.stack([s.image for s in samples]))
+    return images, [s.boxes for s in samples], [s.labels for s in samples]
+
+
+def _pad32(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    return torch.nn.functional.pad(x, (0, (-w) % 32, 0, (-h) % 32))
+
+
+@torch.no_grad()
+def validate(net: CargoNet, source: ScanSource, device: torch.device) -> dict[str, Any]:
+    """Whole scans through the exported graph's maths: detection rate at 1 % false alarms."""
+    wrapper = ExportWrapper(net)
+    scans = []
+    for k in range(len(source)):
+        s = source[k]
+        heat, box, _ = wrapper(_pad32(torch.from_numpy(s.image)[None]).to(device))
+        boxes, scores, labels = decode(heat.cpu(), box.cpu())[0]
+        scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
+    net.train()
+    out: dict[str, Any] = {"categories": {}}
+    rates = []
+    if any(s.clean for s in scans):
+        for c, name in enumerate(source.categories):
+            r, t = detection_rate_at_far(scans, c, [VAL_FAR])
+            out["categories"][name] = {"detection_rate": r[VAL_FAR], "threshold": t[VAL_FAR]}
+            if not math.isnan(r[VAL_FAR]):
+                rates.append(r[VAL_FAR])
+    out["mean_detection_rate"] = float(np.mean(rates)) if rates else float("nan")
+    return out
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a training run; returns the run folder."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    out = Path(cfg.out)
+    model_cfg = ModelConfig.from_dict(cfg.model)
+    categories = list(model_cfg.categories)
+    weights = cfg.weights or [1.0] * len(cfg.data)
+    if len(weights) != len(cfg.data):
+        raise ValueError(f"{len(weights)} weights for {len(cfg.data)} data sets")
+    source = MixedScans(
+        [(open_source(d, categories), w) for d, w in zip(cfg.data, weights, strict=True)]
+    )
+    val = open_source(cfg.val, categories) if cfg.val else None
+    torch.manual_seed(cfg.seed)
+    net = CargoNet(model_cfg).to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = max(cfg.epochs * cfg.steps_per_epoch, 1)
+    warmup = max(total // 20, 1)
+
+    def schedule(step: int) -> float:
+        # Linear warm-up, then cosine to 2 % of the peak. A function of the step
+        # and the current total, so a resumed run with more epochs stretches on.
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    start, best = 0, -math.inf
+    if resume and (out / "last.pt").is_file():
+        ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start, best = int(ck["epoch"]) + 1, float(ck["best"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    augment = Augment(crop_hw=(cfg.crop, cfg.crop))
+    for epoch in range(start, cfg.epochs):
+        draws = source.epoch_indices(
+            cfg.steps_per_epoch * cfg.batch_size * world, np.random.default_rng([cfg.seed, epoch])
+        )
+        data = EpochDraws(
+            source, augment, draws[rank::world], seed=cfg.seed * 1_000_003 + epoch * world + rank
+        )
+        loader = DataLoader(
+            data, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.loader_workers
+        )
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0
+        )
+        for images, boxes, labels in bar:
+            targets = make_targets(boxes, labels, len(categories), tuple(images.shape[-2:]))
+            terms = loss(model(images.to(device)), _to(targets, device))
+            opt.zero_grad()
+            terms["total"].backward()
+            opt.step()
+            sched.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.item()
+            bar.set_postfix(loss=f"{terms['total'].item():.3f}")
+        if rank != 0:
+            continue
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
+        record["train"] = {k: v / max(len(loader), 1) for k, v in sums.items()}
+        score = -record["train"]["total"]
+        if val is not None:
+            record["val"] = validate(net, val, device)
+            if not math.isnan(record["val"]["mean_detection_rate"]):
+                score = record["val"]["mean_detection_rate"]
+        with (out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        state = {
+            "model": net.state_dict(),
+            "model_config": model_cfg.to_dict(),
+            "train_config": asdict(cfg),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch,
+            "best": max(best, score),
+            "metrics": record,
+        }
+        if score > best:
+            best = score
+            _save(
+                {
+                    k: state[k]
+                    for k in ("model", "model_config", "train_config", "epoch", "metrics")
+                },
+                out / "best.pt",
+            )
+        _save(state, out / "last.pt")
+    if world > 1:
+        dist.barrier()
+    return out
+
+
+def _to(t: Any, device: torch.device) -> Any:
+    """Targets onto the device (a dataclass of tensors)."""
+    return type(t)(*(getattr(t, f).to(device) for f in t.__dataclass_fields__))
+
+
+def load_checkpoint(path: Path | str) -> tuple[CargoNet, dict[str, Any]]:
+    """Rebuild the network from a checkpoint: state dict + config, no pickled code."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    net = CargoNet(ModelConfig.from_dict(ck["model_config"]))
+    net.load_state_dict(ck["model"])
+    return net.eval(), ck
