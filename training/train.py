@@ -102,10 +102,12 @@ def validate(net: CargoNet, source: ScanSource, device: torch.device) -> dict[st
     if any(s.clean for s in scans):
         for c, name in enumerate(source.categories):
             r, t = detection_rate_at_far(scans, c, [VAL_FAR])
-            out["categories"][name] = {"detection_rate": r[VAL_FAR], "threshold": t[VAL_FAR]}
-            if not math.isnan(r[VAL_FAR]):
-                rates.append(r[VAL_FAR])
-    out["mean_detection_rate"] = float(np.mean(rates)) if rates else float("nan")
+            # None, not NaN, for a category with no instance here: metrics.jsonl stays JSON.
+            rate = None if math.isnan(r[VAL_FAR]) else r[VAL_FAR]
+            out["categories"][name] = {"detection_rate": rate, "threshold": t[VAL_FAR]}
+            if rate is not None:
+                rates.append(rate)
+    out["mean_detection_rate"] = float(np.mean(rates)) if rates else None
     return out
 
 
@@ -191,10 +193,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         score = -record["train"]["total"]
         if val is not None:
             record["val"] = validate(net, val, device)
-            if not math.isnan(record["val"]["mean_detection_rate"]):
+            if record["val"]["mean_detection_rate"] is not None:
                 score = record["val"]["mean_detection_rate"]
         with (out / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         state = {
             "model": net.state_dict(),
             "model_config": model_cfg.to_dict(),
