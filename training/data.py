@@ -17,6 +17,7 @@ Everything here is numpy: the torch `Dataset` wrapper lives with the model.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from inference.preprocess import ATTENUATION_SCALE, preprocess
+from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION, preprocess
 from inference.scan import Scan, load_scan
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -69,12 +70,23 @@ def _sample(scan: Scan, boxes: np.ndarray, labels: np.ndarray, scale: float, sou
 
 
 class CocoScans:
-    """A COCO data set of scans (`cargoscan synth` output, review exports)."""
+    """A COCO data set of scans (`cargoscan synth` output, review exports).
+
+    With `cache`, each scan's pre-processed channels are kept there as float16
+    .npy files and memory-mapped on later reads: decoding two 16-bit PNGs and
+    pre-processing a whole scan costs ~0.35 s, reading a crop of the cache a
+    few ms. The cache is keyed by the pre-processing version and the scale.
+    """
 
     def __init__(
-        self, root: Path | str, categories: Sequence[str] | None = None, scale: float = 1.0
+        self,
+        root: Path | str,
+        categories: Sequence[str] | None = None,
+        scale: float = 1.0,
+        cache: Path | str | None = None,
     ) -> None:
         self.root = Path(root)
+        self.cache = Path(cache) / f"preprocess-v{PREPROCESS_VERSION}" if cache else None
         path = self.root / "annotations.json"
         try:
             coco = json.loads(path.read_text())
@@ -104,7 +116,8 @@ class CocoScans:
             ).reshape(-1, 4)
             labels = np.array([index[names[a["category_id"]]] for a in anns], np.int64)
             low = image.get("low_file_name")
-            self.items.append((image["file_name"], low, boxes, labels, image["id"]))
+            size = (int(image.get("height", 0)), int(image.get("width", 0)))
+            self.items.append((image["file_name"], low, boxes, labels, image["id"], size))
         self.scale = scale
         self.name = self.root.name
 
@@ -112,9 +125,28 @@ class CocoScans:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Sample:
-        file_name, low, boxes, labels, image_id = self.items[index]
+        file_name, low, boxes, labels, image_id, (height, width) = self.items[index]
+        source = f"{self.name}:{image_id}"
+        if self.cache is not None and height and width:
+            for has_low in (True, False):
+                path = (
+                    self.cache / f"{image_id}_s{self.scale:g}_{'dual' if has_low else 'single'}.npy"
+                )
+                if path.is_file():
+                    image = np.load(path, mmap_mode="r")
+                    fx, fy = image.shape[2] / width, image.shape[1] / height
+                    scaled = (boxes * np.array([fx, fy, fx, fy])).astype(np.float32).reshape(-1, 4)
+                    return Sample(image, scaled, labels.astype(np.int64), has_low, source)
         scan = load_scan(self.root / file_name, self.root / low if low else None)
-        return _sample(scan, boxes, labels, self.scale, f"{self.name}:{image_id}")
+        sample = _sample(scan, boxes, labels, self.scale, source)
+        if self.cache is not None and height and width:
+            kind = "dual" if sample.has_low else "single"
+            path = self.cache / f"{image_id}_s{self.scale:g}_{kind}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, sample.image.astype(np.float16))
+            os.replace(tmp, path)
+        return sample
 
 
 class YoloScans:
@@ -244,19 +276,25 @@ class Augment:
 
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
         image, boxes, labels = s.image, s.boxes.astype(np.float32), s.labels
+        lo, hi = self.scale_range
+        f = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
+        if self.crop_hw is not None:
+            # Cut the window first (it may be a memory-mapped cache), then
+            # resample only the window: a scan is 2.4 Mpx, a crop a tenth of it.
+            ch, cw = self.crop_hw
+            window = (int(np.ceil(ch / f)), int(np.ceil(cw / f)))
+            image, boxes, labels = self._crop(image, boxes, labels, window, rng)
+            boxes = boxes * np.array([cw / window[1], ch / window[0]] * 2, np.float32)
+            image = _resize_to(image, (ch, cw))
+        elif f != 1.0:
+            _, h0, w0 = image.shape
+            image = _resize_to(image, (max(1, round(h0 * f)), max(1, round(w0 * f))))
+            fx, fy = image.shape[2] / w0, image.shape[1] / h0
+            boxes = boxes * np.array([fx, fy, fx, fy], np.float32)
         if rng.random() < self.flip_p:
             image = image[:, :, ::-1]
             w = image.shape[2]
             boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        lo, hi = self.scale_range
-        if hi > lo or lo != 1.0:
-            f = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-            _, h0, w0 = image.shape
-            image = _resize(image, f)
-            fx, fy = image.shape[2] / w0, image.shape[1] / h0
-            boxes = boxes * np.array([fx, fy, fx, fy], np.float32)
-        if self.crop_hw is not None:
-            image, boxes, labels = self._crop(image, boxes, labels, rng)
         image = np.array(image, np.float32)  # own, contiguous copy
         if self.row_gain_sigma > 0:
             shift = -np.log1p(self.row_gain_sigma * rng.standard_normal((1, image.shape[1], 1)))
@@ -278,9 +316,14 @@ class Augment:
         )
 
     def _crop(
-        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+        self,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        labels: np.ndarray,
+        window: tuple[int, int],
+        rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ch, cw = self.crop_hw  # type: ignore[misc]
+        ch, cw = window
         _, h, w = image.shape
         if len(boxes) and rng.random() < self.object_crop_p:
             b = boxes[int(rng.integers(len(boxes)))]
@@ -305,10 +348,12 @@ class Augment:
         return out, clipped[keep], labels[keep]
 
 
-def _resize(image: np.ndarray, f: float) -> np.ndarray:
-    """Resample both channels by f (INTER_AREA when shrinking: averages attenuation)."""
+def _resize_to(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resample both channels to (h, w); INTER_AREA when shrinking (averages attenuation)."""
     c, h, w = image.shape
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-    hwc = cv2.resize(np.ascontiguousarray(image.transpose(1, 2, 0)), size, interpolation=interp)
-    return hwc.reshape(size[1], size[0], c).transpose(2, 0, 1)
+    if (h, w) == hw:
+        return image
+    interp = cv2.INTER_AREA if hw[0] * hw[1] < h * w else cv2.INTER_LINEAR
+    hwc = np.ascontiguousarray(image.transpose(1, 2, 0), dtype=np.float32)
+    out = cv2.resize(hwc, (hw[1], hw[0]), interpolation=interp)
+    return out.reshape(hw[0], hw[1], c).transpose(2, 0, 1)

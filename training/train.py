@@ -45,14 +45,18 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     loader_workers: int = 0
+    cache: bool = True  # keep pre-processed scans in DATA/.cache (float16, memory-mapped)
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
 
 
-def open_source(path: str | Path, categories: list[str]) -> ScanSource:
-    """A COCO folder (annotations.json) or a YOLO folder (classes.txt)."""
+def open_source(path: str | Path, categories: list[str], cache: bool = False) -> ScanSource:
+    """A COCO folder (annotations.json) or a YOLO folder (classes.txt).
+
+    With `cache`, COCO scans keep their pre-processed channels in DIR/.cache.
+    """
     root = Path(path)
     if (root / "annotations.json").is_file():
-        return CocoScans(root, categories)
+        return CocoScans(root, categories, cache=root / ".cache" if cache else None)
     if (root / "classes.txt").is_file():
         return YoloScans(root, categories)
     raise ValueError(
@@ -132,7 +136,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if len(weights) != len(cfg.data):
         raise ValueError(f"{len(weights)} weights for {len(cfg.data)} data sets")
     source = MixedScans(
-        [(open_source(d, categories), w) for d, w in zip(cfg.data, weights, strict=True)]
+        [(open_source(d, categories, cfg.cache), w) for d, w in zip(cfg.data, weights, strict=True)]
     )
     val = open_source(cfg.val, categories) if cfg.val else None
     torch.manual_seed(cfg.seed)

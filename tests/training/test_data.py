@@ -197,3 +197,17 @@ def test_photon_noise_grows_with_attenuation():
     # sigma(a) = exp(a/2)/sqrt(N): a = 4 is e^1.5 ~ 4.5x noisier than a = 1.
     assert sd_thick / sd_thin == pytest.approx(np.exp(1.5), rel=0.1)
     assert sd_thin == pytest.approx(np.exp(0.5) / np.sqrt(2e4), rel=0.1)
+
+
+def test_cache_serves_the_same_scan_memory_mapped(synth_dir: Path, tmp_path: Path):
+    cached = CocoScans(synth_dir, cache=tmp_path / "cache")
+    first = cached[1]  # decodes, pre-processes and writes the cache
+    files = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(files) == 1 and "preprocess-v" in str(files[0].parent)
+    again = cached[1]
+    assert isinstance(again.image, np.memmap) and again.image.dtype == np.float16
+    np.testing.assert_allclose(again.image, first.image, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(again.boxes, first.boxes, atol=1e-4)
+    assert again.has_low == first.has_low
+    out = Augment(crop_hw=(64, 96))(again, np.random.default_rng(0))
+    assert out.image.dtype == np.float32 and out.image.shape == (2, 64, 96)
