@@ -161,10 +161,35 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX with its model card")
+    p.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/NAME/best.pt")
+    p.add_argument("--out", type=Path, required=True, help="e.g. models/NAME.onnx")
+    p.add_argument("--val", type=Path, default=None, help="validation data for the thresholds")
+    p.add_argument("--far", type=float, default=0.01, help="false-alarm rate for the thresholds")
+    p.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from training.export import ExportError, export
+
+    if not args.checkpoint.is_file():
+        print(f"cargoscan export: no checkpoint at {args.checkpoint}", file=sys.stderr)
+        return 2
+    try:
+        card = export(args.checkpoint, args.out, args.val, args.far)
+    except (ExportError, ValueError) as exc:
+        print(f"cargoscan export: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} and {card}")
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_synth,
     _add_train,
+    _add_export,
 ]
 
 

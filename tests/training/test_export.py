@@ -1,0 +1,72 @@
+"""`cargoscan export`: ONNX + card, thresholds from validation data, parity with torch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from inference.cli import main
+from training.export import check_parity
+from training.model import CargoNet, ExportWrapper, ModelConfig
+from training.synth.dataset import write_dataset
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    data = tmp_path_factory.mktemp("export_data")
+    write_dataset(data, count=3, seed=41, workers=1, progress=False)
+    out = tmp_path_factory.mktemp("export_run") / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", "--steps", "1"]
+    assert main([*args, "--batch", "2", "--crop", "128"]) == 0
+    return data, out / "best.pt"
+
+
+def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path: Path):
+    data, checkpoint = run
+    model = tmp_path / "models" / "tiny.onnx"
+    assert (
+        main(["export", "--checkpoint", str(checkpoint), "--out", str(model), "--val", str(data)])
+        == 0
+    )
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["onnx"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert card["categories"] == ["firearm", "narcotics", "cigarettes", "currency", "person"]
+    assert set(card["thresholds"]) == set(card["categories"])
+    assert card["calibration"]["false_alarm_rate"] == 0.01
+    assert card["input"]["preprocess_version"] == "2"
+    assert card["parity_max_abs_diff"] <= 1e-3
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    heat, box, anomaly = session.run(None, {"input": np.zeros((1, 2, 96, 160), np.float32)})
+    assert heat.shape == (1, 5, 24, 40) and box.shape == (1, 4, 24, 40)
+    assert anomaly.shape == (1, 1, 24, 40)
+
+
+def test_parity_check_sees_a_different_network():
+    torch.manual_seed(1)
+    a, b = CargoNet(ModelConfig()), CargoNet(ModelConfig())
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(0.5)
+    path = Path("/tmp") / "cargoscan_parity_test.onnx"
+    torch.onnx.export(
+        ExportWrapper(a), torch.zeros(1, 2, 64, 64), str(path), input_names=["input"],
+        output_names=["heat", "box", "anomaly"], opset_version=17, dynamo=False,
+    )  # fmt: skip
+    x = [torch.rand(1, 2, 64, 64)]
+    assert check_parity(path, ExportWrapper(a), x) < 1e-3
+    assert check_parity(path, ExportWrapper(b), x) > 1e-2
+    path.unlink()
+
+
+def test_export_refuses_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert (
+        main(["export", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path / "m.onnx")])
+        == 2
+    )
+    assert "no checkpoint" in capsys.readouterr().err

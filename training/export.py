@@ -1,0 +1,167 @@
+"""`cargoscan export`: checkpoint -> ONNX model + model card, checked against torch.
+
+The card (NAME.json next to NAME.onnx) is what the service reads: categories,
+input spec, pre-processing version, per-category thresholds calibrated at a
+stated false-alarm rate on validation data, verdict rules, metrics, a summary
+of the training data and the ONNX file's sha256. Export refuses to write a
+model whose ONNX outputs differ from torch's on real scans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
+from training.metrics import ScanFindings, detection_rate_at_far
+from training.model import STRIDE, ExportWrapper
+from training.objective import decode
+from training.train import _pad32, load_checkpoint, open_source
+
+CARD_VERSION = "1"
+CALIBRATION_FAR = 0.01
+# Outputs may differ by float rounding between torch and ONNX Runtime, no more.
+PARITY_ATOL = 1e-3
+MIN_PEAK = 0.05  # the decoder's lowest score
+
+
+class ExportError(RuntimeError):
+    """Export refused: the ONNX graph does not reproduce the torch model."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_parity(onnx_path: Path, wrapper: ExportWrapper, inputs: list[torch.Tensor]) -> float:
+    """Largest absolute difference between ONNX Runtime and torch over the given inputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for x in inputs:
+        got = session.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            want = wrapper(x)
+        for name, g, w in zip(("heat", "box", "anomaly"), got, want, strict=True):
+            diff = np.abs(g - w.numpy())
+            if name == "heat":
+                # Flat, low regions (air) hold exact ties that the 3x3 peak test
+                # may break either way; only peaks a decoder would keep count.
+                diff = diff[(g > MIN_PEAK) | (w.numpy() > MIN_PEAK)]
+            worst = max(worst, float(diff.max(initial=0.0)))
+    return worst
+
+
+def calibrate(
+    wrapper: ExportWrapper, source: Any, far: float
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per-category thresholds at `far` false alarms on validation data, and their rates."""
+    scans = []
+    for k in range(len(source)):
+        s = source[k]
+        with torch.no_grad():
+            heat, box, _ = wrapper(_pad32(torch.from_numpy(np.asarray(s.image, np.float32))[None]))
+        boxes, scores, labels = decode(heat, box)[0]
+        scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
+    if not any(s.clean for s in scans):
+        raise ValueError("the validation set has no clean scans: thresholds cannot be calibrated")
+    thresholds, metrics = {}, {"categories": {}, "clean_scans": sum(s.clean for s in scans)}
+    for c, name in enumerate(source.categories):
+        rates, t = detection_rate_at_far(scans, c, [far])
+        thresholds[name] = t[far]
+        rate = None if np.isnan(rates[far]) else rates[far]
+        metrics["categories"][name] = {"detection_rate_at_far": {str(far): rate}}
+    return thresholds, metrics
+
+
+def export(
+    checkpoint: Path, out: Path, val: Path | None = None, far: float = CALIBRATION_FAR
+) -> Path:
+    """Write OUT (.onnx) and its card (.json); returns the card's path."""
+    net, ck = load_checkpoint(checkpoint)
+    wrapper = ExportWrapper(net)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".onnx.tmp")
+    torch.onnx.export(
+        wrapper,
+        torch.zeros(1, 2, 256, 256),
+        str(tmp),
+        input_names=["input"],
+        output_names=["heat", "box", "anomaly"],
+        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    categories = list(net.config.categories)
+    source = open_source(val, categories) if val is not None else None
+    # Parity on real scans when there are some, else on a synthetic-looking input.
+    if source is not None and len(source):
+        inputs = [
+            _pad32(torch.from_numpy(np.asarray(source[k].image, np.float32))[None])
+            for k in range(min(2, len(source)))
+        ]
+    else:
+        inputs = [torch.rand(1, 2, 320, 960) * 2]
+    worst = check_parity(tmp, wrapper, inputs)
+    if worst > PARITY_ATOL:
+        tmp.unlink()
+        raise ExportError(f"ONNX differs from torch by {worst:.2e} (> {PARITY_ATOL}): not exported")
+    os.replace(tmp, out)
+    thresholds: dict[str, float] | None = None
+    val_metrics: dict[str, Any] | None = None
+    if source is not None:
+        thresholds, val_metrics = calibrate(wrapper, source, far)
+    train_cfg = ck.get("train_config", {})
+    card = {
+        "card_version": CARD_VERSION,
+        "name": out.stem,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "onnx": {"file": out.name, "sha256": _sha256(out), "opset": 17},
+        "categories": categories,
+        "input": {
+            "name": "input",
+            "shape": ["batch", 2, "height", "width"],
+            "multiple_of": 32,
+            "channels": ["high", "low (copy of high on single-energy scans)"],
+            "attenuation_scale": ATTENUATION_SCALE,
+            "preprocess_version": PREPROCESS_VERSION,
+        },
+        "outputs": {
+            "stride": STRIDE,
+            "heat": "(batch, categories, H/stride, W/stride): probabilities at local peaks only",
+            "box": "(batch, 4, H/stride, W/stride): pixels to the left, top, right, bottom sides",
+            "anomaly": "(batch, 1, H/stride, W/stride): probability",
+        },
+        "thresholds": thresholds,
+        "calibration": {"false_alarm_rate": far, "data": str(val) if val else None},
+        "verdict": {
+            "alarm": "any finding at or above its category threshold",
+            "review": "any finding at or above half its category threshold, or anomaly >= 0.5",
+            "clear": "otherwise",
+        },
+        "metrics": {"validation": val_metrics, "training": ck.get("metrics")},
+        "training": {
+            "data": train_cfg.get("data"),
+            "weights": train_cfg.get("weights"),
+            "epochs": train_cfg.get("epochs"),
+            "steps_per_epoch": train_cfg.get("steps_per_epoch"),
+            "checkpoint": str(checkpoint),
+        },
+        "model_config": ck["model_config"],
+        "parity_max_abs_diff": worst,
+    }
+    card_path = out.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    return card_path
