@@ -1,0 +1,108 @@
+"""The runtime engine: an ONNX model and its card turn a scan into findings (torch-free).
+
+One ONNX Runtime session per model. A whole scan goes through
+`inference.preprocess` (the same function training used) and the network in
+one pass; the exported graph already keeps only local peaks of the heat map,
+so decoding is a top-k over the peaks and a look-up of the box sides there.
+Boxes come back in the original scan's pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.preprocess import PREPROCESS_VERSION, preprocess
+from inference.scan import Scan
+
+MIN_SCORE = 0.05
+MAX_FINDINGS = 100
+
+
+class ModelError(RuntimeError):
+    """The model or its card cannot be used (missing, corrupt, wrong pre-processing)."""
+
+
+@dataclass
+class Finding:
+    category: str
+    score: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in original scan pixels
+
+
+@dataclass
+class Analysis:
+    findings: list[Finding]
+    anomaly: np.ndarray  # (H/stride, W/stride) probabilities, model pixels
+    model_hw: tuple[int, int]
+
+
+class Engine:
+    """A loaded model: `Engine.load("models/NAME.onnx")`, then `engine.analyze(scan)`."""
+
+    def __init__(self, session: Any, card: dict[str, Any], threads: int) -> None:
+        self.session = session
+        self.card = card
+        self.categories: list[str] = list(card["categories"])
+        self.stride = int(card.get("outputs", {}).get("stride", 4))
+        self.threads = threads
+
+    @classmethod
+    def load(cls, model: Path | str, threads: int = 2) -> Engine:
+        import onnxruntime as ort
+
+        model = Path(model)
+        card_path = model.with_suffix(".json")
+        try:
+            card = json.loads(card_path.read_text())
+            data = model.read_bytes()
+        except FileNotFoundError as exc:
+            raise ModelError(
+                f"missing {exc.filename}: a model needs its .onnx and .json card"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{card_path}: not valid JSON ({exc})") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if card.get("onnx", {}).get("sha256") != digest:
+            raise ModelError(f"{model}: sha256 {digest[:12]}... does not match its card")
+        version = card.get("input", {}).get("preprocess_version")
+        if version != PREPROCESS_VERSION:
+            raise ModelError(
+                f"{model}: trained with pre-processing v{version}, "
+                f"this runtime has v{PREPROCESS_VERSION}"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return cls(session, card, threads)
+
+    def analyze(self, scan: Scan, min_score: float = MIN_SCORE) -> Analysis:
+        """Findings above `min_score` (not yet thresholded: the card's thresholds decide alarms)."""
+        model_input = preprocess(scan)
+        heat, box, anomaly = self.session.run(None, {"input": model_input.tensor})
+        findings = []
+        flat = heat[0].reshape(-1)
+        k = min(MAX_FINDINGS, flat.size)
+        top = np.argpartition(-flat, k - 1)[:k]
+        top = top[np.argsort(-flat[top])]
+        _, h, w = heat[0].shape
+        for idx in top:
+            score = float(flat[idx])
+            if score < min_score:
+                break
+            c, rest = divmod(int(idx), h * w)
+            y, x = divmod(rest, w)
+            left, up, right, down = box[0, :, y, x]
+            px, py = (x + 0.5) * self.stride, (y + 0.5) * self.stride
+            model_box = np.array([[px - left, py - up, px + right, py + down]])
+            x0, y0, x1, y1 = model_input.to_original(model_box)[0]
+            findings.append(
+                Finding(self.categories[c], score, (float(x0), float(y0), float(x1), float(y1)))
+            )
+        return Analysis(findings, anomaly[0, 0], model_input.tensor.shape[-2:])

@@ -1,0 +1,76 @@
+"""The engine: a real exported model and card through ONNX Runtime, findings in scan pixels."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.engine import Engine, ModelError
+from inference.scan import Scan
+
+torch = pytest.importorskip("torch")  # only to build a model for the test
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.export import export
+    from training.model import CargoNet, ModelConfig
+
+    root = tmp_path_factory.mktemp("engine")
+    torch.manual_seed(0)
+    net = CargoNet(ModelConfig())
+    with torch.no_grad():
+        net.heat.out.bias.fill_(-2.0)  # some findings above the floor, as a trained model gives
+    ckpt = root / "ck.pt"
+    torch.save({"model": net.state_dict(), "model_config": net.config.to_dict()}, ckpt)
+    export(ckpt, root / "m.onnx")
+    return root / "m.onnx"
+
+
+def test_findings_come_back_in_the_original_scan_pixels(model_path: Path):
+    engine = Engine.load(model_path)
+    rng = np.random.default_rng(0)
+    high = np.full((200, 500), 60000, np.uint16)
+    high[80:120, 200:260] = 9000
+    scan = Scan.from_arrays(high + rng.integers(0, 200, high.shape).astype(np.uint16))
+    result = engine.analyze(scan)
+    assert result.model_hw == (224, 512)  # padded to a multiple of 32
+    assert result.anomaly.shape == (56, 128)
+    assert result.findings, "the raised heat bias must give findings"
+    scores = [f.score for f in result.findings]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.05
+    for f in result.findings:
+        x0, y0, x1, y1 = f.box
+        assert 0 <= x0 <= x1 <= 500 and 0 <= y0 <= y1 <= 200
+        assert f.category in engine.categories
+
+
+def test_a_model_whose_bytes_do_not_match_its_card_is_refused(model_path: Path, tmp_path: Path):
+    bad = tmp_path / "m.onnx"
+    shutil.copy(model_path, bad)
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    card["onnx"]["sha256"] = "0" * 64
+    bad.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="does not match its card"):
+        Engine.load(bad)
+
+
+def test_a_model_for_another_preprocessing_is_refused(model_path: Path, tmp_path: Path):
+    other = tmp_path / "m.onnx"
+    shutil.copy(model_path, other)
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    card["input"]["preprocess_version"] = "1"
+    other.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="pre-processing v1"):
+        Engine.load(other)
+
+
+def test_a_missing_card_says_so(model_path: Path, tmp_path: Path):
+    alone = tmp_path / "alone.onnx"
+    shutil.copy(model_path, alone)
+    with pytest.raises(ModelError, match=r"needs its \.onnx and \.json card"):
+        Engine.load(alone)
