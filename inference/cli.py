@@ -8,6 +8,7 @@ training subcommand is actually run.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -185,11 +186,34 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="run an ONNX model on a labelled COCO set: metrics.json")
+    p.add_argument("--model", type=Path, required=True, help="MODEL.onnx (its card beside it)")
+    p.add_argument("--data", type=Path, required=True, help="COCO folder (annotations.json)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from inference.engine import ModelError
+    from training.evaluate import evaluate
+
+    try:
+        metrics = evaluate(args.model, args.data, args.out)
+    except (ModelError, ValueError) as exc:
+        print(f"cargoscan evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: metrics[k] for k in ("map50", "map", "scan")}, indent=1))
+    print(f"wrote {args.out / 'metrics.json'}")
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_synth,
     _add_train,
     _add_export,
+    _add_evaluate,
 ]
 
 
