@@ -57,21 +57,9 @@ def median_ms(
 
 def export_cargonet(out: Path) -> None:
     """An untrained CargoNet (default configuration), for speed only."""
-    import torch
+    from training.model import CargoNet, ModelConfig, to_onnx
 
-    from training.model import CargoNet, ExportWrapper, ModelConfig
-
-    wrapper = ExportWrapper(CargoNet(ModelConfig()))
-    torch.onnx.export(
-        wrapper,
-        torch.zeros(1, 2, 256, 256),
-        str(out),
-        input_names=["input"],
-        output_names=["heat", "box", "anomaly"],
-        dynamic_axes={"input": {2: "height", 3: "width"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    to_onnx(CargoNet(ModelConfig()), out)
 
 
 def export_yolov8n(out: Path, shape: tuple[int, int, int, int], n_classes: int) -> float:

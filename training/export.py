@@ -21,7 +21,7 @@ import torch
 
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from training.metrics import ScanFindings, detection_rate_at_far
-from training.model import STRIDE, ExportWrapper
+from training.model import ONNX_OPSET, STRIDE, ExportWrapper, to_onnx
 from training.objective import decode
 from training.train import _pad32, load_checkpoint, open_source
 
@@ -91,19 +91,9 @@ def export(
 ) -> Path:
     """Write OUT (.onnx) and its card (.json); returns the card's path."""
     net, ck = load_checkpoint(checkpoint)
-    wrapper = ExportWrapper(net)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".onnx.tmp")
-    torch.onnx.export(
-        wrapper,
-        torch.zeros(1, 2, 256, 256),
-        str(tmp),
-        input_names=["input"],
-        output_names=["heat", "box", "anomaly"],
-        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    wrapper = to_onnx(net, tmp)
     categories = list(net.config.categories)
     source = open_source(val, categories) if val is not None else None
     # Parity on real scans when there are some, else on a synthetic-looking input.
@@ -128,7 +118,7 @@ def export(
         "card_version": CARD_VERSION,
         "name": out.stem,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "onnx": {"file": out.name, "sha256": _sha256(out), "opset": 17},
+        "onnx": {"file": out.name, "sha256": _sha256(out), "opset": ONNX_OPSET},
         "categories": categories,
         "input": {
             "name": "input",

@@ -21,6 +21,7 @@ the training loop), so export touches only this module.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -154,6 +155,28 @@ class ExportWrapper(nn.Module):
         peaks = (F.max_pool2d(heat, 3, 1, 1) == heat).to(heat.dtype)
         box = torch.exp(out["box"].clamp(max=8.0)) * STRIDE
         return heat * peaks, box, torch.sigmoid(out["anomaly"])
+
+
+ONNX_OPSET = 17
+
+
+def to_onnx(net: CargoNet, path: Path | str) -> ExportWrapper:
+    """Write the decoded network to ONNX, size-free (batch, height, width dynamic).
+
+    Returns the wrapper that was exported, for comparing outputs with torch.
+    """
+    wrapper = ExportWrapper(net)
+    torch.onnx.export(
+        wrapper,
+        torch.zeros(1, net.config.in_channels, 64, 128),
+        str(path),
+        input_names=["input"],
+        output_names=["heat", "box", "anomaly"],
+        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}},
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+    return wrapper
 
 
 def count_macs(net: nn.Module, shape: tuple[int, int, int, int]) -> int:

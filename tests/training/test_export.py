@@ -13,7 +13,7 @@ import torch
 
 from inference.cli import main
 from training.export import check_parity
-from training.model import CargoNet, ExportWrapper, ModelConfig
+from training.model import CargoNet, ExportWrapper, ModelConfig, to_onnx
 from training.synth.dataset import write_dataset
 
 
@@ -47,21 +47,17 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
     assert anomaly.shape == (1, 1, 24, 40)
 
 
-def test_parity_check_sees_a_different_network():
+def test_parity_check_sees_a_different_network(tmp_path: Path):
     torch.manual_seed(1)
     a, b = CargoNet(ModelConfig()), CargoNet(ModelConfig())
     with torch.no_grad():
         for p in b.parameters():
             p.add_(0.5)
-    path = Path("/tmp") / "cargoscan_parity_test.onnx"
-    torch.onnx.export(
-        ExportWrapper(a), torch.zeros(1, 2, 64, 64), str(path), input_names=["input"],
-        output_names=["heat", "box", "anomaly"], opset_version=17, dynamo=False,
-    )  # fmt: skip
+    path = tmp_path / "parity.onnx"
+    to_onnx(a, path)
     x = [torch.rand(1, 2, 64, 64)]
     assert check_parity(path, ExportWrapper(a), x) < 1e-3
     assert check_parity(path, ExportWrapper(b), x) > 1e-2
-    path.unlink()
 
 
 def test_export_refuses_a_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training.model import STRIDE, CargoNet, ExportWrapper, ModelConfig, count_macs
+from training.model import STRIDE, CargoNet, ModelConfig, count_macs, to_onnx
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +50,7 @@ def test_config_round_trips_and_rebuilds_the_same_network(net: CargoNet):
 
 def test_onnx_export_matches_torch_at_another_input_size(net: CargoNet, tmp_path: Path):
     path = tmp_path / "cargonet.onnx"
-    wrapper = ExportWrapper(net)
-    torch.onnx.export(
-        wrapper,
-        torch.zeros(1, 2, 64, 128),
-        str(path),
-        input_names=["input"],
-        output_names=["heat", "box", "anomaly"],
-        dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    wrapper = to_onnx(net, path)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.rand(1, 2, 160, 416) * 2  # not the export size: the graph is size-free
     heat, box, anomaly = session.run(None, {"input": x.numpy()})
