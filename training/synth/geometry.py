@@ -277,16 +277,9 @@ class Canvas:
         """
         if depth_mm <= 0:
             return
-        c0, r0, c1, r1 = self.box_px(x0, y0, x1, y1)
-        win = self._window(c0, r0, c1, r1)
-        if win is None:
-            return
-        wc0, wr0, wc1, wr1 = win
-        cols = np.arange(wc0, wc1, dtype=np.float64)
-        rows = np.arange(wr0, wr1, dtype=np.float64)
-        fx = np.clip(np.minimum(cols + 1, c1) - np.maximum(cols, c0), 0, 1)
-        fy = np.clip(np.minimum(rows + 1, r1) - np.maximum(rows, r0), 0, 1)
-        self.add_path(material, win, np.outer(fy, fx) * depth_mm, density)
+        self.add_box_profile(
+            material, x0, y0, x1, y1, lambda xs: np.full(xs.shape, depth_mm), density
+        )
 
     @fanned
     def add_box_profile(
