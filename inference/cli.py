@@ -187,20 +187,51 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="run an ONNX model on a labelled COCO set: metrics.json")
+    p = sub.add_parser(
+        "evaluate",
+        help="run an ONNX model on labelled scans (metrics.json + pictures), "
+        "or count its alarms on scans known to be clean",
+    )
     p.add_argument("--model", type=Path, required=True, help="MODEL.onnx (its card beside it)")
-    p.add_argument("--data", type=Path, required=True, help="COCO folder (annotations.json)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--data", type=Path, help="labelled scans: a COCO folder (annotations.json) or YOLO folder"
+    )
+    what.add_argument(
+        "--clean-scans",
+        type=Path,
+        help="a folder of scans with no known contraband (e.g. real scans): "
+        "the share that alarms at the card's thresholds",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--single-energy",
+        action="store_true",
+        help="drop the low channel: how the model does on a single-energy scanner",
+    )
+    p.add_argument("--no-pictures", action="store_true", help="metrics only, no PNGs")
     p.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from inference.engine import ModelError
-    from training.evaluate import evaluate
+    from inference.scan import ScanError
+    from training.evaluate import clean_scan_alarms, evaluate
 
+    pictures = not args.no_pictures
     try:
-        metrics = evaluate(args.model, args.data, args.out)
-    except (ModelError, ValueError) as exc:
+        if args.clean_scans is not None:
+            result = clean_scan_alarms(args.model, args.clean_scans, args.out, pictures=pictures)
+            print(
+                f"{result['alarmed']} of {result['scans']} clean scans alarm "
+                f"({100 * result['alarm_share']:.1f} %); per category {result['per_category']}"
+            )
+            print(f"wrote {args.out / 'clean_alarms.json'}")
+            return 0
+        metrics = evaluate(
+            args.model, args.data, args.out, single_energy=args.single_energy, pictures=pictures
+        )
+    except (ModelError, ValueError, ScanError) as exc:
         print(f"cargoscan evaluate: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: metrics[k] for k in ("map50", "map", "scan")}, indent=1))

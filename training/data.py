@@ -47,6 +47,16 @@ class Sample:
         return len(self.labels) == 0
 
 
+@dataclass
+class LabelledScan:
+    """One decoded scan with its labels in the original pixels (for evaluation)."""
+
+    scan: Scan
+    boxes: np.ndarray  # float64 (N, 4): x0, y0, x1, y1 in original pixels
+    labels: np.ndarray  # int64 (N,)
+    name: str  # "<data set>:<image>"
+
+
 class ScanSource(Protocol):
     categories: list[str]
     name: str
@@ -54,6 +64,8 @@ class ScanSource(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: int) -> Sample: ...
+
+    def labelled(self, index: int) -> LabelledScan: ...
 
 
 def _sample(scan: Scan, boxes: np.ndarray, labels: np.ndarray, scale: float, source: str) -> Sample:
@@ -123,6 +135,11 @@ class CocoScans:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def labelled(self, index: int) -> LabelledScan:
+        file_name, low, boxes, labels, image_id, _ = self.items[index]
+        scan = load_scan(self.root / file_name, self.root / low if low else None)
+        return LabelledScan(scan, boxes, labels, f"{self.name}:{image_id}")
 
     def __getitem__(self, index: int) -> Sample:
         file_name, low, boxes, labels, image_id, (height, width) = self.items[index]
@@ -203,12 +220,33 @@ class YoloScans:
         )
         return boxes, labels
 
-    def __getitem__(self, index: int) -> Sample:
+    def labelled(self, index: int) -> LabelledScan:
         image = self.images[index]
         low = self.root / "low" / image.name
         scan = load_scan(image, low if low.is_file() else None)
         boxes, labels = self._labels(image, scan.shape[1], scan.shape[0])
-        return _sample(scan, boxes, labels, self.scale, f"{self.name}:{image.stem}")
+        return LabelledScan(scan, boxes, labels, f"{self.name}:{image.stem}")
+
+    def __getitem__(self, index: int) -> Sample:
+        item = self.labelled(index)
+        return _sample(item.scan, item.boxes, item.labels, self.scale, item.name)
+
+
+def open_source(
+    path: str | Path, categories: Sequence[str] | None = None, cache: bool = False
+) -> CocoScans | YoloScans:
+    """A COCO folder (annotations.json) or a YOLO folder (classes.txt).
+
+    With `cache`, COCO scans keep their pre-processed channels in DIR/.cache.
+    """
+    root = Path(path)
+    if (root / "annotations.json").is_file():
+        return CocoScans(root, categories, cache=root / ".cache" if cache else None)
+    if (root / "classes.txt").is_file():
+        return YoloScans(root, categories)
+    raise ValueError(
+        f"{root}: neither a COCO folder (annotations.json) nor a YOLO one (classes.txt)"
+    )
 
 
 class MixedScans:

@@ -1,18 +1,29 @@
-"""`cargoscan evaluate`: an ONNX model through the service's engine on a labelled COCO set.
+"""`cargoscan evaluate`: an ONNX model through the service's engine on labelled scans.
 
 Writes OUT/metrics.json:
 
     {"categories": {name: {"ap50", "detection_rate_at_far": {far: rate},
                            "threshold_at_far": {far: threshold}}},
      "scan": {"detection_rate_at_far": {far: rate}, "false_alarm_rate_at_far": {far: rate}},
-     "map50", "map", "clean_scans", "threat_instances"}
+     "map50", "map", "clean_scans", "threat_instances",
+     "at_card_thresholds": {...}, "single_energy": bool}
 
 Per category, the threshold is the one that lets at most `far` of the clean
 scans alarm (see `training.metrics`). At scan level a scan alarms when any
 finding reaches its category's threshold; the measured scan-level false-alarm
 rate is reported beside the detection rate, since several categories can
-each add false alarms. mAP comes from pycocotools with area ranges and
-detection limits set for scans (threats from a few pixels to a person).
+each add false alarms. `at_card_thresholds` gives the same figures at the
+thresholds the model card ships (calibrated on validation data), which is
+what a station will actually see. mAP comes from pycocotools with area
+ranges and detection limits set for scans (threats from a few pixels to a
+person).
+
+And the pictures people would rather see than read (`training.report`):
+pr_curves.png, detection_vs_far.png and worst_cases.png.
+
+`clean_scan_alarms` is the other check: scans known to hold no contraband
+(e.g. real scans) through the engine at the card's thresholds; the share that
+alarms is the false-alarm rate a station would see on that traffic.
 """
 
 from __future__ import annotations
@@ -20,16 +31,17 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from inference.engine import Engine
-from inference.scan import load_scan
-from training.data import CocoScans
-from training.metrics import ScanFindings, detection_rate_at_far
+from inference.engine import Analysis, Engine, ModelError
+from inference.scan import Scan, load_scan
+from training.data import IMAGE_SUFFIXES, open_source
+from training.metrics import ScanFindings, detection_rate_at_far, hits
 
 FARS = (0.01, 0.001)
 # Area ranges in px^2 at 5 mm pitch: a pistol part ~15x15, a brick stack ~60x30, a person ~100x200.
@@ -38,19 +50,21 @@ MAX_DETS = [10, 50, 100]
 
 
 def _coco_map(
-    gt_path: Path, detections: list[dict[str, Any]], image_ids: list[int]
+    gt: dict[str, Any], detections: list[dict[str, Any]]
 ) -> tuple[float, float, dict[int, float]]:
     """(mAP@[.5:.95], mAP@.5, AP@.5 per category id) from pycocotools."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(gt_path))
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
         if not detections:
-            return 0.0, 0.0, {c: 0.0 for c in gt.getCatIds()}
-        dt = gt.loadRes(detections)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.imgIds = image_ids
+            return 0.0, 0.0, {c: 0.0 for c in coco.getCatIds()}
+        dt = coco.loadRes(detections)
+        ev = COCOeval(coco, dt, "bbox")
+        ev.params.imgIds = [im["id"] for im in gt["images"]]
         ev.params.areaRng = AREA_RANGES
         ev.params.maxDets = MAX_DETS
         ev.evaluate()
@@ -65,67 +79,199 @@ def _coco_map(
     return float(max(ev.stats[0], 0.0)), float(max(ev.stats[1], 0.0)), per_cat
 
 
-def evaluate(model: Path, data: Path, out: Path, fars: tuple[float, ...] = FARS) -> dict[str, Any]:
-    engine = Engine.load(model)
-    source = CocoScans(data, engine.categories)
-    coco = json.loads((data / "annotations.json").read_text())
-    cat_ids = {c["name"]: c["id"] for c in coco["categories"]}
-    scans, detections, image_ids = [], [], []
-    for file_name, low, boxes, labels, image_id, _ in tqdm(
-        source.items, desc="evaluate", unit="scan"
-    ):
-        scan = load_scan(data / file_name, data / low if low else None)
-        found = engine.analyze(scan).findings
-        scans.append(
-            ScanFindings(
-                np.array([f.box for f in found], np.float64).reshape(-1, 4),
-                np.array([f.score for f in found]),
-                np.array([engine.categories.index(f.category) for f in found], np.int64),
-                boxes,
-                labels,
+def _findings(engine: Engine, analysis: Analysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    found = analysis.findings
+    return (
+        np.array([f.box for f in found], np.float64).reshape(-1, 4),
+        np.array([f.score for f in found], np.float64),
+        np.array([engine.categories.index(f.category) for f in found], np.int64),
+    )
+
+
+def _single_energy(scan: Scan) -> Scan:
+    """The scan as a single-energy scanner would send it: the high channel only."""
+    return replace(scan, low=None)
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if np.isnan(x) else float(x)
+
+
+def scan_alarms(scans: list[ScanFindings], thresholds: dict[int, float]) -> np.ndarray:
+    """Per scan: does any finding reach its category's threshold?"""
+    return np.array(
+        [
+            any(
+                float(sc) > thresholds[int(lab)] for sc, lab in zip(s.scores, s.labels, strict=True)
             )
-        )
-        image_ids.append(image_id)
-        for f in found:
-            if f.category in cat_ids:
-                x0, y0, x1, y1 = f.box
-                detections.append(
-                    {"image_id": image_id, "category_id": cat_ids[f.category],
-                     "bbox": [x0, y0, x1 - x0, y1 - y0], "score": f.score}
-                )  # fmt: skip
-    m, m50, per_cat_ap = _coco_map(data / "annotations.json", detections, image_ids)
+            for s in scans
+        ],
+        bool,
+    )
+
+
+def _rates_at(scans: list[ScanFindings], thresholds: dict[int, float]) -> dict[str, float | None]:
+    alarms = scan_alarms(scans, thresholds)
+    clean = np.array([s.clean for s in scans])
+    return {
+        "detection_rate": float(alarms[~clean].mean()) if (~clean).any() else None,
+        "false_alarm_rate": float(alarms[clean].mean()) if clean.any() else None,
+    }
+
+
+def _card_figures(engine: Engine, scans: list[ScanFindings]) -> dict[str, Any] | None:
+    """Detection and false-alarm rates at the thresholds the card ships."""
+    card_t = engine.card.get("thresholds")
+    if not card_t:
+        return None
+    thresholds = {c: float(card_t[name]) for c, name in enumerate(engine.categories)}
+    out: dict[str, Any] = {"thresholds": card_t, "categories": {}}
+    for c, name in enumerate(engine.categories):
+        instances = hit_count = clean_alarms = clean_n = 0
+        for s in scans:
+            mine = (s.labels == c) & (s.scores > thresholds[c])
+            if s.clean:
+                clean_n += 1
+                clean_alarms += bool(mine.any())
+                continue
+            gt = s.gt_boxes[s.gt_labels == c]
+            instances += len(gt)
+            if len(gt):
+                hit_count += int(hits(s.boxes[mine], gt).any(axis=0).sum())
+        out["categories"][name] = {
+            "detection_rate": hit_count / instances if instances else None,
+            "false_alarm_rate": clean_alarms / clean_n if clean_n else None,
+        }
+    out["scan"] = _rates_at(scans, thresholds)
+    return out
+
+
+def evaluate(
+    model: Path,
+    data: Path,
+    out: Path,
+    fars: tuple[float, ...] = FARS,
+    *,
+    single_energy: bool = False,
+    pictures: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the model on a labelled COCO or YOLO folder; write metrics.json (and pictures)."""
+    engine = Engine.load(model)
+    source = open_source(data, engine.categories)
+    scans: list[ScanFindings] = []
+    names: list[str] = []
+    detections: list[dict[str, Any]] = []
+    gt: dict[str, Any] = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": c + 1, "name": n} for c, n in enumerate(engine.categories)],
+    }
+    for k in tqdm(range(len(source)), desc="evaluate", unit="scan", disable=not progress):
+        item = source.labelled(k)
+        scan = _single_energy(item.scan) if single_energy else item.scan
+        boxes, scores, labels = _findings(engine, engine.analyze(scan))
+        scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
+        names.append(item.name)
+        image_id = k + 1
+        h, w = scan.shape
+        gt["images"].append({"id": image_id, "width": w, "height": h})
+        for (x0, y0, x1, y1), lab in zip(item.boxes, item.labels, strict=True):
+            gt["annotations"].append(
+                {"id": len(gt["annotations"]) + 1, "image_id": image_id,
+                 "category_id": int(lab) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                 "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0}
+            )  # fmt: skip
+        for (x0, y0, x1, y1), sc, lab in zip(boxes, scores, labels, strict=True):
+            detections.append(
+                {"image_id": image_id, "category_id": int(lab) + 1,
+                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(sc)}
+            )  # fmt: skip
+    m, m50, per_cat_ap = _coco_map(gt, detections)
     metrics: dict[str, Any] = {"categories": {}}
     thresholds: dict[float, dict[int, float]] = {far: {} for far in fars}
     for c, name in enumerate(engine.categories):
         rates, t = detection_rate_at_far(scans, c, fars)
         for far in fars:
             thresholds[far][c] = t[far]
-        ap = per_cat_ap.get(cat_ids.get(name, -1), float("nan"))
         metrics["categories"][name] = {
-            "ap50": None if np.isnan(ap) else ap,
-            "detection_rate_at_far": {
-                str(f): (None if np.isnan(r) else r) for f, r in rates.items()
-            },
+            "ap50": _none_if_nan(per_cat_ap.get(c + 1, float("nan"))),
+            "detection_rate_at_far": {str(f): _none_if_nan(r) for f, r in rates.items()},
             "threshold_at_far": {str(f): v for f, v in t.items()},
         }
     scan_rates, scan_fars = {}, {}
     for far in fars:
-        alarms = [
-            bool(
-                np.any(
-                    [s.scores[k] > thresholds[far][int(s.labels[k])] for k in range(len(s.scores))]
-                )
-            )
-            for s in scans
-        ]
-        threat = [a for a, s in zip(alarms, scans, strict=True) if not s.clean]
-        clean = [a for a, s in zip(alarms, scans, strict=True) if s.clean]
-        scan_rates[str(far)] = float(np.mean(threat)) if threat else None
-        scan_fars[str(far)] = float(np.mean(clean)) if clean else None
+        r = _rates_at(scans, thresholds[far])
+        scan_rates[str(far)], scan_fars[str(far)] = r["detection_rate"], r["false_alarm_rate"]
     metrics["scan"] = {"detection_rate_at_far": scan_rates, "false_alarm_rate_at_far": scan_fars}
     metrics["map50"], metrics["map"] = m50, m
     metrics["clean_scans"] = sum(s.clean for s in scans)
     metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
+    metrics["at_card_thresholds"] = _card_figures(engine, scans)
+    metrics["single_energy"] = single_energy
+    metrics["model"] = {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    if pictures:
+        from training import report
+
+        report.curves(scans, engine.categories, thresholds[fars[0]], fars[0], out)
+        report.worst_cases(
+            source, scans, names, engine.categories, thresholds[fars[0]], out,
+            single_energy=single_energy,
+        )  # fmt: skip
     return metrics
+
+
+def clean_scan_alarms(
+    model: Path, folder: Path, out: Path, *, pictures: bool = True, progress: bool = True
+) -> dict[str, Any]:
+    """Scans known to hold no contraband: the share the model alarms on at its card's thresholds.
+
+    Every image under `folder` (recursively) is one single-energy scan, or a
+    pair when a `<stem>_low` image sits beside a `<stem>_high` one. Writes
+    OUT/clean_alarms.json and, with `pictures`, OUT/clean_alarms.png (the
+    alarmed scans with their findings).
+    """
+    engine = Engine.load(model)
+    card_t = engine.card.get("thresholds")
+    if not card_t:
+        raise ModelError(f"{model}: its card has no thresholds (export it with --val)")
+    paths = sorted(
+        p for p in Path(folder).rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_low")
+    )  # fmt: skip
+    if not paths:
+        raise ValueError(f"{folder}: no scans ({', '.join(IMAGE_SUFFIXES)})")
+    records, alarmed = [], []
+    for path in tqdm(paths, desc="clean scans", unit="scan", disable=not progress):
+        low = path.with_name(path.name.replace("_high", "_low")) if "_high" in path.stem else None
+        scan = load_scan(path, low if low is not None and low.is_file() else None)
+        analysis = engine.analyze(scan)
+        over = [f for f in analysis.findings if f.score > float(card_t[f.category])]
+        records.append(
+            {"file": str(path.relative_to(folder)), "alarm": bool(over),
+             "findings": [{"category": f.category, "score": round(f.score, 4),
+                           "box": [round(v, 1) for v in f.box]} for f in over]}
+        )  # fmt: skip
+        if over:
+            alarmed.append((path, scan, over))
+    result = {
+        "model": {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]},
+        "thresholds": card_t,
+        "scans": len(records),
+        "alarmed": len(alarmed),
+        "alarm_share": len(alarmed) / len(records),
+        "per_category": {
+            name: sum(any(f["category"] == name for f in r["findings"]) for r in records)
+            for name in engine.categories
+        },
+        "per_scan": records,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "clean_alarms.json").write_text(json.dumps(result, indent=2) + "\n")
+    if pictures:
+        from training import report
+
+        report.alarm_sheet(alarmed, card_t, out / "clean_alarms.png")
+    return result

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
+from training.data import open_source
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, to_onnx
 from training.objective import decode
-from training.train import _pad32, load_checkpoint, open_source
+from training.train import _pad32, load_checkpoint
 
 CARD_VERSION = "1"
 CALIBRATION_FAR = 0.01

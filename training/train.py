@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.data import Augment, CocoScans, MixedScans, Sample, ScanSource, YoloScans
+from training.data import Augment, MixedScans, Sample, ScanSource, open_source
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import decode, loss, make_targets
@@ -47,21 +47,6 @@ class TrainConfig:
     loader_workers: int = 0
     cache: bool = True  # keep pre-processed scans in DATA/.cache (float16, memory-mapped)
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
-
-
-def open_source(path: str | Path, categories: list[str], cache: bool = False) -> ScanSource:
-    """A COCO folder (annotations.json) or a YOLO folder (classes.txt).
-
-    With `cache`, COCO scans keep their pre-processed channels in DIR/.cache.
-    """
-    root = Path(path)
-    if (root / "annotations.json").is_file():
-        return CocoScans(root, categories, cache=root / ".cache" if cache else None)
-    if (root / "classes.txt").is_file():
-        return YoloScans(root, categories)
-    raise ValueError(
-        f"{root}: neither a COCO folder (annotations.json) nor a YOLO one (classes.txt)"
-    )
 
 
 class EpochDraws(Dataset):

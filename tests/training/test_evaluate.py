@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 
 from inference.cli import main
+from inference.engine import ModelError
+from training.evaluate import clean_scan_alarms, evaluate
 from training.export import export
 from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
@@ -67,3 +71,98 @@ def test_evaluate_refuses_a_missing_model(
         == 2
     )
     assert "missing" in capsys.readouterr().err
+
+
+def _as_yolo(coco_dir: Path, yolo_dir: Path) -> None:
+    """The same scans and labels as a YOLO folder (low energy in low/)."""
+    coco = json.loads((coco_dir / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    order = list(names)
+    (yolo_dir / "images").mkdir(parents=True)
+    (yolo_dir / "low").mkdir()
+    (yolo_dir / "labels").mkdir()
+    (yolo_dir / "classes.txt").write_text("\n".join(names[i] for i in order) + "\n")
+    for im in coco["images"]:
+        stem = f"scan{im['id']:03d}"
+        shutil.copy(coco_dir / im["file_name"], yolo_dir / "images" / f"{stem}.png")
+        shutil.copy(coco_dir / im["low_file_name"], yolo_dir / "low" / f"{stem}.png")
+        rows = []
+        for a in coco["annotations"]:
+            if a["image_id"] == im["id"]:
+                x, y, w, h = a["bbox"]
+                cx, cy = (x + w / 2) / im["width"], (y + h / 2) / im["height"]
+                rows.append(
+                    f"{order.index(a['category_id'])} {cx:.8f} {cy:.8f} "
+                    f"{w / im['width']:.8f} {h / im['height']:.8f}"
+                )
+        (yolo_dir / "labels" / f"{stem}.txt").write_text("\n".join(rows) + "\n")
+
+
+def test_a_yolo_folder_evaluates_like_the_same_scans_in_coco(setup, tmp_path: Path):
+    model, data = setup
+    _as_yolo(data, tmp_path / "yolo")
+    coco_m = evaluate(model, data, tmp_path / "a", pictures=False, progress=False)
+    yolo_m = evaluate(model, tmp_path / "yolo", tmp_path / "b", pictures=False, progress=False)
+    assert yolo_m["threat_instances"] == coco_m["threat_instances"] > 0
+    assert yolo_m["clean_scans"] == coco_m["clean_scans"]
+    assert yolo_m["map50"] == pytest.approx(coco_m["map50"], abs=1e-3)
+    for name, cat in coco_m["categories"].items():
+        assert yolo_m["categories"][name]["detection_rate_at_far"] == pytest.approx(
+            cat["detection_rate_at_far"], abs=1e-6
+        )
+
+
+def test_single_energy_evaluation_drops_the_low_channel(setup, tmp_path: Path):
+    model, data = setup
+    dual = evaluate(model, data, tmp_path / "dual", pictures=False, progress=False)
+    single = evaluate(model, data, tmp_path / "single", pictures=False, progress=False,
+                      single_energy=True)  # fmt: skip
+    assert single["single_energy"] and not dual["single_energy"]
+    # Another input, so other scores: the low channel really was replaced.
+    assert single["map50"] != dual["map50"] or single["categories"] != dual["categories"]
+
+
+def test_evaluation_pictures_are_written(setup, tmp_path: Path):
+    model, data = setup
+    evaluate(model, data, tmp_path, progress=False)
+    for name in ("pr_curves.png", "detection_vs_far.png", "worst_cases.png"):
+        image = cv2.imread(str(tmp_path / name))
+        assert image is not None and image.shape[0] > 200 and image.shape[1] > 200, name
+        assert image.std() > 5, f"{name} is blank"
+
+
+def _with_thresholds(model: Path, tmp_path: Path, value: float) -> Path:
+    """A copy of the model whose card sets every category's threshold to `value`."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    copy = tmp_path / model.name
+    shutil.copy(model, copy)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["thresholds"] = {c: value for c in card["categories"]}
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    return copy
+
+
+def test_clean_scan_alarm_share_follows_the_card_thresholds(setup, tmp_path: Path):
+    model, data = setup
+    coco = json.loads((data / "annotations.json").read_text())
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for im in coco["images"]:
+        if im["clean"]:
+            shutil.copy(data / im["file_name"], clean / Path(im["file_name"]).name)
+            shutil.copy(data / im["low_file_name"], clean / Path(im["low_file_name"]).name)
+    strict = _with_thresholds(model, tmp_path / "strict", 1.0)
+    loose = _with_thresholds(model, tmp_path / "loose", 0.0)
+    none = clean_scan_alarms(strict, clean, tmp_path / "o1", progress=False)
+    every = clean_scan_alarms(loose, clean, tmp_path / "o2", progress=False)
+    assert none["scans"] == every["scans"] == 2  # high/low pairs count once
+    assert none["alarmed"] == 0 and none["alarm_share"] == 0.0
+    assert every["alarmed"] == 2 and every["alarm_share"] == 1.0
+    assert all(r["findings"] for r in every["per_scan"])
+    assert cv2.imread(str(tmp_path / "o2" / "clean_alarms.png")) is not None
+
+
+def test_clean_scan_alarms_need_a_calibrated_card(setup, tmp_path: Path):
+    model, data = setup
+    with pytest.raises(ModelError, match="no thresholds"):
+        clean_scan_alarms(model, data / "images", tmp_path, progress=False)
