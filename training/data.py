@@ -249,6 +249,32 @@ def open_source(
     )
 
 
+def summarize(source: CocoScans | YoloScans) -> dict[str, object]:
+    """What a data set holds, for model cards: scans, clean scans, instances per category.
+
+    Reads labels only (no image decoding), so it is cheap on large sets.
+    """
+    if isinstance(source, CocoScans):
+        labels = [item[3] for item in source.items]
+        dual = sum(item[1] is not None for item in source.items)
+    else:
+        labels = []
+        for image in source.images:
+            # Normalised YOLO boxes need no image size to count instances.
+            labels.append(source._labels(image, 1, 1)[1])
+        dual = sum((source.root / "low" / image.name).is_file() for image in source.images)
+    every = np.concatenate([*labels, np.zeros(0, np.int64)]).astype(np.int64)
+    counts = np.bincount(every, minlength=len(source.categories))
+    return {
+        "path": str(source.root),
+        "format": "coco" if isinstance(source, CocoScans) else "yolo",
+        "scans": len(labels),
+        "clean_scans": sum(len(x) == 0 for x in labels),
+        "dual_energy_scans": int(dual),
+        "instances": {name: int(n) for name, n in zip(source.categories, counts, strict=True)},
+    }
+
+
 class MixedScans:
     """Several sources drawn with weights (e.g. synthetic 1.0, real reviews 3.0)."""
 

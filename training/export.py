@@ -145,6 +145,7 @@ def export(
         "metrics": {"validation": val_metrics, "training": ck.get("metrics")},
         "training": {
             "data": train_cfg.get("data"),
+            "data_summary": ck.get("data_summary"),
             "weights": train_cfg.get("weights"),
             "epochs": train_cfg.get("epochs"),
             "steps_per_epoch": train_cfg.get("steps_per_epoch"),

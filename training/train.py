@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.data import Augment, MixedScans, Sample, ScanSource, open_source
+from training.data import Augment, MixedScans, Sample, ScanSource, open_source, summarize
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import decode, loss, make_targets
@@ -82,7 +82,8 @@ def validate(net: CargoNet, source: ScanSource, device: torch.device) -> dict[st
     scans = []
     for k in range(len(source)):
         s = source[k]
-        heat, box, _ = wrapper(_pad32(torch.from_numpy(s.image)[None]).to(device))
+        image = torch.from_numpy(np.asarray(s.image, np.float32))[None]  # cache: float16
+        heat, box, _ = wrapper(_pad32(image).to(device))
         boxes, scores, labels = decode(heat.cpu(), box.cpu())[0]
         scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
     net.train()
@@ -123,7 +124,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     source = MixedScans(
         [(open_source(d, categories, cfg.cache), w) for d, w in zip(cfg.data, weights, strict=True)]
     )
-    val = open_source(cfg.val, categories) if cfg.val else None
+    val = open_source(cfg.val, categories, cfg.cache) if cfg.val else None
+    data_summary = [{**summarize(p), "weight": w} for p, w in source.parts]
     torch.manual_seed(cfg.seed)
     net = CargoNet(model_cfg).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -193,6 +195,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "epoch": epoch,
+            "data_summary": data_summary,
             "best": max(best, score),
             "metrics": record,
         }
@@ -201,7 +204,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             _save(
                 {
                     k: state[k]
-                    for k in ("model", "model_config", "train_config", "epoch", "metrics")
+                    for k in (
+                        "model",
+                        "model_config",
+                        "train_config",
+                        "epoch",
+                        "metrics",
+                        "data_summary",
+                    )
                 },
                 out / "best.pt",
             )

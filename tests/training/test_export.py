@@ -41,6 +41,13 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
     assert card["calibration"]["false_alarm_rate"] == 0.01
     assert card["input"]["preprocess_version"] == "2"
     assert card["parity_max_abs_diff"] <= 1e-3
+    # The training data summary counts what the data set's labels hold.
+    coco = json.loads((data / "annotations.json").read_text())
+    (summary,) = card["training"]["data_summary"]
+    assert summary["scans"] == len(coco["images"]) == 3
+    assert summary["clean_scans"] == sum(im["clean"] for im in coco["images"])
+    assert sum(summary["instances"].values()) == len(coco["annotations"])
+    assert summary["weight"] == 1.0
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     heat, box, anomaly = session.run(None, {"input": np.zeros((1, 2, 96, 160), np.float32)})
     assert heat.shape == (1, 5, 24, 40) and box.shape == (1, 4, 24, 40)
