@@ -138,8 +138,8 @@ def export(
         "thresholds": thresholds,
         "calibration": {"false_alarm_rate": far, "data": str(val) if val else None},
         "verdict": {
-            "alarm": "any finding at or above its category threshold",
-            "review": "any finding at or above half its category threshold, or anomaly >= 0.5",
+            "alarm": "any finding scoring above its category threshold",
+            "review": "any finding scoring above half its category threshold, or anomaly >= 0.5",
             "clear": "otherwise",
         },
         "metrics": {"validation": val_metrics, "training": ck.get("metrics")},

@@ -30,13 +30,12 @@ TILE = 300  # px, side of one contact-sheet tile
 GREEN, RED = (40, 220, 40), (255, 50, 50)
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _figure() -> tuple[Any, Any]:
+    """A figure outside pyplot's global state: no backend switch, nothing to close."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(6, 5), dpi=110)
+    return fig, fig.add_subplot()
 
 
 def precision_recall(scans: Sequence[ScanFindings], category: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +111,7 @@ def curves(
     out: Path,
 ) -> list[Path]:
     """Write pr_curves.png and detection_vs_far.png into `out`."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+    fig, ax = _figure()
     for c, name in enumerate(categories):
         p, r = precision_recall(scans, c)
         if r.size:
@@ -121,13 +119,13 @@ def curves(
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01))
     ax.set_title("Precision-recall per category")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left")
     pr_path = out / "pr_curves.png"
     fig.tight_layout()
     fig.savefig(pr_path)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+    fig, ax = _figure()
     n_clean = sum(s.clean for s in scans)
     floor = 1.0 / max(2 * n_clean, 1)  # a rate of 0 drawn at half of one clean scan
     for c, name in enumerate(categories):
@@ -143,11 +141,11 @@ def curves(
     ax.set_ylim(0, 1.01)
     ax.set_title("Detection rate vs false-alarm rate")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     far_path = out / "detection_vs_far.png"
     fig.tight_layout()
     fig.savefig(far_path)
-    plt.close(fig)
     return [pr_path, far_path]
 
 
