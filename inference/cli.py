@@ -239,12 +239,172 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_settings(args: argparse.Namespace, **extra: object):  # -> Settings
+    """Settings from CARGOSCAN_* variables, overridden by the flags that were given."""
+    from pydantic import ValidationError
+
+    from inference.service.settings import Settings
+
+    given = {
+        "data_dir": getattr(args, "data_dir", None),
+        "database_url": getattr(args, "database_url", None),
+        **extra,
+    }
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        raise SystemExit(f"cargoscan: bad setting: {exc}") from None
+
+
+def _add_db_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="default $CARGOSCAN_DATA_DIR or data/service"
+    )
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLAlchemy URL (default $CARGOSCAN_DATABASE_URL or SQLite in the data dir)",
+    )
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the scanner API (HTTP); every setting also as CARGOSCAN_* variable",
+        description="Serve the scanner API, the Open Inference Protocol, /healthz, /readyz "
+        "and /metrics. Settings come from CARGOSCAN_* environment variables (DATA_DIR, "
+        "DATABASE_URL, MODEL_PATH, ADMIN_KEY, WORKERS, QUEUE_SIZE, MAX_BODY_BYTES, "
+        "MAX_PIXELS, DRAIN_TIMEOUT_S, ...); the flags override them.",
+    )
+    p.add_argument("--host", default=None, help="default $CARGOSCAN_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default $CARGOSCAN_PORT or 8000")
+    p.add_argument("--model", type=Path, default=None, help="MODEL.onnx to serve at start")
+    p.add_argument("--workers", type=int, default=None, help="inference threads (default 1)")
+    _add_db_flags(p)
+    p.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from inference.service.server import serve
+
+    settings = _service_settings(
+        args, host=args.host, port=args.port, model_path=args.model, workers=args.workers
+    )
+    serve(settings)
+    return 0
+
+
+def _add_station(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("station", help="scanner stations and their API keys")
+    ssub = p.add_subparsers(dest="station_command", required=True, metavar="ACTION")
+    add = ssub.add_parser("add", help="add a station and print its new API key (shown once)")
+    add.add_argument("name", help="station name, e.g. port-gate-3")
+    _add_db_flags(add)
+    add.set_defaults(handler=_run_station_add)
+    ls = ssub.add_parser("list", help="list the stations")
+    _add_db_flags(ls)
+    ls.set_defaults(handler=_run_station_list)
+
+
+def _run_station_add(args: argparse.Namespace) -> int:
+    from inference.service.app import open_records
+    from inference.service.auth import hash_key, new_key
+    from inference.service.records import DuplicateName
+
+    name = args.name.strip()
+    if not name or len(name) > 100:
+        print("cargoscan station add: NAME must be 1-100 characters", file=sys.stderr)
+        return 2
+    records = open_records(_service_settings(args))
+    key = new_key()
+    try:
+        records.add_station(name, hash_key(key))
+    except DuplicateName as exc:
+        print(f"cargoscan station add: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        records.engine.dispose()
+    print(f"station {name!r} added; its API key (shown once, store it now):", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def _run_station_list(args: argparse.Namespace) -> int:
+    from inference.service.app import open_records
+
+    records = open_records(_service_settings(args))
+    try:
+        for st in records.stations():
+            print(f"{st.name}\t{st.created_at.isoformat()}")
+    finally:
+        records.engine.dispose()
+    return 0
+
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="the serving model of a running service")
+    msub = p.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    act = msub.add_parser(
+        "activate",
+        help="roll out MODEL.onnx on a running server: load, warm up, check, swap",
+        description="Asks a running server (admin API, key from --admin-key or "
+        "$CARGOSCAN_ADMIN_KEY) to load PATH (a path on the server's machine), warm it up, "
+        "check it on recent scans and swap it in. If a step fails the old model keeps serving.",
+    )
+    act.add_argument("path", type=Path, help="MODEL.onnx with its .json card beside it")
+    act.add_argument("--url", default=None, help="server URL (default http://HOST:PORT)")
+    act.add_argument("--admin-key", default=None, help="default $CARGOSCAN_ADMIN_KEY")
+    act.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    act.set_defaults(handler=_run_model_activate)
+
+
+def _run_model_activate(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    settings = _service_settings(args)
+    key = args.admin_key or (settings.admin_key.get_secret_value() if settings.admin_key else "")
+    if not key:
+        print(
+            "cargoscan model activate: no admin key (--admin-key or CARGOSCAN_ADMIN_KEY)",
+            file=sys.stderr,
+        )
+        return 2
+    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    req = urllib.request.Request(
+        f"{url}/api/v1/admin/model",
+        data=json.dumps({"path": str(args.path.expanduser().resolve())}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=args.timeout) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail", exc.reason)
+        except (ValueError, AttributeError):
+            detail = exc.reason
+        print(f"cargoscan model activate: {exc.code}: {detail}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"cargoscan model activate: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    previous = body["previous"]["version"] if body.get("previous") else "none"
+    print(f"serving {body['model']['version']} (was {previous})")
+    print(json.dumps(body, indent=1))
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_synth,
     _add_train,
     _add_export,
     _add_evaluate,
+    _add_serve,
+    _add_station,
+    _add_model,
 ]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.preprocess import PREPROCESS_VERSION, preprocess
+from inference.preprocess import PREPROCESS_VERSION, ModelInput, preprocess
 from inference.scan import Scan
 
 MIN_SCORE = 0.05
@@ -40,6 +40,8 @@ class Analysis:
     findings: list[Finding]
     anomaly: np.ndarray  # (H/stride, W/stride) probabilities, model pixels
     model_hw: tuple[int, int]
+    # Maps model pixels back to the scan's (anomaly regions -> original pixels).
+    model_input: ModelInput | None = None
 
 
 class Engine:
@@ -105,4 +107,4 @@ class Engine:
             findings.append(
                 Finding(self.categories[c], score, (float(x0), float(y0), float(x1), float(y1)))
             )
-        return Analysis(findings, anomaly[0, 0], model_input.tensor.shape[-2:])
+        return Analysis(findings, anomaly[0, 0], model_input.tensor.shape[-2:], model_input)

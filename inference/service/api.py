@@ -1,0 +1,337 @@
+"""The scanner API (``/api/v1``): post a scan, read results, views and anomaly maps; admin.
+
+Station isolation is in the queries, not in filters after them: a station's lookups
+carry its id, so another station's scan is simply not found (404, never 403, which would
+confirm the id exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from inference.render import VIEWS, render
+from inference.scan import ScanMetadata
+from inference.service.app import API, Service, ServiceUnavailable
+from inference.service.auth import AdminCaller, AnyCaller, Principal, StationCaller
+from inference.service.db import ResultRecord, ScanRecord
+from inference.service.rollout import RolloutBusy, RolloutError
+
+router = APIRouter(prefix=API)
+MAX_STATION_SCAN_ID = 200  # the column's size
+
+Verdict = Literal["clear", "review", "alarm"]
+View = Literal["grey", "inverse", "material", "window", "edge"]
+assert set(View.__args__) == set(VIEWS)  # type: ignore[attr-defined]
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def scan_summary(scan: ScanRecord, station_name: str) -> dict[str, Any]:
+    """What was received: the station's words and the stored bytes' SHA-256."""
+    return {
+        "id": scan.id,
+        "station": station_name,
+        "station_scan_id": scan.station_scan_id,
+        "received_at": _iso(scan.received_at),
+        "scan_time": _iso(scan.scan_time),
+        "width": scan.width,
+        "height": scan.height,
+        "bit_depth": scan.bit_depth,
+        "channels": ["high", "low"] if scan.low_sha256 else ["high"],
+        "high_sha256": scan.high_sha256,
+        "low_sha256": scan.low_sha256,
+        "metadata": scan.meta,
+        "image": f"{API}/scans/{scan.id}/image",
+    }
+
+
+def _body(scan: ScanRecord, result: ResultRecord | None, station_name: str) -> dict[str, Any]:
+    body: dict[str, Any] = dict(result.body) if result is not None else {"scan_id": scan.id}
+    body["scan"] = scan_summary(scan, station_name)
+    return body
+
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _owned(
+    service: Service, who: Principal, scan_id: str
+) -> tuple[ScanRecord, ResultRecord | None]:
+    # Scan ids are UUIDs: anything else cannot exist (and never reaches the database).
+    found = service.records.get_scan(scan_id, who.station_id) if _UUID.match(scan_id) else None
+    if found is None:
+        raise HTTPException(404, f"no scan {scan_id[:80]!r}")
+    return found
+
+
+def _station_name(scan: ScanRecord, who: Principal) -> str:
+    return who.name if not who.is_admin else scan.station.name
+
+
+def _sha(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+def _check_station_scan_id(value: str | None) -> None:
+    if value is None:
+        return
+    if len(value) > MAX_STATION_SCAN_ID:
+        raise HTTPException(
+            422, f"metadata: station_scan_id: at most {MAX_STATION_SCAN_ID} characters"
+        )
+    if not value.isprintable():
+        raise HTTPException(422, "metadata: station_scan_id: control characters are not allowed")
+
+
+def _stored(
+    service: Service, station_id: int, station_scan_id: str, high: bytes, low: bytes | None
+) -> tuple[ScanRecord, ResultRecord | None] | None:
+    """The scan stored before under this station scan id (409 if its bytes differ)."""
+    found = service.records.scan_by_station_scan_id(station_id, station_scan_id)
+    if found is not None and (found[0].high_sha256, found[0].low_sha256) != (
+        _sha(high),
+        _sha(low),
+    ):
+        raise HTTPException(
+            409,
+            f"station_scan_id {station_scan_id!r} was already used for a scan with other "
+            "image bytes; use a new station_scan_id for a new scan",
+        )
+    return found
+
+
+@router.post("/scans", status_code=201, tags=["scans"])
+async def post_scan(
+    request: Request,
+    who: StationCaller,
+    high: Annotated[UploadFile, File(description="high-energy (or only) channel image")],
+    low: Annotated[UploadFile | None, File(description="low-energy channel image")] = None,
+    metadata: Annotated[str | None, Form(description="JSON: station_scan_id, ...")] = None,
+) -> JSONResponse:
+    """Analyse a scan: 201 with the result; 200 with the stored one for a repeated
+    ``station_scan_id`` (a retry after a timeout), nothing stored twice."""
+    service = _service(request)
+    meta = ScanMetadata.from_dict(metadata)  # ScanError -> 422 naming the fields
+    _check_station_scan_id(meta.station_scan_id)
+    high_bytes = await high.read()
+    low_bytes = await low.read() if low is not None else None
+    if not high_bytes:
+        raise HTTPException(422, "high: the file is empty")
+    if low_bytes is not None and not low_bytes:
+        raise HTTPException(422, "low: the file is empty (leave the field out if there is none)")
+    assert who.station_id is not None
+
+    if meta.station_scan_id is not None:
+        found = await run_in_threadpool(
+            _stored, service, who.station_id, meta.station_scan_id, high_bytes, low_bytes
+        )
+        if found is not None:  # a retry: answered even while draining, nothing to compute
+            scan, result = found
+            return JSONResponse(
+                _body(scan, result, who.name),
+                status_code=200,
+                headers={"Location": f"{API}/scans/{scan.id}"},
+            )
+
+    if service.draining:
+        raise ServiceUnavailable("the service is shutting down; send the scan to another")
+    if service.models.current is None:
+        raise ServiceUnavailable(f"not ready: {service.models.status}")
+    outcome = await service.pool.run(
+        service.analyze_upload, who.station_id, high_bytes, low_bytes, meta
+    )
+    body = dict(outcome.result)
+    body["scan"] = scan_summary(outcome.scan, who.name)
+    return JSONResponse(
+        body,
+        status_code=201 if outcome.created else 200,
+        headers={"Location": f"{API}/scans/{outcome.scan.id}"},
+    )
+
+
+@router.get("/scans", tags=["scans"])
+def list_scans(
+    request: Request,
+    who: AnyCaller,
+    verdict: Verdict | None = None,
+    station: Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00]*$")] = None,
+    since: Annotated[datetime | None, Query(description="received at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="received before (ISO 8601)")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """The caller's scans (the admin: every station's), newest first, with their verdicts."""
+    service = _service(request)
+    if not who.is_admin and station is not None and station != who.name:
+        return {"items": [], "total": 0, "limit": limit, "offset": offset, "next": None}
+    page = service.records.list_scans(
+        station_id=who.station_id,
+        station_name=station if who.is_admin else None,
+        verdict=verdict,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
+    items = []
+    for scan, result in page.items:
+        items.append(
+            {
+                "scan_id": scan.id,
+                "station": _station_name(scan, who),
+                "station_scan_id": scan.station_scan_id,
+                "received_at": _iso(scan.received_at),
+                "scan_time": _iso(scan.scan_time),
+                "verdict": result.verdict if result else None,
+                "risk": result.risk if result else None,
+                "findings": len(result.body.get("findings", [])) if result else 0,
+                "model_version": result.model_version if result else None,
+                "url": f"{API}/scans/{scan.id}",
+            }
+        )
+    nxt = None
+    if offset + len(items) < page.total:
+        params = dict(request.query_params)
+        params.update(offset=str(offset + len(items)), limit=str(limit))
+        nxt = f"{request.url.path}?{urlencode(params)}"
+    return {"items": items, "total": page.total, "limit": limit, "offset": offset, "next": nxt}
+
+
+@router.get("/scans/{scan_id}", tags=["scans"])
+def get_scan(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
+    """The scan's newest result (DESIGN section 3) with what was received."""
+    scan, result = _owned(_service(request), who, scan_id)
+    return _body(scan, result, _station_name(scan, who))
+
+
+@router.get("/scans/{scan_id}/results", tags=["scans"])
+def get_results(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
+    """Every result the scan has had, oldest first (one per model version)."""
+    service = _service(request)
+    scan, _ = _owned(service, who, scan_id)
+    return {"scan_id": scan.id, "results": [r.body for r in service.records.results(scan.id)]}
+
+
+@router.get(
+    "/scans/{scan_id}/image",
+    tags=["scans"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def get_image(
+    request: Request,
+    who: AnyCaller,
+    scan_id: str,
+    view: View = "grey",
+    level: Annotated[float | None, Query(description="window view: attenuation level")] = None,
+    width: Annotated[float | None, Query(gt=0, description="window view: width")] = None,
+) -> Response:
+    """The scan drawn as an officer view (PNG, full resolution)."""
+    service = _service(request)
+    scan, _ = await run_in_threadpool(_owned, service, who, scan_id)
+    if (level is None) != (width is None):
+        raise HTTPException(422, "window: give both level and width, or neither")
+    window = (level, width) if level is not None and width is not None else None
+
+    def draw() -> bytes:
+        from PIL import Image
+
+        rgb = render(service.load_scan(scan), view, window=window)
+        buf = io.BytesIO()
+        Image.fromarray(rgb, mode="RGB").save(buf, format="PNG", compress_level=3)
+        return buf.getvalue()
+
+    png = await service.pool.run(draw)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get(
+    "/scans/{scan_id}/anomaly-map",
+    tags=["scans"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_anomaly_map(
+    request: Request,
+    who: AnyCaller,
+    scan_id: str,
+    model_version: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+) -> Response:
+    """The anomaly probability map as a grey PNG (0-255 = 0-1), one pixel per model stride
+    cell, covering the whole scan (stretch it over the image to overlay)."""
+    service = _service(request)
+    scan, result = _owned(service, who, scan_id)
+    if model_version is not None:
+        result = service.records.result_for(scan.id, model_version)
+    if result is None or not result.anomaly_sha256:
+        raise HTTPException(404, f"no anomaly map for scan {scan_id!r}")
+    png = service.blobs.get(result.anomaly_sha256)
+    return Response(
+        png,
+        media_type="image/png",
+        headers={"X-Model-Version": result.model_version, "Cache-Control": "private"},
+    )
+
+
+# --------------------------------------------------------------------------- admin
+
+
+class Activate(BaseModel):
+    path: str = Field(min_length=1, max_length=4096, description="MODEL.onnx on the server")
+
+
+@router.get("/admin/model", tags=["admin"])
+def current_model(request: Request, _who: AdminCaller) -> dict[str, Any]:
+    """The serving model and the last roll-outs."""
+    service = _service(request)
+    model = service.models.current
+    last = service.records.latest_activation()
+    return {
+        "model": model.info if model else None,
+        "path": str(model.path) if model else None,
+        "status": service.models.status,
+        "last_activation": None
+        if last is None
+        else {
+            "source": last.source,
+            "path": last.path,
+            "version": last.version,
+            "at": _iso(last.created_at),
+        },
+    }
+
+
+@router.post("/admin/model", tags=["admin"])
+async def activate_model(request: Request, _who: AdminCaller, body: Activate) -> dict[str, Any]:
+    """Roll out ``path``: load, warm up, check on recent scans, swap. 422 if a step fails
+    (the serving model stays), 409 while another roll-out runs."""
+    service = _service(request)
+    path = Path(body.path).expanduser()
+    if not path.is_file():
+        raise HTTPException(422, f"load: no model file at {str(path)!r} on the server")
+    try:
+        return await asyncio.to_thread(service.activate, path.resolve())
+    except RolloutBusy as exc:
+        raise HTTPException(409, str(exc)) from None
+    except RolloutError as exc:
+        current = service.models.current
+        keeps = f"; still serving {current.version}" if current else ""
+        raise HTTPException(422, f"roll-out failed at {exc}{keeps}") from None

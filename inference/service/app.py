@@ -1,0 +1,432 @@
+"""The app factory: ``create_app(settings)`` -> a FastAPI app; everything heavy in lifespan.
+
+Nothing is built at import: the database engine, the migrations, the blob store and the
+model are made when the app starts (the lifespan), so tests and the CLI can create apps
+with their own settings side by side, and importing this module costs no I/O.
+
+Start-up order: database (migrated to the newest revision) -> ``/healthz`` answers ->
+the model loads and warms up in the background -> ``/readyz`` turns 200. Shutdown (SIGTERM
+from uvicorn): ``/readyz`` turns 503 (draining) and new scans get 503, the requests in
+flight finish, the pool drains, then the database is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from inference.result import build_result, scan_cells
+from inference.scan import Scan, ScanError, ScanMetadata, decode_scan
+from inference.service.db import ResultRecord, ScanRecord, make_engine, migrate
+from inference.service.metrics import Metrics, MetricsMiddleware
+from inference.service.pool import InferencePool, QueueFull
+from inference.service.records import Records
+from inference.service.rollout import LiveModel, ModelSlot, RolloutError
+from inference.service.settings import Settings
+from inference.service.storage import BlobStore
+
+log = logging.getLogger("cargoscan.service")
+
+API = "/api/v1"
+
+
+def open_records(settings: Settings) -> Records:
+    """The database of ``settings``, migrated to the newest revision (also for the CLI)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    return Records(engine)
+
+
+@dataclass
+class Outcome:
+    """What one analysed upload produced (or found already stored)."""
+
+    scan: ScanRecord
+    result: dict[str, Any]
+    created: bool
+
+
+class Service:
+    """One running service: settings, database, blob store, pool and the serving model."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.models = ModelSlot()
+        self.draining = False
+        self.started = time.time()
+        self.records: Records = None  # type: ignore[assignment]  # set by open()
+        self.blobs: BlobStore = None  # type: ignore[assignment]
+        self.pool: InferencePool = None  # type: ignore[assignment]
+
+    # ----------------------------------------------------------------- life cycle
+
+    def open(self) -> None:
+        """Database and files (fast); the model comes after, in the background."""
+        self.records = open_records(self.settings)
+        self.blobs = BlobStore(self.settings.data_dir / "blobs")
+        self.pool = InferencePool(
+            self.settings.workers,
+            self.settings.queue_size,
+            min_retry_after=self.settings.retry_after_s,
+            on_depth=self.metrics.queue_depth.set,
+        )
+
+    def close(self) -> None:
+        self.draining = True
+        self.metrics.ready.set(0)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        if self.records is not None:
+            self.records.engine.dispose()
+
+    @property
+    def ready(self) -> bool:
+        return self.models.current is not None and not self.draining
+
+    def load_startup_model(self) -> None:
+        """The model that served last (a roll-out survives a restart) unless the configured
+        model path changed since it was last used: the newest decision wins."""
+        cfg = self.settings.model_path
+        cfg_path = str(cfg.resolve()) if cfg is not None else None
+        last = self.records.latest_activation()
+        last_cfg = self.records.latest_activation("config")
+        candidates: list[tuple[str, str]] = []
+        if cfg_path and (last_cfg is None or last_cfg.path != cfg_path):
+            candidates.append((cfg_path, "config"))
+        if last is not None:
+            candidates.append((last.path, last.source))
+        if cfg_path and (cfg_path, "config") not in candidates:
+            candidates.append((cfg_path, "config"))
+        if not candidates:
+            self.models.status = "no model configured: set CARGOSCAN_MODEL_PATH or roll one out"
+            return
+        errors = []
+        for path, source in candidates:
+            self.models.status = f"loading {path}"
+            try:
+                model, checks = self.models.activate(Path(path), self.settings.engine_threads, [])
+            except RolloutError as exc:
+                errors.append(f"{path}: {exc}")
+                log.warning("start-up model %s not usable: %s", path, exc)
+                continue
+            if last is None or last.path != path or last.sha256 != model.info["sha256"]:
+                self.records.add_activation(
+                    source=source, path=path, info=model.info, checks=checks
+                )
+            self._went_live(model)
+            return
+        self.models.status = "no usable model: " + "; ".join(errors)
+
+    def _went_live(self, model: LiveModel) -> None:
+        self.metrics.set_model(model.info)
+        self.metrics.ready.set(0 if self.draining else 1)
+        log.info("serving model %s from %s", model.version, model.path)
+
+    def activate(self, path: Path) -> dict[str, Any]:
+        """Admin roll-out (runs on a worker thread): raises RolloutError, RolloutBusy."""
+        scans = self.check_scans(self.settings.check_scans)
+        previous = self.models.current
+        try:
+            model, checks = self.models.activate(path, self.settings.engine_threads, scans)
+        except RolloutError:
+            self.metrics.rollouts.labels("failed").inc()
+            raise
+        self.records.add_activation(source="admin", path=str(path), info=model.info, checks=checks)
+        self.metrics.rollouts.labels("succeeded").inc()
+        self._went_live(model)
+        return {
+            "model": model.info,
+            "previous": previous.info if previous else None,
+            "path": str(path),
+            **checks,
+        }
+
+    def check_scans(self, n: int) -> list[tuple[str, Scan]]:
+        """The newest stored scans, decoded, for checking a new model on real input."""
+        out = []
+        for rec in self.records.recent_scans(n):
+            try:
+                out.append((rec.id, self.load_scan(rec)))
+            except (OSError, ScanError) as exc:
+                log.warning("check scan %s unreadable: %s", rec.id, exc)
+        return out
+
+    # ----------------------------------------------------------------- scans
+
+    def load_scan(self, rec: ScanRecord) -> Scan:
+        high = self.blobs.get(rec.high_sha256)
+        low = self.blobs.get(rec.low_sha256) if rec.low_sha256 else None
+        return decode_scan(high, low, max_pixels=self.settings.max_pixels)
+
+    def analyze_upload(
+        self,
+        station_id: int,
+        high: bytes,
+        low: bytes | None,
+        meta: ScanMetadata,
+    ) -> Outcome:
+        """Decode, store the bytes, analyse, store scan + result (a pool thread)."""
+        model = self.models.current
+        if model is None:
+            raise ServiceUnavailable("no model is loaded yet")
+        start = time.perf_counter()
+        scan = decode_scan(high, low, meta, max_pixels=self.settings.max_pixels)
+        high_sha = self.blobs.put(high)
+        low_sha = self.blobs.put(low) if low is not None else None
+        analysis = model.engine.analyze(scan)
+        scan_id = str(uuid.uuid4())
+        anomaly_sha = self.blobs.put(_anomaly_png(scan_cells(analysis, model.engine.stride)))
+        took_ms = (time.perf_counter() - start) * 1000.0
+        result = build_result(
+            model.engine,
+            analysis,
+            scan_id,
+            took_ms,
+            anomaly_map_url=f"{API}/scans/{scan_id}/anomaly-map",
+        )
+        h, w = scan.shape
+        rec = ScanRecord(
+            id=scan_id,
+            station_id=station_id,
+            station_scan_id=meta.station_scan_id,
+            received_at=datetime.now(timezone.utc),
+            scan_time=meta.scan_time,
+            width=w,
+            height=h,
+            bit_depth=int(scan.bit_depth),
+            high_sha256=high_sha,
+            high_bytes=len(high),
+            low_sha256=low_sha,
+            low_bytes=len(low) if low is not None else None,
+            meta=meta.to_dict(),
+        )
+        stored, created = self.records.add_scan(rec, _result_record(result, anomaly_sha))
+        self.metrics.inference.observe(took_ms / 1000.0)
+        if not created:  # a concurrent retry stored it first
+            found = self.records.get_scan(stored.id, station_id)
+            body = found[1].body if found and found[1] else result
+            return Outcome(stored, body, False)
+        self.metrics.count_result(result)
+        return Outcome(rec, result, True)
+
+
+class ServiceUnavailable(Exception):
+    """The service cannot take work now (no model, draining): 503 with Retry-After."""
+
+
+def _anomaly_png(cells: np.ndarray) -> bytes:
+    """The anomaly map as an 8-bit grey PNG (0 = 0.0, 255 = 1.0), one pixel per stride cell."""
+    from PIL import Image
+
+    img = np.clip(np.nan_to_num(cells, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _result_record(result: dict[str, Any], anomaly_sha: str | None) -> ResultRecord:
+    model = result["model"]
+    return ResultRecord(
+        scan_id=result["scan_id"],
+        model_name=model["name"],
+        model_version=model["version"],
+        model_sha256=model["sha256"],
+        verdict=result["verdict"],
+        risk=float(result["risk"]),
+        processing_ms=float(result["processing_ms"]),
+        anomaly_sha256=anomaly_sha,
+        body=result,
+    )
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the limit: at once from Content-Length, or as soon as a
+    chunked body passes it (the upload is never buffered beyond the limit)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body too large: the limit is {self.limit:,} bytes"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.limit
+            except ValueError:
+                too_big = False
+            if too_big:
+                await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise StarletteHTTPException(413, message)
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """One line naming each bad field: ``high: Field required; limit: ...``."""
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ())]
+        named = [x for x in loc[1:] if not x.isdigit()] if len(loc) > 1 else loc
+        where = ".".join(named) or (f"request {loc[0]}" if loc else "request")
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def scan_error_status(exc: ScanError) -> int:
+    """413 for a scan over the pixel limit (checked from the header), 422 otherwise."""
+    return 413 if "too many pixels" in str(exc) else 422
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(ScanError)
+    async def _scan(_req: Request, exc: ScanError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=scan_error_status(exc))
+
+    @app.exception_handler(DataError)
+    async def _data(_req: Request, exc: DataError) -> JSONResponse:
+        # A value the database refuses (e.g. a NUL character for PostgreSQL) is bad input.
+        log.warning("database refused a value: %s", exc.orig)
+        return JSONResponse(
+            {"detail": "a value in the request cannot be stored (control characters?)"},
+            status_code=422,
+        )
+
+    @app.exception_handler(QueueFull)
+    async def _full(req: Request, exc: QueueFull) -> JSONResponse:
+        req.app.state.service.metrics.rejected.inc()
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(ServiceUnavailable)
+    async def _unavailable(req: Request, exc: ServiceUnavailable) -> JSONResponse:
+        retry = str(req.app.state.service.settings.retry_after_s)
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": retry})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s", ref, exc_info=exc)
+        return JSONResponse(
+            {"detail": f"internal error (reference {ref}); the service log has the details"},
+            status_code=500,
+        )
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: from the environment)."""
+    from inference.service import api, oip
+
+    settings = settings or Settings()
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(service.open)
+        loading = asyncio.get_running_loop().run_in_executor(None, service.load_startup_model)
+        app.state.startup_task = loading
+        try:
+            yield
+        finally:
+            service.draining = True
+            service.metrics.ready.set(0)
+            try:
+                await asyncio.wait_for(asyncio.shield(loading), timeout=60)
+            except Exception as exc:  # a model that hangs must not hang the shutdown
+                log.warning("start-up model loading did not end cleanly: %s", exc)
+            await asyncio.to_thread(service.close)
+
+    app = FastAPI(
+        title="CargoScan",
+        summary="Finds contraband and anomalies in cargo X-ray scans.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    _install_error_handlers(app)
+    app.include_router(api.router)
+    app.include_router(oip.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, Any]:
+        """Liveness: the process answers (no dependency checked)."""
+        return {"status": "ok", "uptime_s": round(time.time() - service.started, 1)}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        """200 once the model is loaded and warm; 503 before that and while draining."""
+        model = service.models.current
+        if service.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if model is None:
+            return JSONResponse(
+                {"status": "not ready", "reason": service.models.status}, status_code=503
+            )
+        return JSONResponse({"status": "ready", "model": model.info})
+
+    @app.get("/metrics", tags=["ops"])
+    def metrics() -> PlainTextResponse:
+        """Prometheus text format."""
+        return PlainTextResponse(service.metrics.render(), media_type=service.metrics.content_type)
+
+    # Outermost first: metrics see every answer, including a 413 from the body limit.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cargoscan")
+    except PackageNotFoundError:
+        return "0"

@@ -1,0 +1,184 @@
+"""The database: SQLAlchemy 2 models, the engine factory and the migrations runner.
+
+SQLite by default (one machine, nothing to install), PostgreSQL by URL; the same models
+and the same Alembic migrations serve both. Why the SQLite pragmas:
+
+- ``journal_mode=WAL``: readers (the officers' queue) never block the writer (stations).
+- ``foreign_keys=ON``: SQLite ignores foreign keys unless told, per connection.
+- ``synchronous=FULL``: a result the station was told about (201) survives a power cut;
+  WAL's default NORMAL may lose the last transactions.
+
+Results are append-only: one row per (scan, model version), never updated; a newer model
+adds a row and the newest row is the scan's current result.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python on every backend (SQLite stores no zone).
+
+    Naive values are taken as UTC; values are stored as naive UTC on SQLite, so string
+    comparison in SQL orders them correctly.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Station(Base):
+    """A scanner station; only the SHA-256 of its API key is stored."""
+
+    __tablename__ = "stations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ScanRecord(Base):
+    """One posted scan: where its bytes are (by SHA-256) and what the station said."""
+
+    __tablename__ = "scans"
+    __table_args__ = (
+        UniqueConstraint("station_id", "station_scan_id", name="uq_scans_station_scan_id"),
+        Index("ix_scans_station_received", "station_id", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"))
+    station_scan_id: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    scan_time: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    bit_depth: Mapped[int] = mapped_column(Integer)
+    high_sha256: Mapped[str] = mapped_column(String(64))
+    high_bytes: Mapped[int] = mapped_column(Integer)
+    low_sha256: Mapped[str | None] = mapped_column(String(64))
+    low_bytes: Mapped[int | None] = mapped_column(Integer)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
+
+    station: Mapped[Station] = relationship(lazy="joined")
+
+
+class ResultRecord(Base):
+    """One model's result for one scan, as answered to the station. Never updated."""
+
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("scan_id", "model_version", name="uq_results_scan_model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(200))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    verdict: Mapped[str] = mapped_column(String(10), index=True)
+    risk: Mapped[float] = mapped_column(Float)
+    processing_ms: Mapped[float] = mapped_column(Float)
+    anomaly_sha256: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class ModelActivation(Base):
+    """A model that went live (at start or by roll-out): the audit trail of roll-outs,
+    and what a restarted service loads again."""
+
+    __tablename__ = "model_activations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    source: Mapped[str] = mapped_column(String(20))  # "config" | "admin"
+    path: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    checks: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` -> the psycopg 3 driver (SQLAlchemy would pick psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and synchronous=FULL."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+        )
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest Alembic revision (at every start)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")

@@ -1,0 +1,225 @@
+"""The Open Inference Protocol (KServe v2) REST API for the raw model.
+
+For ML tooling that speaks the protocol (load tests, shadow evaluation, other serving
+stacks): tensors in, tensors out, no decoding, no storage, no verdict. The input is the
+model's pre-processed tensor (``inference.preprocess``), float32 ``[N, 2, H, W]`` with H
+and W multiples of the card's ``multiple_of``. Health endpoints are open (probes carry
+no keys); model metadata and inference need a station or admin key. Errors follow the
+protocol: ``{"error": "..."}``. Readiness answers 200 when ready and 503 when not (the
+protocol reads any non-200 as false).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from inference.service.app import Service, _version
+from inference.service.auth import AnyCaller
+from inference.service.rollout import LiveModel
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+_DTYPES = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(int32)": "INT32"}
+
+
+class OIPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _model(service: Service, name: str, version: str | None = None) -> LiveModel:
+    model = service.models.current
+    if model is None:
+        raise OIPError(503, f"model {name!r} is not ready: {service.models.status}")
+    if name != model.info["name"]:
+        raise OIPError(404, f"unknown model {name!r}; this server serves {model.info['name']!r}")
+    if version is not None and version != model.version:
+        raise OIPError(404, f"model {name!r} has no version {version!r}; serving {model.version}")
+    return model
+
+
+def _tensors(items: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": t.name,
+            "datatype": _DTYPES.get(t.type, t.type),
+            "shape": [d if isinstance(d, int) else -1 for d in t.shape],
+        }
+        for t in items
+    ]
+
+
+@router.get("")
+def server_metadata() -> dict[str, Any]:
+    return {"name": "cargoscan", "version": _version(), "extensions": []}
+
+
+@router.get("/health/live")
+def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+def ready(request: Request) -> JSONResponse:
+    ok = _service(request).ready
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+def _metadata(request: Request, name: str, version: str | None) -> JSONResponse:
+    try:
+        model = _model(_service(request), name, version)
+    except OIPError as exc:
+        return _error(exc.status, exc.message)
+    session = model.engine.session
+    return JSONResponse(
+        {
+            "name": model.info["name"],
+            "versions": [model.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": _tensors(session.get_inputs()),
+            "outputs": _tensors(session.get_outputs()),
+            "parameters": {
+                "categories": model.engine.categories,
+                "stride": model.engine.stride,
+                "multiple_of": int(model.engine.card.get("input", {}).get("multiple_of", 32)),
+                "sha256": model.info["sha256"],
+            },
+        }
+    )
+
+
+@router.get("/models/{name}")
+def model_metadata(request: Request, _who: AnyCaller, name: str) -> JSONResponse:
+    return _metadata(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}")
+def model_version_metadata(
+    request: Request, _who: AnyCaller, name: str, version: str
+) -> JSONResponse:
+    return _metadata(request, name, version)
+
+
+@router.get("/models/{name}/ready")
+def model_ready(request: Request, name: str) -> JSONResponse:
+    try:
+        _model(_service(request), name)
+    except OIPError as exc:
+        return JSONResponse({"name": name, "ready": False, "error": exc.message}, exc.status)
+    return JSONResponse({"name": name, "ready": True})
+
+
+def _parse_request(raw: bytes, model: LiveModel, max_pixels: int) -> tuple[Any, np.ndarray, list]:
+    """Validate an infer request; returns (id, input tensor, requested output names)."""
+    try:
+        req = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OIPError(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(req, dict):
+        raise OIPError(400, "the body must be a JSON object with 'inputs'")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise OIPError(400, "'inputs' must be a list of exactly one tensor ('input')")
+    spec = inputs[0]
+    want = model.engine.session.get_inputs()[0].name
+    if spec.get("name") != want:
+        raise OIPError(400, f"input tensor must be named {want!r}, got {spec.get('name')!r}")
+    if spec.get("datatype") != "FP32":
+        raise OIPError(400, f"input datatype must be FP32, got {spec.get('datatype')!r}")
+    shape = spec.get("shape")
+    multiple = int(model.engine.card.get("input", {}).get("multiple_of", 32))
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 4
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+        or shape[1] != 2
+    ):
+        raise OIPError(400, f"input shape must be [N, 2, H, W] with positive sizes, got {shape}")
+    n, _, h, w = shape
+    if h % multiple or w % multiple:
+        raise OIPError(400, f"H and W must be multiples of {multiple}, got {h} x {w}")
+    if n * h * w > max_pixels:
+        raise OIPError(413, f"{n} x {h} x {w} pixels exceeds the limit of {max_pixels:,}")
+    data = spec.get("data")
+    if not isinstance(data, list):
+        raise OIPError(400, "input 'data' must be a (flat or nested) list of numbers")
+    try:
+        arr = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise OIPError(400, "input 'data' must hold numbers only") from None
+    if arr.size != math.prod(shape):
+        raise OIPError(400, f"input has {arr.size} values; shape {shape} needs {math.prod(shape)}")
+    if not np.isfinite(arr).all():
+        raise OIPError(400, "input holds NaN or infinite values")
+    outputs = [o.name for o in model.engine.session.get_outputs()]
+    requested = req.get("outputs")
+    if requested is None:
+        names = outputs
+    elif isinstance(requested, list) and all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        names = [o["name"] for o in requested]
+        unknown = sorted(set(names) - set(outputs))
+        if unknown:
+            raise OIPError(400, f"unknown output(s) {unknown}; the model has {outputs}")
+    else:
+        raise OIPError(400, "'outputs' must be a list of {\"name\": ...} objects")
+    return req.get("id"), arr.reshape(shape), names
+
+
+async def _infer(request: Request, name: str, version: str | None) -> JSONResponse:
+    service = _service(request)
+    try:
+        model = _model(service, name, version)
+        raw = await request.body()
+        # json of a large tensor takes a while: off the event loop
+        req_id, tensor, names = await run_in_threadpool(
+            _parse_request, raw, model, service.settings.max_pixels
+        )
+    except OIPError as exc:
+        return _error(exc.status, exc.message)
+    session = model.engine.session
+    values = await service.pool.run(session.run, names, {session.get_inputs()[0].name: tensor})
+    body: dict[str, Any] = {
+        "model_name": model.info["name"],
+        "model_version": model.version,
+        "outputs": [
+            {
+                "name": n,
+                "datatype": "FP32",
+                "shape": list(v.shape),
+                "data": np.asarray(v, np.float32).ravel().tolist(),
+            }
+            for n, v in zip(names, values, strict=True)
+        ],
+    }
+    if req_id is not None:
+        body["id"] = req_id
+    return JSONResponse(body)
+
+
+@router.post("/models/{name}/infer")
+async def infer(request: Request, _who: AnyCaller, name: str) -> JSONResponse:
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer_version(request: Request, _who: AnyCaller, name: str, version: str) -> JSONResponse:
+    return await _infer(request, name, version)

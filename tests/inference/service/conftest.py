@@ -1,0 +1,34 @@
+"""Fixtures of the service tests (helpers in service_helpers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference.service.settings import Settings
+from tests.inference.service.service_helpers import ADMIN_KEY, build_models
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real exported models (see build_models), built once per test session."""
+    return build_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, models: dict[str, Path]) -> Callable[..., Settings]:
+    def make(**kw: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "model_path": models["alarm"],
+            "admin_key": ADMIN_KEY,
+            "engine_threads": 1,
+            "check_scans": 2,
+        }
+        base.update(kw)
+        return Settings(**base)
+
+    return make

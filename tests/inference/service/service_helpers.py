@@ -1,0 +1,117 @@
+"""Helpers of the service tests: real ONNX models with chosen cards, real PNG scans,
+apps on a temporary data directory, station keys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from inference.service.app import create_app, open_records
+from inference.service.auth import hash_key, new_key
+from inference.service.settings import Settings
+
+ADMIN_KEY = "admin-secret-for-tests"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def _export(root: Path, name: str, heat_bias: float, anomaly_bias: float | None = None) -> Path:
+    torch = pytest.importorskip("torch")  # only to build the models
+    from training.export import export
+    from training.model import CargoNet, ModelConfig
+
+    torch.manual_seed(0)
+    net = CargoNet(ModelConfig())
+    with torch.no_grad():
+        net.heat.out.bias.fill_(heat_bias)
+        if anomaly_bias is not None:
+            net.anomaly.out.bias.fill_(anomaly_bias)
+    ckpt = root / f"{name}.pt"
+    torch.save({"model": net.state_dict(), "model_config": net.config.to_dict()}, ckpt)
+    export(ckpt, root / f"{name}.onnx")
+    return root / f"{name}.onnx"
+
+
+def _variant(src: Path, name: str, thresholds: float | None) -> Path:
+    """The same ONNX bytes under another name with its own thresholds."""
+    dst = src.with_name(f"{name}.onnx")
+    shutil.copy(src, dst)
+    card = json.loads(src.with_suffix(".json").read_text())
+    card["name"] = name
+    card["onnx"]["file"] = dst.name
+    card["thresholds"] = (
+        None if thresholds is None else dict.fromkeys(card["categories"], thresholds)
+    )
+    dst.with_suffix(".json").write_text(json.dumps(card))
+    return dst
+
+
+def png16(arr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", arr)
+    assert ok
+    return buf.tobytes()
+
+
+def scan_pngs(h: int = 96, w: int = 256, seed: int = 0, low: bool = True) -> dict[str, Any]:
+    """A small dual-energy scan: air, a container, a dense block; 16-bit PNG bytes."""
+    rng = np.random.default_rng(seed)
+    high = np.full((h, w), 60000.0)
+    high[h // 6 : h - 8, w // 10 : w - w // 10] = 30000
+    high[h // 3 : h // 2, w // 3 : w // 2] = 5000 + 100 * seed
+    high = rng.poisson(high).clip(0, 65535).astype(np.uint16)
+    files: dict[str, Any] = {"high": ("high.png", png16(high), "image/png")}
+    if low:
+        lo = (high.astype(np.float64) * 0.85).astype(np.uint16)
+        files["low"] = ("low.png", png16(lo), "image/png")
+    return files
+
+
+@contextmanager
+def running(settings: Settings, *, wait_ready: bool = True) -> Iterator[TestClient]:
+    """An app on ``settings`` through the in-process ASGI client, lifespan included."""
+    with TestClient(create_app(settings)) as client:
+        if wait_ready:
+            deadline = time.monotonic() + 60
+            while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < deadline, client.get("/readyz").json()
+                time.sleep(0.05)
+        yield client
+
+
+def add_station(settings: Settings, name: str) -> dict[str, str]:
+    """A new station in the settings' database; returns its Authorization header."""
+    records = open_records(settings)
+    key = new_key()
+    try:
+        records.add_station(name, hash_key(key))
+    finally:
+        records.engine.dispose()
+    return {"Authorization": f"Bearer {key}"}
+
+
+def build_models(root: Path) -> dict[str, Path]:
+    """alarm: every scan alarms (thresholds far below the raised heat peaks); clear: no
+    scan can reach half its threshold; nan: loads and runs, but its anomaly map is NaN;
+    badsha: a card that does not match the bytes."""
+    base = _export(root, "base", heat_bias=-2.0)
+    nan = _export(root, "nan", heat_bias=-2.0, anomaly_bias=float("nan"))
+    out = {
+        "alarm": _variant(base, "alarm", 0.01),
+        "clear": _variant(base, "clear", 3.0),
+        "nan": nan,
+    }
+    badsha = _variant(base, "badsha", 0.5)
+    card = json.loads(badsha.with_suffix(".json").read_text())
+    card["onnx"]["sha256"] = "0" * 64
+    badsha.with_suffix(".json").write_text(json.dumps(card))
+    out["badsha"] = badsha
+    return out

@@ -1,0 +1,145 @@
+"""`cargoscan serve` as a real uvicorn process: ready, a scan, a roll-out through
+`cargoscan model activate`, SIGTERM while a scan is in flight (it still completes), a
+clean exit, and a restart on the same data directory that still has everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from inference.service.settings import Settings
+from tests.inference.service.service_helpers import ADMIN_KEY, add_station, scan_pngs
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "inference.cli", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("not ready in 90 s:\n" + log.read_text())
+
+
+def _queue_depth(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return float(re.search(r"^cargoscan_queue_depth (\S+)$", text, re.M).group(1))
+
+
+@pytest.mark.slow
+def test_serve_drains_on_sigterm_and_restarts_with_its_data(
+    tmp_path: Path, models: dict[str, Path]
+):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    env = {
+        **os.environ,
+        "CARGOSCAN_DATA_DIR": str(data),
+        "CARGOSCAN_MODEL_PATH": str(models["alarm"]),
+        "CARGOSCAN_ADMIN_KEY": ADMIN_KEY,
+        "CARGOSCAN_PORT": str(port),
+        "CARGOSCAN_ENGINE_THREADS": "1",
+        "CARGOSCAN_DRAIN_TIMEOUT_S": "60",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("CARGOSCAN_DATABASE_URL", None)
+    key = add_station(Settings(data_dir=data, database_url=None), "gate-1")
+    log = tmp_path / "serve.log"
+
+    proc = _start(env, log)
+    try:
+        _wait_ready(url, proc, log)
+        meta = {"metadata": json.dumps({"station_scan_id": "U-1"})}
+        first = httpx.post(f"{url}/api/v1/scans", files=scan_pngs(), data=meta, headers=key)
+        assert first.status_code == 201, first.text
+
+        # roll out through the CLI, which talks to the admin endpoint
+        cli = subprocess.run(
+            [sys.executable, "-m", "inference.cli", "model", "activate", str(models["clear"])],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert "serving clear@" in cli.stdout
+        bad = subprocess.run(
+            [sys.executable, "-m", "inference.cli", "model", "activate", str(models["nan"])],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert bad.returncode == 1 and "still serving clear@" in bad.stderr
+
+        # a big scan in flight when SIGTERM arrives still gets its answer
+        answer: dict[str, Any] = {}
+
+        def post_big() -> None:
+            files = scan_pngs(h=1024, w=4096, seed=3)
+            answer["r"] = httpx.post(f"{url}/api/v1/scans", files=files, headers=key, timeout=120)
+
+        poster = threading.Thread(target=post_big)
+        poster.start()
+        deadline = time.monotonic() + 60
+        while _queue_depth(url) < 1:
+            assert time.monotonic() < deadline and poster.is_alive(), "the scan never queued"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        poster.join(timeout=120)
+        assert answer["r"].status_code == 201, answer["r"].text
+        assert answer["r"].json()["verdict"] == "clear"
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    proc = _start(env, log)
+    try:
+        _wait_ready(url, proc, log)
+        ready = httpx.get(f"{url}/readyz").json()
+        assert ready["model"]["name"] == "clear"  # the roll-out outlived the restart
+        for res in (first.json(), answer["r"].json()):
+            got = httpx.get(f"{url}/api/v1/scans/{res['scan_id']}", headers=key)
+            assert got.status_code == 200 and got.json() == res
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()

@@ -1,0 +1,118 @@
+"""Storage: content-addressed files, the SQLite settings, migrations that match the models,
+and the same service on PostgreSQL (when CARGOSCAN_TEST_POSTGRES_URL is set)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from inference.service.db import Base, make_engine, migrate, normalise_url
+from inference.service.settings import Settings
+from inference.service.storage import BlobStore
+from tests.inference.service.service_helpers import ADMIN, add_station, running, scan_pngs
+
+API = "/api/v1"
+
+
+def test_blobs_are_named_by_their_sha256_and_written_once(tmp_path: Path):
+    store = BlobStore(tmp_path / "blobs")
+    data = b"\x89PNG fake scan bytes"
+    digest = store.put(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+    path = store.path(digest)
+    assert path == tmp_path / "blobs" / digest[:2] / digest and path.read_bytes() == data
+    mtime = path.stat().st_mtime_ns
+    assert store.put(data) == digest and path.stat().st_mtime_ns == mtime  # not rewritten
+    assert store.get(digest) == data and store.exists(digest)
+    assert not list(path.parent.glob(".*.tmp"))  # no temporary file left behind
+    with pytest.raises(ValueError, match="SHA-256"):
+        store.path("../../etc/passwd")
+
+
+def test_sqlite_runs_with_wal_foreign_keys_and_full_sync(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+    engine.dispose()
+
+
+def test_migrations_create_exactly_the_models_schema(tmp_path: Path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    migrate(engine)
+    migrate(engine)  # idempotent: a second start changes nothing
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn)
+        assert compare_metadata(ctx, Base.metadata) == []
+        assert ctx.get_current_revision() == "0001"
+    engine.dispose()
+
+
+def test_postgres_urls_get_the_psycopg3_driver():
+    assert normalise_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema on the test PostgreSQL server, dropped afterwards."""
+    url = os.environ.get("CARGOSCAN_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("CARGOSCAN_TEST_POSTGRES_URL is not set (e.g. postgresql://postgres@host/test)")
+    schema = f"cargoscan_test_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_the_service_on_postgresql(make_settings: Callable[..., Settings], postgres_url: str):
+    settings = make_settings(database_url=postgres_url)
+    key = add_station(settings, "gate-1")
+    meta = {"metadata": json.dumps({"station_scan_id": "P-1", "scan_time": "2024-05-01T12:00Z"})}
+    with running(settings) as client:
+        first = client.post(f"{API}/scans", files=scan_pngs(), data=meta, headers=key)
+        assert first.status_code == 201, first.text
+        again = client.post(f"{API}/scans", files=scan_pngs(), data=meta, headers=key)
+        assert again.status_code == 200 and again.json() == first.json()
+        listing = client.get(f"{API}/scans", params={"verdict": "alarm"}, headers=ADMIN).json()
+        assert [i["scan_id"] for i in listing["items"]] == [first.json()["scan_id"]]
+        assert listing["items"][0]["scan_time"].startswith("2024-05-01T12:00:00")
+        # values PostgreSQL refuses (NUL) or would not fit a column: 4xx, never 500
+        for path in ("%00", "x" * 100):
+            assert client.get(f"{API}/scans/{path}", headers=key).status_code == 404
+        nul = json.dumps({"station_scan_id": "a\x00"})
+        r = client.post(f"{API}/scans", files=scan_pngs(), data={"metadata": nul}, headers=key)
+        assert r.status_code == 422
+        long_id = json.dumps({"station_scan_id": "x" * 201})
+        r = client.post(f"{API}/scans", files=scan_pngs(), data={"metadata": long_id}, headers=key)
+        assert r.status_code == 422
+        bad = client.get(f"{API}/scans", params={"station": "a\x00"}, headers=ADMIN)
+        assert bad.status_code == 422
+    with running(settings) as client:  # restart on the same database
+        got = client.get(f"{API}/scans/{first.json()['scan_id']}", headers=key)
+        assert got.status_code == 200 and got.json() == first.json()
+    engine = make_engine(postgres_url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn)
+        assert ctx.get_current_revision() == "0001"
+        assert compare_metadata(ctx, Base.metadata) == []
+    engine.dispose()
