@@ -13,6 +13,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+# The officer views (inference.render.VIEWS, which a test keeps equal): here as plain
+# names so that `cargoscan --help` imports no NumPy or OpenCV.
+VIEW_NAMES = ("grey", "inverse", "material", "window", "edge")
+
 
 def _add_render(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,7 +28,7 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--view",
         default="grey",
-        choices=["grey", "inverse", "material", "window", "edge"],
+        choices=VIEW_NAMES,
         help="which view to draw (default: grey)",
     )
     p.add_argument(
@@ -256,6 +260,76 @@ def _service_settings(args: argparse.Namespace, **extra: object):  # -> Settings
         raise SystemExit(f"cargoscan: bad setting: {exc}") from None
 
 
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="analyse scans offline: a result JSON and an annotated picture per scan",
+        description="A scan named NAME_high.* is paired with NAME_low.* beside it (dual energy).",
+    )
+    p.add_argument("scans", type=Path, nargs="+", metavar="SCAN", help="high (or only) channel")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/cargoscan-default.onnx"),
+        help="ONNX model with its .json card (default: the shipped default model)",
+    )
+    p.add_argument("--view", choices=VIEW_NAMES, default="material", help="picture view")
+    p.add_argument("--single-energy", action="store_true", help="ignore any low channel")
+    p.set_defaults(handler=_run_analyze)
+
+
+def _low_partner(high: Path) -> Path | None:
+    """NAME_high.EXT -> NAME_low.EXT when that file exists."""
+    if not high.stem.endswith("_high"):
+        return None
+    low = high.with_name(high.stem[: -len("_high")] + "_low" + high.suffix)
+    return low if low.is_file() else None
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    import time
+
+    import cv2
+
+    from inference.annotate import annotate
+    from inference.engine import Engine, ModelError
+    from inference.result import anomaly_png, build_result, scan_cells
+    from inference.scan import ScanError, load_scan
+
+    try:
+        engine = Engine.load(args.model)
+    except ModelError as exc:
+        print(f"cargoscan analyze: {exc}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in args.scans:
+        low = None if args.single_energy else _low_partner(path)
+        try:
+            scan = load_scan(path, low)
+        except (ScanError, OSError) as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        name = path.stem[: -len("_high")] if path.stem.endswith("_high") else path.stem
+        start = time.perf_counter()
+        analysis = engine.analyze(scan)
+        took_ms = (time.perf_counter() - start) * 1000.0
+        amap = args.out / f"{name}_anomaly.png"
+        amap.write_bytes(anomaly_png(scan_cells(analysis, engine.stride)))
+        result = build_result(engine, analysis, name, took_ms, anomaly_map_url=amap.name)
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        picture = annotate(scan, result, args.view)
+        cv2.imwrite(str(args.out / f"{name}.png"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        print(
+            f"{name}: {result['verdict']} risk {result['risk']:.2f} "
+            f"{len(result['findings'])} finding(s) {took_ms:.0f} ms"
+        )
+    print(f"wrote {len(args.scans) - failed} result(s) to {args.out}")
+    return 1 if failed else 0
+
+
 def _add_db_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, help="default $CARGOSCAN_DATA_DIR or data/service"
@@ -402,6 +476,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train,
     _add_export,
     _add_evaluate,
+    _add_analyze,
     _add_serve,
     _add_station,
     _add_model,

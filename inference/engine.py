@@ -22,6 +22,9 @@ from inference.scan import Scan
 
 MIN_SCORE = 0.05
 MAX_FINDINGS = 100
+# Two peaks of one category whose boxes overlap this much are one object seen twice
+# (a person or a long rifle can raise two local maxima); the weaker goes.
+NMS_IOU = 0.5
 
 
 class ModelError(RuntimeError):
@@ -107,4 +110,27 @@ class Engine:
             findings.append(
                 Finding(self.categories[c], score, (float(x0), float(y0), float(x1), float(y1)))
             )
+        findings = suppress_duplicates(findings)
         return Analysis(findings, anomaly[0, 0], model_input.tensor.shape[-2:], model_input)
+
+
+def suppress_duplicates(findings: list[Finding], iou: float = NMS_IOU) -> list[Finding]:
+    """Greedy per-category non-maximum suppression; `findings` sorted by falling score."""
+    kept: list[Finding] = []
+    boxes: dict[str, list[np.ndarray]] = {}
+    for f in findings:
+        b = np.asarray(f.box, np.float64)
+        same = boxes.setdefault(f.category, [])
+        if same:
+            others = np.stack(same)
+            lt = np.maximum(others[:, :2], b[:2])
+            rb = np.minimum(others[:, 2:], b[2:])
+            inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+            area = np.prod(np.clip(b[2:] - b[:2], 0, None))
+            areas = np.prod(np.clip(others[:, 2:] - others[:, :2], 0, None), axis=1)
+            overlap = inter / np.maximum(area + areas - inter, 1e-9)
+            if (overlap > iou).any():
+                continue
+        same.append(b)
+        kept.append(f)
+    return kept

@@ -35,6 +35,7 @@ __all__ = [
     "ANOMALY_LEVEL",
     "DEFAULT_THRESHOLD",
     "REVIEW_RISK",
+    "anomaly_png",
     "anomaly_regions",
     "build_result",
     "model_info",
@@ -142,6 +143,17 @@ def anomaly_regions(
         for p, b in zip(peaks, original, strict=True)
     ]
     return sorted(regions, key=lambda r: -r[0])
+
+
+def anomaly_png(cells: np.ndarray) -> bytes:
+    """The anomaly map as an 8-bit grey PNG (0 = 0.0, 255 = 1.0), one pixel per stride cell."""
+    import cv2
+
+    img = np.clip(np.nan_to_num(cells, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:  # pragma: no cover - OpenCV encodes any 2-D uint8 array
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
 
 
 def _box(box: tuple[float, float, float, float]) -> list[float]:

@@ -13,7 +13,6 @@ flight finish, the pool drains, then the database is closed.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 import uuid
@@ -24,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -32,7 +30,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference.result import build_result, scan_cells
+from inference.result import anomaly_png, build_result, scan_cells
 from inference.scan import Scan, ScanError, ScanMetadata, decode_scan
 from inference.service.db import ResultRecord, ScanRecord, make_engine, migrate
 from inference.service.metrics import Metrics, MetricsMiddleware
@@ -194,7 +192,7 @@ class Service:
         low_sha = self.blobs.put(low) if low is not None else None
         analysis = model.engine.analyze(scan)
         scan_id = str(uuid.uuid4())
-        anomaly_sha = self.blobs.put(_anomaly_png(scan_cells(analysis, model.engine.stride)))
+        anomaly_sha = self.blobs.put(anomaly_png(scan_cells(analysis, model.engine.stride)))
         took_ms = (time.perf_counter() - start) * 1000.0
         result = build_result(
             model.engine,
@@ -231,16 +229,6 @@ class Service:
 
 class ServiceUnavailable(Exception):
     """The service cannot take work now (no model, draining): 503 with Retry-After."""
-
-
-def _anomaly_png(cells: np.ndarray) -> bytes:
-    """The anomaly map as an 8-bit grey PNG (0 = 0.0, 255 = 1.0), one pixel per stride cell."""
-    from PIL import Image
-
-    img = np.clip(np.nan_to_num(cells, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _result_record(result: dict[str, Any], anomaly_sha: str | None) -> ResultRecord:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.engine import Engine, ModelError
+from inference.engine import Engine, Finding, ModelError, suppress_duplicates
 from inference.scan import Scan
 
 torch = pytest.importorskip("torch")  # only to build a model for the test
@@ -74,3 +74,17 @@ def test_a_missing_card_says_so(model_path: Path, tmp_path: Path):
     shutil.copy(model_path, alone)
     with pytest.raises(ModelError, match=r"needs its \.onnx and \.json card"):
         Engine.load(alone)
+
+
+@pytest.mark.parametrize(
+    ("second", "kept"),
+    [
+        (Finding("person", 0.8, (12.0, 10.0, 110.0, 210.0)), 1),  # the same person again
+        (Finding("firearm", 0.8, (12.0, 10.0, 110.0, 210.0)), 2),  # another category
+        (Finding("person", 0.8, (150.0, 10.0, 250.0, 210.0)), 2),  # another person beside
+    ],
+)
+def test_duplicate_peaks_of_one_object_are_suppressed(second: Finding, kept: int):
+    first = Finding("person", 0.9, (10.0, 10.0, 110.0, 210.0))
+    out = suppress_duplicates([first, second])
+    assert len(out) == kept and out[0] is first

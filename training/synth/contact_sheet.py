@@ -12,17 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inference.annotate import colour_of
 from inference.render import render
 from inference.scan import load_scan
-
-# BGR colours per category name, picked to stand apart from the material palette.
-COLOURS = {
-    "firearm": (0, 0, 255),
-    "narcotics": (255, 0, 255),
-    "cigarettes": (0, 200, 255),
-    "currency": (0, 255, 0),
-    "person": (255, 255, 0),
-}
 
 
 def write_contact_sheet(
@@ -54,7 +46,7 @@ def write_contact_sheet(
         for ann in by_image.get(image["id"], []):
             x, y, w, h = (v * scale for v in ann["bbox"])
             name = names[ann["category_id"]]
-            colour = COLOURS.get(name, (255, 255, 255))
+            colour = colour_of(name)[::-1]  # BGR for OpenCV
             p0, p1 = (int(x) - 2, int(y) - 2), (int(x + w) + 2, int(y + h) + 2)
             cv2.rectangle(tile, p0, p1, colour, 2)
             cv2.putText(

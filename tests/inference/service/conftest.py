@@ -9,13 +9,7 @@ from typing import Any
 import pytest
 
 from inference.service.settings import Settings
-from tests.inference.service.service_helpers import ADMIN_KEY, build_models
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Real exported models (see build_models), built once per test session."""
-    return build_models(tmp_path_factory.mktemp("models"))
+from tests.inference.service.service_helpers import ADMIN_KEY
 
 
 @pytest.fixture
