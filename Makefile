@@ -13,11 +13,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[training,dev]'
 	touch $(STAMP)
 
-# Until the service lands: a small sample data set and a contact sheet of it.
+# The service on localhost (data/demo) with a simulated scanner station posting to it;
+# Ctrl-C stops both. Without models/cargoscan-default.onnx the service waits for one.
 demo: $(STAMP)
-	$(VENV)/bin/cargoscan synth --out data/sample --count 12 --seed 7 --contact-sheet data/sample/contact_sheet.png
-	@echo "Sample scans: data/sample/images  labels: data/sample/annotations.json"
-	@echo "Contact sheet: data/sample/contact_sheet.png"
+	$(VENV)/bin/cargoscan demo
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
@@ -29,3 +28,4 @@ bench: $(STAMP)
 	$(PIP) install -q -e '.[training,bench]'
 	$(PY) bench/detector_speed.py
 	$(PY) bench/realism.py
+	$(PY) bench/service.py

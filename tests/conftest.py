@@ -1,4 +1,4 @@
-"""Fixtures shared by the runtime's tests."""
+"""Fixtures shared across the test packages."""
 
 from __future__ import annotations
 
