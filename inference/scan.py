@@ -613,6 +613,19 @@ def _decode_png(data: bytes, label: str, max_pixels: int) -> np.ndarray:
             f"{label}: truncated PNG (no IEND chunk at the end); the file is incomplete"
         )
 
+    if ctype == 0:
+        # Greyscale, the scanners' format: OpenCV's libpng decodes it about twice as fast
+        # as PIL (a 3000x800 16-bit channel in ~40 ms), and the headers are checked above.
+        import cv2
+
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        want = np.uint16 if depth == 16 else np.uint8
+        if pixels is None:
+            raise ScanError(f"{label}: truncated or corrupt PNG (the image data does not decode)")
+        if pixels.dtype != want or pixels.shape != (height, width):
+            raise ScanError(f"{label}: PNG decoded inconsistently; send a greyscale PNG")
+        return np.ascontiguousarray(pixels)
+
     if depth == 16 and ctype != 0:
         # PIL reads 16-bit colour PNGs as 8-bit; OpenCV keeps 16 bits for these.
         import cv2
