@@ -214,13 +214,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="drop the low channel: how the model does on a single-energy scanner",
     )
     p.add_argument("--no-pictures", action="store_true", help="metrics only, no PNGs")
+    p.add_argument(
+        "--record-in-card",
+        action="store_true",
+        help="also write the headline figures into the model card (metrics.test)",
+    )
     p.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from inference.engine import ModelError
     from inference.scan import ScanError
-    from training.evaluate import clean_scan_alarms, evaluate
+    from training.evaluate import clean_scan_alarms, evaluate, record_in_card
 
     pictures = not args.no_pictures
     try:
@@ -235,6 +240,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         metrics = evaluate(
             args.model, args.data, args.out, single_energy=args.single_energy, pictures=pictures
         )
+        if args.record_in_card:
+            print(f"recorded in {record_in_card(args.model, metrics, args.data)}")
     except (ModelError, ValueError, ScanError) as exc:
         print(f"cargoscan evaluate: {exc}", file=sys.stderr)
         return 2

@@ -223,6 +223,31 @@ def evaluate(
     return metrics
 
 
+def record_in_card(model: Path, metrics: dict[str, Any], data: Path) -> Path:
+    """Add a test evaluation's headline figures to the model card (`metrics.test...`).
+
+    The card is what people read about a model; its figures on held-out data belong
+    there. The ONNX bytes (and so the sha256 the card holds) do not change.
+    """
+    card_path = Path(model).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    key = "test_single_energy" if metrics.get("single_energy") else "test"
+    card.setdefault("metrics", {})[key] = {
+        "data": str(data),
+        "clean_scans": metrics["clean_scans"],
+        "threat_instances": metrics["threat_instances"],
+        "map50": metrics["map50"],
+        "map": metrics["map"],
+        "detection_rate_at_far": {
+            name: c["detection_rate_at_far"] for name, c in metrics["categories"].items()
+        },
+        "scan": metrics["scan"],
+        "at_card_thresholds": metrics.get("at_card_thresholds"),
+    }
+    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    return card_path
+
+
 def clean_scan_alarms(
     model: Path, folder: Path, out: Path, *, pictures: bool = True, progress: bool = True
 ) -> dict[str, Any]:

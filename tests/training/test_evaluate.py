@@ -166,3 +166,19 @@ def test_clean_scan_alarms_need_a_calibrated_card(setup, tmp_path: Path):
     model, data = setup
     with pytest.raises(ModelError, match="no thresholds"):
         clean_scan_alarms(model, data / "images", tmp_path, progress=False)
+
+
+def test_test_figures_can_be_recorded_in_the_card_without_touching_the_model(setup, tmp_path: Path):
+    model, data = setup
+    copy = _with_thresholds(model, tmp_path / "m", 0.5)
+    before = copy.read_bytes()
+    args = ["evaluate", "--model", str(copy), "--data", str(data), "--out", str(tmp_path / "e")]
+    assert main([*args, "--no-pictures", "--record-in-card", "--single-energy"]) == 0
+    card = json.loads(copy.with_suffix(".json").read_text())
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    recorded = card["metrics"]["test_single_energy"]
+    assert recorded["map50"] == metrics["map50"] and recorded["scan"] == metrics["scan"]
+    assert copy.read_bytes() == before
+    from inference.engine import Engine
+
+    Engine.load(copy)  # the card still matches the ONNX bytes
