@@ -596,6 +596,148 @@ def _run_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _add_user(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("user", help="officers' accounts (officer, supervisor, admin)")
+    usub = p.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = usub.add_parser(
+        "add",
+        help="add an account; the password is read from standard input or asked for",
+        description="Roles: officers review scans; supervisors also see every review and "
+        "re-open scans; admins also manage stations, users and models.",
+    )
+    add.add_argument("name", help="user name, e.g. j.smith")
+    add.add_argument("--role", required=True, choices=("officer", "supervisor", "admin"))
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (e.g. from a secret store), not a prompt",
+    )
+    _add_db_flags(add)
+    add.set_defaults(handler=_run_user_add)
+    ls = usub.add_parser("list", help="list the accounts")
+    _add_db_flags(ls)
+    ls.set_defaults(handler=_run_user_list)
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    """The new password: one line of standard input, or typed twice at a prompt."""
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.read().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        print("cargoscan user add: the passwords differ", file=sys.stderr)
+        return None
+    return first
+
+
+def _run_user_add(args: argparse.Namespace) -> int:
+    from inference.service.app import open_records
+    from inference.service.auth import check_password, check_user_name, hash_password
+    from inference.service.records import DuplicateName
+
+    problem = check_user_name(args.name)
+    if problem:
+        print(f"cargoscan user add: NAME: {problem}", file=sys.stderr)
+        return 2
+    password = _read_password(args.password_stdin)
+    if password is None:
+        print("cargoscan user add: no password (use --password-stdin)", file=sys.stderr)
+        return 2
+    problem = check_password(password)
+    if problem:
+        print(f"cargoscan user add: the password must have {problem}", file=sys.stderr)
+        return 2
+    records = open_records(_service_settings(args))
+    try:
+        records.add_user(args.name, args.role, hash_password(password))
+    except DuplicateName as exc:
+        print(f"cargoscan user add: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        records.engine.dispose()
+    print(f"user {args.name!r} added as {args.role}")
+    return 0
+
+
+def _run_user_list(args: argparse.Namespace) -> int:
+    from inference.service.app import open_records
+
+    records = open_records(_service_settings(args))
+    try:
+        for u in records.users():
+            state = "active" if u.active else "inactive"
+            print(f"{u.name}\t{u.role}\t{state}\t{u.created_at.isoformat()}")
+    finally:
+        records.engine.dispose()
+    return 0
+
+
+def _add_reviews(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reviews", help="officers' reviews of scans")
+    rsub = p.add_subparsers(dest="reviews_command", required=True, metavar="ACTION")
+    exp = rsub.add_parser(
+        "export",
+        help="write the reviewed scans as a training data set (the COCO layout of synth)",
+        description="Each reviewed scan's latest review is its ground truth: the findings "
+        "officers accepted or re-labelled and the boxes they drew; scans released with none "
+        "are clean. The original 16-bit images are copied unchanged, so "
+        "`cargoscan train --data OUT --data data/synth` fine-tunes on them as they are.",
+    )
+    exp.add_argument("--out", type=Path, required=True, help="output folder")
+    exp.add_argument(
+        "--since",
+        default=None,
+        metavar="DATE",
+        help="only scans reviewed at or after DATE (ISO 8601; UTC unless it says)",
+    )
+    exp.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="MODEL.onnx whose card gives the categories (default: the model the service "
+        "served last, else its configured model)",
+    )
+    _add_db_flags(exp)
+    exp.set_defaults(handler=_run_reviews_export)
+
+
+def _run_reviews_export(args: argparse.Namespace) -> int:
+    from inference.service.app import open_records
+    from inference.service.export import card_categories, export_reviews, parse_since
+    from inference.service.storage import BlobStore
+
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        print(f"cargoscan reviews export: --since: {exc}", file=sys.stderr)
+        return 2
+    settings = _service_settings(args)
+    records = open_records(settings)
+    try:
+        model = args.model
+        if model is None:
+            last = records.latest_activation()
+            model = Path(last.path) if last is not None else settings.model_path
+        if model is None:
+            print("cargoscan reviews export: no model card: pass --model", file=sys.stderr)
+            return 2
+        try:
+            categories = card_categories(model)
+        except ValueError as exc:
+            print(f"cargoscan reviews export: {exc}", file=sys.stderr)
+            return 2
+        blobs = BlobStore(settings.data_dir / "blobs")
+        summary = export_reviews(records, blobs, args.out, categories, since)
+    finally:
+        records.engine.dispose()
+    print(summary)
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_synth,
@@ -605,6 +747,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_analyze,
     _add_serve,
     _add_station,
+    _add_user,
+    _add_reviews,
     _add_model,
     _add_simulate,
     _add_demo,

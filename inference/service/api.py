@@ -2,7 +2,8 @@
 
 Station isolation is in the queries, not in filters after them: a station's lookups
 carry its id, so another station's scan is simply not found (404, never 403, which would
-confirm the id exists).
+confirm the id exists). Users (officers, supervisors, admins) and the admin key read every
+station's scans; the officers' own endpoints (queue, reviews) are in ``reviews.py``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _owned(
 
 
 def _station_name(scan: ScanRecord, who: Principal) -> str:
-    return who.name if not who.is_admin else scan.station.name
+    return who.name if who.is_station else scan.station.name
 
 
 def _sha(data: bytes | None) -> str | None:
@@ -178,13 +179,14 @@ def list_scans(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
-    """The caller's scans (the admin: every station's), newest first, with their verdicts."""
+    """The caller's scans (users and the admin: every station's), newest first, with their
+    verdicts."""
     service = _service(request)
-    if not who.is_admin and station is not None and station != who.name:
+    if who.is_station and station is not None and station != who.name:
         return {"items": [], "total": 0, "limit": limit, "offset": offset, "next": None}
     page = service.records.list_scans(
         station_id=who.station_id,
-        station_name=station if who.is_admin else None,
+        station_name=station if not who.is_station else None,
         verdict=verdict,
         since=since,
         until=until,
@@ -217,9 +219,14 @@ def list_scans(
 
 @router.get("/scans/{scan_id}", tags=["scans"])
 def get_scan(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
-    """The scan's newest result (DESIGN section 3) with what was received."""
-    scan, result = _owned(_service(request), who, scan_id)
-    return _body(scan, result, _station_name(scan, who))
+    """The scan's newest result (DESIGN section 3) with what was received; users also get
+    its ``review_status`` (pending, reviewed, reopened)."""
+    service = _service(request)
+    scan, result = _owned(service, who, scan_id)
+    body = _body(scan, result, _station_name(scan, who))
+    if not who.is_station:
+        body["review_status"] = service.records.review_state(scan.id).status
+    return body
 
 
 @router.get("/scans/{scan_id}/results", tags=["scans"])

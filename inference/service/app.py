@@ -382,6 +382,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(oip.router)
+    from inference.service import reviews, users  # officers' accounts and reviews
+
+    app.include_router(users.router)
+    app.include_router(reviews.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:

@@ -9,7 +9,8 @@ and the same Alembic migrations serve both. Why the SQLite pragmas:
   WAL's default NORMAL may lose the last transactions.
 
 Results are append-only: one row per (scan, model version), never updated; a newer model
-adds a row and the newest row is the scan's current result.
+adds a row and the newest row is the scan's current result. Reviews and re-openings are
+append-only as well: a scan's review status is whichever of them came last.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Engine,
     Float,
@@ -56,7 +58,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-        value = value.astimezone(timezone.utc)
+        try:
+            value = value.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 9999-12-31T23:00-05:00 (a query bound): the nearest end
+            end = datetime.max if value.year > 1 else datetime.min
+            value = end.replace(tzinfo=timezone.utc)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
@@ -141,6 +147,67 @@ class ModelActivation(Base):
     version: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64))
     checks: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class User(Base):
+    """An officer, supervisor or admin; only an Argon2 hash of the password is stored."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))  # "officer" | "supervisor" | "admin"
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UserToken(Base):
+    """A login: the SHA-256 of its bearer token (also the session cookie) and its expiry."""
+
+    __tablename__ = "user_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Review(Base):
+    """One officer's review of one result of a scan. Never updated: a later review of the
+    same scan is a new row, the history stays."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    user_role: Mapped[str] = mapped_column(String(20))  # the role when the review was made
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    model_version: Mapped[str] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(10))  # "release" | "inspect"
+    comment: Mapped[str] = mapped_column(Text)
+    # Per finding of the result: finding_id, decision, category, original_category, box,
+    # score, source (a snapshot, so the review reads alone); boxes the officer drew.
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    added: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Reopening(Base):
+    """A supervisor sent a reviewed scan back to the queue. Never updated."""
+
+    __tablename__ = "reopenings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
 
 
 def normalise_url(url: str) -> str:

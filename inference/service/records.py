@@ -13,21 +13,57 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, and_, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from inference.service.db import ModelActivation, ResultRecord, ScanRecord, Station
+from inference.service.db import (
+    ModelActivation,
+    Reopening,
+    ResultRecord,
+    Review,
+    ScanRecord,
+    Station,
+    User,
+    UserToken,
+    utcnow,
+)
+
+REVIEW_STATUSES = ("pending", "reviewed", "reopened")
 
 
 class DuplicateName(ValueError):
-    """A station of that name exists already."""
+    """A station (or user) of that name exists already."""
 
 
 @dataclass
 class Page:
     items: list[tuple[ScanRecord, ResultRecord | None]]
     total: int
+
+
+@dataclass
+class QueueItem:
+    scan: ScanRecord
+    result: ResultRecord | None
+    station: str
+    review_status: str
+    review_verdict: str | None
+
+
+@dataclass
+class QueuePage:
+    items: list[QueueItem]
+    total: int
+
+
+@dataclass
+class ReviewState:
+    """Where a scan stands: its review status and the review and re-opening that set it."""
+
+    status: str  # one of REVIEW_STATUSES
+    latest: Review | None
+    reopened: Reopening | None
 
 
 class Records:
@@ -205,3 +241,217 @@ class Records:
             if source is not None:
                 q = q.where(ModelActivation.source == source)
             return s.scalars(q.order_by(ModelActivation.id.desc()).limit(1)).first()
+
+    # ----------------------------------------------------------------- users
+
+    def add_user(self, name: str, role: str, password_hash: str) -> User:
+        try:
+            with self.session() as s:
+                user = User(name=name, role=role, password_hash=password_hash, active=True)
+                s.add(user)
+                s.flush()
+                return user
+        except IntegrityError:
+            raise DuplicateName(f"a user named {name!r} exists already") from None
+
+    def users(self) -> list[User]:
+        with self.session() as s:
+            return list(s.scalars(select(User).order_by(User.name)))
+
+    def user_by_name(self, name: str) -> User | None:
+        with self.session() as s:
+            return s.scalars(select(User).where(User.name == name)).first()
+
+    def update_user(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        password_hash: str | None = None,
+        active: bool | None = None,
+        keep_sessions: bool = False,
+    ) -> User | None:
+        """Change a user; a new password or deactivation revokes every token of theirs
+        (``keep_sessions``: not for a mere re-hash of the same password)."""
+        with self.session() as s:
+            user = s.scalars(select(User).where(User.name == name)).first()
+            if user is None:
+                return None
+            if role is not None:
+                user.role = role
+            if password_hash is not None:
+                user.password_hash = password_hash
+            if active is not None:
+                user.active = active
+            if (password_hash is not None and not keep_sessions) or active is False:
+                s.execute(
+                    update(UserToken)
+                    .where(UserToken.user_id == user.id, UserToken.revoked_at.is_(None))
+                    .values(revoked_at=utcnow())
+                )
+            return user
+
+    def add_token(self, user_id: int, token_hash: str, expires_at: datetime) -> None:
+        """Store a login; expired tokens are dropped on the way (they can never work again)."""
+        now = utcnow()
+        with self.session() as s:
+            s.execute(delete(UserToken).where(UserToken.expires_at < now))
+            s.add(UserToken(user_id=user_id, token_hash=token_hash, expires_at=expires_at))
+
+    def user_by_token_hash(self, token_hash: str) -> User | None:
+        """The active user of an unexpired, unrevoked token."""
+        with self.session() as s:
+            q = (
+                select(User)
+                .join(UserToken, UserToken.user_id == User.id)
+                .where(
+                    UserToken.token_hash == token_hash,
+                    UserToken.revoked_at.is_(None),
+                    UserToken.expires_at > utcnow(),
+                    User.active.is_(True),
+                )
+            )
+            return s.scalars(q).first()
+
+    def revoke_token(self, token_hash: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(UserToken)
+                .where(UserToken.token_hash == token_hash, UserToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+
+    # ----------------------------------------------------------------- reviews
+
+    def add_review(self, review: Review) -> Review:
+        with self.session() as s:
+            s.add(review)
+            s.flush()
+            s.refresh(review, ["user"])
+            return review
+
+    def reviews(self, scan_id: str, user_id: int | None = None) -> list[Review]:
+        """The scan's reviews, oldest first; ``user_id``: only that user's."""
+        with self.session() as s:
+            q = select(Review).where(Review.scan_id == scan_id)
+            if user_id is not None:
+                q = q.where(Review.user_id == user_id)
+            return list(s.scalars(q.order_by(Review.id)))
+
+    def add_reopening(self, scan_id: str, user_id: int, reason: str) -> Reopening:
+        with self.session() as s:
+            row = Reopening(scan_id=scan_id, user_id=user_id, reason=reason)
+            s.add(row)
+            s.flush()
+            return row
+
+    def review_state(self, scan_id: str) -> ReviewState:
+        with self.session() as s:
+            latest = s.scalars(
+                select(Review).where(Review.scan_id == scan_id).order_by(Review.id.desc()).limit(1)
+            ).first()
+            reopened = s.scalars(
+                select(Reopening)
+                .where(Reopening.scan_id == scan_id)
+                .order_by(Reopening.id.desc())
+                .limit(1)
+            ).first()
+        if latest is None:
+            return ReviewState("pending", None, reopened)
+        if reopened is not None and reopened.created_at > latest.created_at:
+            return ReviewState("reopened", latest, reopened)
+        return ReviewState("reviewed", latest, reopened)
+
+    @staticmethod
+    def _review_columns() -> tuple[Any, Any, Any, ColumnElement[str]]:
+        """Subqueries of each scan's latest review and re-opening, and its status in SQL."""
+        last_review = (
+            select(Review.scan_id, func.max(Review.id).label("rid"))
+            .group_by(Review.scan_id)
+            .subquery()
+        )
+        last_reopen = (
+            select(Reopening.scan_id, func.max(Reopening.created_at).label("at"))
+            .group_by(Reopening.scan_id)
+            .subquery()
+        )
+        review = aliased(Review)
+        status = case(
+            (last_review.c.rid.is_(None), "pending"),
+            (
+                and_(last_reopen.c.at.is_not(None), last_reopen.c.at > review.created_at),
+                "reopened",
+            ),
+            else_="reviewed",
+        )
+        return last_review, last_reopen, review, status
+
+    def queue(
+        self,
+        *,
+        status: str = "pending",
+        verdict: str | None = None,
+        station_name: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> QueuePage:
+        """Every station's scans, riskiest first (then newest), with their review status.
+
+        ``status``: "pending" (never reviewed, or re-opened), "reviewed", or "all".
+        """
+        newest = (
+            select(ResultRecord.scan_id, func.max(ResultRecord.id).label("rid"))
+            .group_by(ResultRecord.scan_id)
+            .subquery()
+        )
+        last_review, last_reopen, review, state = self._review_columns()
+        q = (
+            select(ScanRecord, ResultRecord, Station.name, state, review.verdict)
+            .join(Station, Station.id == ScanRecord.station_id)
+            .join(newest, newest.c.scan_id == ScanRecord.id, isouter=True)
+            .join(ResultRecord, ResultRecord.id == newest.c.rid, isouter=True)
+            .join(last_review, last_review.c.scan_id == ScanRecord.id, isouter=True)
+            .join(review, review.id == last_review.c.rid, isouter=True)
+            .join(last_reopen, last_reopen.c.scan_id == ScanRecord.id, isouter=True)
+        )
+        if status == "pending":
+            q = q.where(state.in_(("pending", "reopened")))
+        elif status == "reviewed":
+            q = q.where(state == "reviewed")
+        if verdict is not None:
+            q = q.where(ResultRecord.verdict == verdict)
+        if station_name is not None:
+            q = q.where(Station.name == station_name)
+        if since is not None:
+            q = q.where(ScanRecord.received_at >= since)
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = s.execute(
+                q.order_by(
+                    case((ResultRecord.risk.is_(None), 1), else_=0),
+                    ResultRecord.risk.desc(),
+                    ScanRecord.received_at.desc(),
+                    ScanRecord.id.desc(),
+                )
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        items = [QueueItem(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return QueuePage(items=items, total=int(total))
+
+    def latest_reviews(self, since: datetime | None = None) -> list[tuple[ScanRecord, Review, str]]:
+        """Each reviewed scan's latest review with the scan's status, oldest review first;
+        ``since``: only scans whose latest review was made at or after it."""
+        last_review, last_reopen, review, state = self._review_columns()
+        q = (
+            select(ScanRecord, review, state)
+            .join(last_review, last_review.c.scan_id == ScanRecord.id)
+            .join(review, review.id == last_review.c.rid)
+            .join(last_reopen, last_reopen.c.scan_id == ScanRecord.id, isouter=True)
+        )
+        if since is not None:
+            q = q.where(review.created_at >= since)
+        with self.session() as s:
+            rows = s.execute(q.order_by(review.id)).all()
+        return [(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,205 @@
+"""`cargoscan reviews export`: the officers' reviews as a training data set.
+
+The layout is the one `cargoscan synth` writes, so `cargoscan train --data DIR` reads it
+unchanged (`training.data.CocoScans`):
+
+    annotations.json             COCO; images carry file_name / low_file_name
+    images/NNNNNN_high.png       the bytes the station posted, unchanged (16-bit)
+    images/NNNNNN_low.png        (single-energy scans have none)
+
+NNNNNN and the COCO image id are the id of the exported review: the same review always
+gives the same files and id, so the pre-processing cache training keeps in ``DIR/.cache``
+(keyed by image id) stays right when the folder is exported again; a newer review of the
+same scan gets a new id.
+
+Ground truth is each scan's latest review: findings accepted or re-labelled (with the
+officer's category) and the boxes officers drew; rejected findings are not threats. A
+scan released with no such box is clean. Left out (counted in the summary), because
+their truth is not known: scans a supervisor re-opened, scans sent to inspection with no
+box, and scans with an accepted finding whose category the model does not have (an
+"anomaly" region accepted without a re-label would otherwise train as background).
+Categories are the model card's, in its order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from inference.scan import _sniff
+from inference.service.db import Review, ScanRecord
+from inference.service.records import Records
+from inference.service.storage import BlobStore
+
+_SUFFIX = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}
+
+
+@dataclass
+class ExportSummary:
+    out: Path
+    scans: int = 0
+    clean: int = 0
+    instances: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        per = ", ".join(f"{k} {v}" for k, v in self.instances.items())
+        text = f"wrote {self.scans} reviewed scans ({self.clean} clean) to {self.out}: {per}"
+        if self.skipped:
+            text += "; left out: " + ", ".join(f"{v} {k}" for k, v in self.skipped.items())
+        return text
+
+
+def card_categories(model: Path) -> list[str]:
+    """The category list of the card beside ``model`` (MODEL.onnx -> MODEL.json)."""
+    card = Path(model).with_suffix(".json")
+    try:
+        cats = json.loads(card.read_text()).get("categories")
+    except FileNotFoundError:
+        raise ValueError(f"no model card at {card}") from None
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"{card}: not a model card ({exc})") from None
+    if not isinstance(cats, list) or not cats or not all(isinstance(c, str) for c in cats):
+        raise ValueError(f"{card}: no category list")
+    return cats
+
+
+def parse_since(text: str) -> datetime:
+    """A date or an ISO 8601 time; without a zone, UTC."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not a date or ISO 8601 time: {text!r}") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+def ground_truth(review: Review, categories: list[str]) -> tuple[list[dict[str, Any]], str | None]:
+    """The review's boxes as (category, box, origin), or why the scan must be left out."""
+    boxes = []
+    for f in review.findings:
+        if f.get("decision") not in ("accept", "relabel"):
+            continue
+        if f.get("category") not in categories:
+            return [], "with an accepted finding of no model category"
+        boxes.append({"category": f["category"], "box": f["box"], "origin": f["decision"]})
+    for a in review.added:
+        if a.get("category") not in categories:
+            return [], "with an added box of no model category"
+        boxes.append({"category": a["category"], "box": a["box"], "origin": "added"})
+    if not boxes and review.verdict != "release":
+        return [], "sent to inspection with no box"
+    return boxes, None
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write once: an existing file of the same size is the same content-addressed blob."""
+    if path.is_file() and path.stat().st_size == len(data):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _image(
+    scan: ScanRecord, review: Review, stem: str, high: bytes, low: bytes | None
+) -> dict[str, Any]:
+    image: dict[str, Any] = {
+        "id": review.id,
+        "file_name": f"{stem}_high{_SUFFIX.get(_sniff(high), '.bin')}",
+        "width": scan.width,
+        "height": scan.height,
+        "bit_depth": scan.bit_depth,
+        "scan_id": scan.id,
+        "station": scan.station.name,
+        "station_scan_id": scan.station_scan_id,
+        "review_id": review.id,
+        "officer": review.user.name,
+        "reviewed_at": review.created_at.isoformat(),
+        "review_verdict": review.verdict,
+        "model_version": review.model_version,
+        "high_sha256": scan.high_sha256,
+    }
+    if low is not None:
+        image["low_file_name"] = f"{stem}_low{_SUFFIX.get(_sniff(low), '.bin')}"
+        image["low_sha256"] = scan.low_sha256
+    return image
+
+
+def export_reviews(
+    records: Records,
+    blobs: BlobStore,
+    out: Path | str,
+    categories: list[str],
+    since: datetime | None = None,
+) -> ExportSummary:
+    """Write every reviewed scan (latest review at or after ``since``) into ``out``."""
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    summary = ExportSummary(out)
+    skipped: Counter[str] = Counter()
+    images, annotations = [], []
+    for scan, review, status in records.latest_reviews(since):
+        if status != "reviewed":
+            skipped["re-opened"] += 1
+            continue
+        boxes, why = ground_truth(review, categories)
+        if why is not None:
+            skipped[why] += 1
+            continue
+        try:
+            high = blobs.get(scan.high_sha256)
+            low = blobs.get(scan.low_sha256) if scan.low_sha256 else None
+        except (FileNotFoundError, ValueError):
+            skipped["whose image files are missing"] += 1
+            continue
+        image = _image(scan, review, f"images/{review.id:06d}", high, low)
+        _write(out / image["file_name"], high)
+        if low is not None:
+            _write(out / image["low_file_name"], low)
+        image["clean"] = not boxes
+        images.append(image)
+        for b in boxes:
+            x0, y0, x1, y1 = (float(v) for v in b["box"])
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": categories.index(b["category"]) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                    "origin": b["origin"],  # accept | relabel | added
+                }
+            )
+    coco = {
+        "info": {
+            "description": "CargoScan officer reviews",
+            "version": "1",
+            "generator": "cargoscan reviews export",
+            "since": since.isoformat() if since else None,
+            "created": datetime.now(timezone.utc).isoformat(),
+        },
+        "licenses": [],
+        "categories": [
+            {"id": i + 1, "name": n, "supercategory": "threat"} for i, n in enumerate(categories)
+        ],
+        "images": images,
+        "annotations": annotations,
+    }
+    tmp = out / "annotations.json.tmp"
+    tmp.write_text(json.dumps(coco, separators=(",", ":")))
+    os.replace(tmp, out / "annotations.json")
+    summary.scans = len(images)
+    summary.clean = sum(1 for im in images if im["clean"])
+    counts = Counter(a["category_id"] for a in annotations)
+    summary.instances = {n: counts.get(i + 1, 0) for i, n in enumerate(categories)}
+    summary.skipped = dict(skipped)
+    return summary

@@ -1,0 +1,248 @@
+"""Accounts over HTTP: log in and out (bearer token and session cookie), and the admin's
+management of users and stations.
+
+A login hands out one random token, returned in the JSON body for API clients and set as
+the ``cargoscan_session`` cookie (HttpOnly: page scripts cannot read it) for the page,
+next to ``cargoscan_csrf`` (readable: the page echoes it as ``X-CSRF-Token``). Only the
+token's SHA-256 is stored, with an expiry (``auth.TOKEN_TTL``); logout revokes it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from inference.service.app import API, Service
+from inference.service.auth import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    TOKEN_TTL,
+    AdminCaller,
+    AnyCaller,
+    check_password,
+    check_user_name,
+    csrf_for,
+    hash_key,
+    hash_password,
+    needs_rehash,
+    new_key,
+    new_token,
+    principal,
+    verify_password,
+)
+from inference.service.db import User, utcnow
+from inference.service.records import DuplicateName
+
+router = APIRouter(prefix=API)
+
+Role = Literal["officer", "supervisor", "admin"]
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+# --------------------------------------------------------------------------- login
+
+
+class Login(BaseModel):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+def _set_cookies(response: JSONResponse, request: Request, token: str) -> None:
+    # Secure only over https: browsers drop Secure cookies on plain http (a local service).
+    secure = request.url.scheme == "https"
+    age = int(TOKEN_TTL.total_seconds())
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+    )
+    response.set_cookie(
+        CSRF_COOKIE,
+        csrf_for(token),
+        max_age=age,
+        path="/",
+        httponly=False,
+        samesite="strict",
+        secure=secure,
+    )
+
+
+def _clear_cookies(response: JSONResponse) -> None:
+    for name in (SESSION_COOKIE, CSRF_COOKIE):
+        response.delete_cookie(name, path="/", samesite="strict")
+
+
+@router.post("/auth/login", tags=["auth"])
+def login(request: Request, body: Login) -> JSONResponse:
+    """A user's name and password -> a bearer token (and the page's session cookies).
+    401 for a wrong name or password, said the same way for both."""
+    records = _service(request).records
+    # A name no account can have (PostgreSQL would refuse the NUL) is just a wrong name.
+    found = records.user_by_name(body.username) if "\x00" not in body.username else None
+    ok = verify_password(found.password_hash if found else None, body.password)
+    if found is None or not ok or not found.active:
+        raise HTTPException(401, "wrong user name or password")
+    if needs_rehash(found.password_hash):
+        # Same password, stronger parameters: the user's other sessions stay open.
+        records.update_user(
+            found.name, password_hash=hash_password(body.password), keep_sessions=True
+        )
+    token = new_token()
+    expires = utcnow() + TOKEN_TTL
+    records.add_token(found.id, hash_key(token), expires)
+    response = JSONResponse(
+        {
+            "token": token,
+            "token_type": "bearer",
+            "expires_at": expires.isoformat(),
+            "user": {"name": found.name, "role": found.role},
+        }
+    )
+    _set_cookies(response, request, token)
+    return response
+
+
+@router.post("/auth/logout", tags=["auth"])
+def logout(request: Request) -> JSONResponse:
+    """Revoke the token in use and clear the cookies. A dead session just gets its cookies
+    cleared; a live cookie session needs the CSRF header like any change."""
+    response = JSONResponse({"detail": "logged out"})
+    try:
+        who = principal(request)
+    except HTTPException as exc:
+        if exc.status_code != 401:
+            raise
+        _clear_cookies(response)
+        return response
+    if who.is_user:
+        auth = request.headers.get("authorization")
+        token = auth.partition(" ")[2].strip() if auth else request.cookies.get(SESSION_COOKIE)
+        if token:
+            _service(request).records.revoke_token(hash_key(token))
+    _clear_cookies(response)
+    return response
+
+
+@router.get("/auth/me", tags=["auth"])
+def me(who: AnyCaller) -> dict[str, Any]:
+    """Who the token, key or cookie belongs to: a user's role, "admin" for the admin key,
+    "station" for a station."""
+    return {"name": who.name, "role": "station" if who.is_station else who.role}
+
+
+# --------------------------------------------------------------------------- admin: users
+
+
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    role: Role
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserChange(BaseModel):
+    role: Role | None = None
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    active: bool | None = None
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "name": user.name,
+        "role": user.role,
+        "active": user.active,
+        "created_at": _iso(user.created_at),
+    }
+
+
+def _valid_password(password: str) -> None:
+    problem = check_password(password)
+    if problem:
+        raise HTTPException(422, f"password: {problem}")
+
+
+@router.get("/admin/users", tags=["admin"])
+def list_users(request: Request, _who: AdminCaller) -> dict[str, Any]:
+    """Every account (never a password hash)."""
+    return {"items": [user_json(u) for u in _service(request).records.users()]}
+
+
+@router.post("/admin/users", tags=["admin"], status_code=201)
+def add_user(request: Request, _who: AdminCaller, body: NewUser) -> dict[str, Any]:
+    """A new account; 409 if the name is taken."""
+    problem = check_user_name(body.name)
+    if problem:
+        raise HTTPException(422, f"name: {problem}")
+    _valid_password(body.password)
+    try:
+        user = _service(request).records.add_user(
+            body.name, body.role, hash_password(body.password)
+        )
+    except DuplicateName as exc:
+        raise HTTPException(409, str(exc)) from None
+    return user_json(user)
+
+
+@router.patch("/admin/users/{name}", tags=["admin"])
+def change_user(request: Request, who: AdminCaller, name: str, body: UserChange) -> dict[str, Any]:
+    """Change a role, set a password or (de)activate; a new password or deactivation ends
+    the user's sessions. An admin cannot demote or deactivate their own account (no lock-out)."""
+    if body.password is not None:
+        _valid_password(body.password)
+    if (
+        who.is_user
+        and name == who.name
+        and ((body.role is not None and body.role != "admin") or body.active is False)
+    ):
+        raise HTTPException(409, "an admin cannot demote or deactivate their own account")
+    user = _service(request).records.update_user(
+        name,
+        role=body.role,
+        password_hash=hash_password(body.password) if body.password is not None else None,
+        active=body.active,
+    )
+    if user is None:
+        raise HTTPException(404, f"no user {name[:100]!r}")
+    return user_json(user)
+
+
+# --------------------------------------------------------------------------- admin: stations
+
+
+class NewStation(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+
+
+@router.get("/admin/stations", tags=["admin"])
+def list_stations(request: Request, _who: AdminCaller) -> dict[str, Any]:
+    """Every station (never a key)."""
+    stations = _service(request).records.stations()
+    return {"items": [{"name": s.name, "created_at": _iso(s.created_at)} for s in stations]}
+
+
+@router.post("/admin/stations", tags=["admin"], status_code=201)
+def add_station(request: Request, _who: AdminCaller, body: NewStation) -> dict[str, Any]:
+    """A new station and its API key, shown this once; 409 if the name is taken."""
+    name = body.name.strip()
+    if not name:
+        raise HTTPException(422, "name: must not be blank")
+    key = new_key()
+    try:
+        station = _service(request).records.add_station(name, hash_key(key))
+    except DuplicateName as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"name": station.name, "created_at": _iso(station.created_at), "key": key}
