@@ -351,7 +351,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: from the environment)."""
-    from inference.service import api, oip
+    from inference.service import api, oip, viewer
 
     settings = settings or Settings()
     service = Service(settings)
@@ -386,6 +386,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(users.router)
     app.include_router(reviews.router)
+    app.include_router(viewer.router)
+    app.mount("/static", viewer.static_files(), name="static")
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:

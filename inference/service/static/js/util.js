@@ -1,0 +1,93 @@
+// Small DOM and formatting helpers shared by the queue and the scan view.
+
+/** document.getElementById, failing loudly on a typo. */
+export function $(id) {
+  const node = document.getElementById(id);
+  if (!node) throw new Error(`no element #${id}`);
+  return node;
+}
+
+/**
+ * A new element: el("td", {class: "num", title: "x"}, "text", child, ...).
+ * Text is always set as text (never parsed as HTML): scan metadata comes from stations.
+ */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "style") Object.assign(node.style, v);
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const pad = (n) => String(n).padStart(2, "0");
+
+/** "14:03:27" today, "27 Nov 14:03" this year, else "2024-11-27 14:03" (local time). */
+export function shortTime(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return String(iso);
+  const now = new Date();
+  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  if (d.toDateString() === now.toDateString()) return `${hm}:${pad(d.getSeconds())}`;
+  if (d.getFullYear() === now.getFullYear()) {
+    return `${d.getDate()} ${d.toLocaleString("en", { month: "short" })} ${hm}`;
+  }
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+}
+
+/** Full local date and time, for titles. */
+export function longTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+}
+
+export function fmtRisk(risk) {
+  return typeof risk === "number" ? risk.toFixed(2) : "—";
+}
+
+export function riskCell(risk) {
+  const share = typeof risk === "number" ? Math.max(0, Math.min(1, risk)) : 0;
+  return [
+    el("span", { class: "riskbar" }, el("i", { style: { width: `${share * 100}%` } })),
+    fmtRisk(risk),
+  ];
+}
+
+export function verdictBadge(verdict) {
+  return el("span", { class: `badge ${verdict || ""}` }, verdict || "none");
+}
+
+let toastTimer = 0;
+
+/** A short message at the bottom of the screen. */
+export function toast(message, { error = false, ms = 2500 } = {}) {
+  const box = $("toast");
+  box.textContent = message;
+  box.classList.toggle("error", error);
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => {
+    box.hidden = true;
+  }, ms);
+}
+
+/** True when a key press belongs to a text field (shortcuts must not fire there). */
+export function typingIn(target) {
+  if (!(target instanceof HTMLElement)) return false;
+  if (target.isContentEditable) return true;
+  const tag = target.tagName;
+  if (tag === "TEXTAREA" || tag === "SELECT") return true;
+  if (tag !== "INPUT") return false;
+  const type = (target.getAttribute("type") || "text").toLowerCase();
+  return !["radio", "checkbox", "range", "button", "submit"].includes(type);
+}

@@ -1,0 +1,700 @@
+"""The officer viewer in a real browser: Playwright drives Debian's chromium (headless)
+against `cargoscan serve` on localhost.
+
+An officer logs in, opens the riskiest scan from the queue, zooms with the wheel (only
+the tiles on screen come, never the whole picture), switches views, accepts one finding,
+rejects another, says what an anomaly region is, draws the box the model missed, gives a
+verdict with a comment and saves; the stored review is then read back through the API,
+and a second review adds to the history. A station key and a wrong password do not get
+in; the queue updates itself when a scan arrives; a supervisor re-opens a reviewed scan;
+the page fits a 1366 x 768 laptop and a 2560 x 1440 monitor.
+
+The scans to review are synthetic (``training.synth``) and stored with hand-made results
+before the service starts, so the findings sit where the test expects them (the test
+models are untrained); the service itself runs the ``clear`` test model for the scan
+posted during the test. With ``CARGOSCAN_SCREENSHOTS=DIR`` the test also writes
+``DIR/queue.png`` and ``DIR/scan.png`` (the README's screenshots).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from inference.result import anomaly_png, model_info
+from inference.scan import ScanMetadata
+from inference.service.app import API, _result_record, open_records
+from inference.service.auth import hash_key, new_key
+from inference.service.db import ScanRecord
+from inference.service.settings import Settings
+from inference.service.storage import BlobStore
+from tests.inference.service.service_helpers import scan_pngs
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does it)",
+    ),
+]
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')"
+)
+expect = sync_api.expect
+
+REPO = Path(__file__).resolve().parents[3]
+OFFICER, SUPERVISOR, PASSWORD = "alice", "sam", "correct horse 42"
+LAPTOP = {"width": 1366, "height": 768}
+MONITOR = {"width": 2560, "height": 1440}
+MISSED = (1515, 490, 1558, 533)  # around the synthetic scan's currency bundle (1523, 499, 26x25)
+TILE = re.compile(r"/tiles/(\w+)_files/(\d+)/(\d+)_(\d+)\.png")
+
+
+# --------------------------------------------------------------------------- the site
+
+
+@dataclass
+class Site:
+    url: str
+    station_key: str
+    riskiest: str  # scan id
+    second: str  # the next riskiest (one narcotics finding)
+    model_version: str
+    width: int
+    height: int
+
+
+def _png16(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img)
+    assert ok
+    return buf.tobytes()
+
+
+def _anomaly_cells(w: int, h: int, box: tuple[float, ...], peak: float) -> np.ndarray:
+    """An anomaly map (one cell per 4 x 4 pixels) with a smooth bump on ``box``."""
+    ch, cw = math.ceil(h / 4), math.ceil(w / 4)
+    y, x = np.mgrid[0:ch, 0:cw].astype(np.float32)
+    cx, cy = (box[0] + box[2]) / 8, (box[1] + box[3]) / 8
+    sx, sy = max((box[2] - box[0]) / 8, 2), max((box[3] - box[1]) / 8, 2)
+    return peak * np.exp(-(((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2) / 2)
+
+
+def _finding(category: str, score: float, box: tuple[float, ...], source: str = "detector"):
+    why = (
+        f"{category} score {score:.2f} above the alarm threshold"
+        if source == "detector"
+        else f"region unlike the cargo around it (anomaly {score:.2f} >= 0.50): for review"
+    )
+    return {
+        "category": category,
+        "score": score,
+        "box": [float(v) for v in box],
+        "polygon": None,
+        "source": source,
+        "explanation": why,
+    }
+
+
+MANIFESTS = [
+    [{"hs_code": "0901.11", "description": "coffee, not roasted", "declared_weight_kg": 19200.0}],
+    [{"hs_code": "4011.20", "description": "bus and lorry tyres", "declared_weight_kg": 8400.0}],
+    [{"hs_code": "8418.10", "description": "fridge-freezers", "declared_weight_kg": 6100.0}],
+    [],
+]
+
+
+def _seed(settings: Settings, model_card: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Two stations, the synthetic scans with their results; returns a station key and
+    what the riskiest scan holds."""
+    from training.simulate import scan_metadata
+    from training.synth.scene import SynthConfig, generate_scan
+
+    records = open_records(settings)
+    blobs = BlobStore(settings.data_dir / "blobs")
+    info = model_info(model_card)
+    key = new_key()
+    gate = records.add_station("port-gate-3", hash_key(key))
+    rail = records.add_station("rail-2", hash_key(new_key()))
+    now = datetime.now(timezone.utc)
+    cfg = SynthConfig()
+
+    def store(
+        synth: Any,
+        seed: int,
+        *,
+        station: Any,
+        minutes: int,
+        risk: float,
+        verdict: str,
+        findings: list[dict[str, Any]],
+        manifest: list[dict[str, Any]] | None = None,
+        anomaly: np.ndarray | None = None,
+    ) -> str:
+        h, w = synth.high.shape
+        high, low = _png16(synth.high), _png16(synth.low)
+        meta = scan_metadata(synth, 0, seed, cfg, now - timedelta(minutes=minutes + 1))
+        if manifest is not None:
+            meta["manifest"] = manifest
+        meta["station_scan_id"] = f"{station.name}-{minutes:04d}"
+        scan_id = str(uuid.uuid4())
+        cells = anomaly if anomaly is not None else np.zeros((math.ceil(h / 4), math.ceil(w / 4)))
+        result = {
+            "scan_id": scan_id,
+            "model": info,
+            "processing_ms": 812.0,
+            "risk": risk,
+            "verdict": verdict,
+            "findings": [{"id": i, **f} for i, f in enumerate(findings, start=1)],
+            "cargo_region": None,
+            "anomaly_map": f"{API}/scans/{scan_id}/anomaly-map",
+        }
+        rec = ScanRecord(
+            id=scan_id,
+            station_id=station.id,
+            station_scan_id=meta["station_scan_id"],
+            received_at=now - timedelta(minutes=minutes),
+            scan_time=now - timedelta(minutes=minutes + 1),
+            width=w,
+            height=h,
+            bit_depth=16,
+            high_sha256=blobs.put(high),
+            high_bytes=len(high),
+            low_sha256=blobs.put(low),
+            low_bytes=len(low),
+            meta=ScanMetadata.from_dict(meta).to_dict(),
+        )
+        records.add_scan(rec, _result_record(result, blobs.put(anomaly_png(cells))))
+        return scan_id
+
+    try:
+        # Seed 1: a 2768 px liquids container with a stowaway and a currency bundle.
+        truck = generate_scan(0, 1, cfg)
+        person = next(t for t in truck.threats if t.category == "person")
+        x, y, bw, bh = person.bbox
+        anomaly_box = (600.0, 330.0, 760.0, 520.0)
+        findings = [
+            _finding("person", 0.88, (x - 6, y - 6, x + bw + 6, y + bh + 6)),
+            _finding("firearm", 0.52, (1180.0, 400.0, 1236.0, 446.0)),  # a false alarm
+            _finding("anomaly", 0.64, anomaly_box, source="anomaly"),
+        ]
+        h, w = truck.high.shape
+        riskiest = store(
+            truck,
+            1,
+            station=gate,
+            minutes=2,
+            risk=0.93,
+            verdict="alarm",
+            findings=findings,
+            anomaly=_anomaly_cells(w, h, anomaly_box, 0.64),
+        )
+        # Seed 6: a timber load with cocaine bricks; reused for the quieter scans.
+        timber = generate_scan(0, 6, cfg)
+        drugs = timber.threats[0].bbox
+        second = store(
+            timber,
+            6,
+            station=rail,
+            minutes=5,
+            risk=0.46,
+            verdict="review",
+            findings=[
+                _finding(
+                    "narcotics",
+                    0.31,
+                    (drugs[0], drugs[1], drugs[0] + drugs[2], drugs[1] + drugs[3]),
+                )
+            ],
+        )
+        for k, manifest in enumerate(MANIFESTS):
+            store(
+                timber,
+                6,
+                station=(gate, rail)[k % 2],
+                minutes=9 + 7 * k,
+                risk=round(0.2 - 0.04 * k, 2),
+                verdict="clear",
+                findings=[],
+                manifest=manifest,
+            )
+    finally:
+        records.engine.dispose()
+    return key, {"id": riskiest, "second": second, "width": w, "height": h}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[Site]:
+    root = tmp_path_factory.mktemp("browser")
+    data = root / "data"
+    settings = Settings(data_dir=data, database_url=None)
+    card = json.loads(models["clear"].with_suffix(".json").read_text())
+    key, riskiest = _seed(settings, card)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CARGOSCAN_DATA_DIR": str(data),
+        "CARGOSCAN_MODEL_PATH": str(models["clear"]),
+        "CARGOSCAN_PORT": str(port),
+        "CARGOSCAN_ENGINE_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("CARGOSCAN_DATABASE_URL", None)
+    env.pop("CARGOSCAN_ADMIN_KEY", None)
+    for name, role in ((OFFICER, "officer"), (SUPERVISOR, "supervisor")):
+        cli = [sys.executable, "-m", "inference.cli", "user", "add", name, "--role", role]
+        added = subprocess.run(
+            [*cli, "--password-stdin"],
+            input=PASSWORD,
+            text=True,
+            capture_output=True,
+            cwd=REPO,
+            env=env,
+            timeout=60,
+        )
+        assert added.returncode == 0, added.stderr
+    log = root / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inference.cli", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "not ready in 90 s:\n" + log.read_text()
+            time.sleep(0.1)
+        yield Site(
+            url=url,
+            station_key=key,
+            riskiest=riskiest["id"],
+            second=riskiest["second"],
+            model_version=model_info(card)["version"],
+            width=riskiest["width"],
+            height=riskiest["height"],
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()
+
+
+class Page:
+    """A browser page that records its tile requests and its JavaScript errors."""
+
+    def __init__(self, browser: Any, viewport: dict[str, int]) -> None:
+        self.context = browser.new_context(viewport=viewport)
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on(
+            "console",
+            lambda m: (
+                self.errors.append(m.text)
+                if m.type == "error" and "Failed to load resource" not in m.text
+                else None
+            ),
+        )
+
+    def tiles(self, since: int = 0) -> list[tuple[str, int, int, int]]:
+        out = []
+        for u in self.requests[since:]:
+            m = TILE.search(u)
+            if m:
+                out.append((m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))))
+        return out
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def _login(p: Any, url: str, name: str = OFFICER, password: str = PASSWORD) -> None:
+    p.goto(f"{url}/")
+    expect(p.locator("#login-form")).to_be_visible()
+    p.fill("#login-username", name)
+    p.fill("#login-password", password)
+    p.press("#login-password", "Enter")
+
+
+def _settled(p: Any) -> None:
+    """Wait until the viewer stands still (no zoom or pan animation) with every tile of
+    the picture it shows loaded (one picture: a view switch is over)."""
+    p.wait_for_function(
+        """() => {
+            const v = window.cargoscanViewer;
+            if (!v || v.world.getItemCount() !== 1) return false;
+            const vp = v.viewport;
+            const moving = Math.abs(vp.getZoom(true) - vp.getZoom(false)) > 1e-9
+                || vp.getCenter(true).distanceTo(vp.getCenter(false)) > 1e-9;
+            return !moving && v.world.getItemAt(0).getFullyLoaded();
+        }""",
+        timeout=30_000,
+    )
+
+
+def _zoom(p: Any) -> float:
+    return float(p.locator("#osd").get_attribute("data-zoom") or 0)
+
+
+def _screen_point(p: Any, x: float, y: float) -> tuple[float, float]:
+    """Where scan pixel (x, y) is on the screen now."""
+    return tuple(
+        p.evaluate(
+            """([x, y]) => {
+                const v = window.cargoscanViewer;
+                const w = v.world.getItemAt(0).getContentSize().x;
+                const px = v.viewport.pixelFromPoint(new OpenSeadragon.Point(x / w, y / w), true);
+                const r = v.container.getBoundingClientRect();
+                return [r.left + px.x, r.top + px.y];
+            }""",
+            [x, y],
+        )
+    )
+
+
+def _fits_the_window(p: Any) -> None:
+    """No page scroll bars: the side panel and the table scroll on their own."""
+    sizes = p.evaluate(
+        """() => {
+            const d = document.documentElement;
+            return {sw: d.scrollWidth, sh: d.scrollHeight, w: innerWidth, h: innerHeight};
+        }"""
+    )
+    assert sizes["sw"] <= sizes["w"] and sizes["sh"] <= sizes["h"], sizes
+
+
+def _screenshot(p: Any, name: str) -> None:
+    """A README screenshot (only with CARGOSCAN_SCREENSHOTS=DIR): PNG under 300 KB, as
+    is when it fits, else with a 256-colour palette (octree keeps the small swatches)."""
+    folder = os.environ.get("CARGOSCAN_SCREENSHOTS")
+    if not folder:
+        return
+    from io import BytesIO
+
+    from PIL import Image
+
+    out = Path(folder) / f"{name}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.open(BytesIO(p.screenshot())).convert("RGB")
+    img.save(out, optimize=True)
+    for colours in (256, 128, 64):
+        if out.stat().st_size < 300_000:
+            break
+        img.quantize(colours, method=Image.Quantize.FASTOCTREE).save(out, optimize=True)
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+def test_a_station_key_and_a_wrong_password_do_not_get_in(site: Site, browser: Any):
+    tab = Page(browser, LAPTOP)
+    p = tab.page
+    try:
+        _login(p, site.url, password="not the password")
+        expect(p.locator("#login-error")).to_have_text(re.compile("Wrong user name or password"))
+        expect(p.locator("#queue-view")).to_be_hidden()
+        _login(p, site.url, name="port-gate-3", password=site.station_key)
+        expect(p.locator("#login-error")).to_have_text(re.compile("Wrong user name or password"))
+        # The key as a session cookie is no session: the page asks to log in.
+        tab.context.add_cookies(
+            [{"name": "cargoscan_session", "value": site.station_key, "url": site.url}]
+        )
+        p.goto(f"{site.url}/#/queue")
+        expect(p.locator("#login-form")).to_be_visible()
+        expect(p.locator("#queue-view")).to_be_hidden()
+        # And as a bearer key it reads neither the queue nor the reviews.
+        bearer = {"Authorization": f"Bearer {site.station_key}"}
+        assert p.request.get(f"{site.url}{API}/queue", headers=bearer).status == 403
+        reviews = f"{site.url}{API}/scans/{site.riskiest}/reviews"
+        assert p.request.get(reviews, headers=bearer).status in (403, 404)
+        assert not tab.errors
+    finally:
+        tab.close()
+
+
+def test_an_officer_reviews_the_riskiest_scan(site: Site, browser: Any):
+    tab = Page(browser, LAPTOP)
+    p = tab.page
+    try:
+        _login(p, site.url)
+        expect(p.locator("#queue-view")).to_be_visible()
+        rows = p.locator("#queue-body tr")
+        rows.nth(5).wait_for()  # the six stored scans (and any posted by another test)
+        risks = [float(t.split()[-1]) for t in rows.locator("td:first-child").all_inner_texts()]
+        assert risks == sorted(risks, reverse=True)
+        assert rows.first.get_attribute("data-id") == site.riskiest
+        expect(rows.first).to_contain_text("wine in drums")
+        _fits_the_window(p)
+        _screenshot(p, "queue")
+
+        # Open the first (riskiest) scan from the keyboard.
+        p.keyboard.press("Enter")
+        expect(p).to_have_url(re.compile(f"#/scan/{site.riskiest}$"))
+        expect(p.locator("#scan-view")).to_be_visible()
+        _settled(p)
+        expect(p.locator("#manifest")).to_contain_text("wine in drums")
+        expect(p.locator("#finding-list li")).to_have_count(3)
+        assert p.locator("#osd").get_attribute("data-view") == "material"  # dual energy
+        assert not [u for u in tab.requests if "/image" in u], "a whole picture was loaded"
+
+        # Findings: accept the stowaway, reject the false alarm, say what the anomaly is.
+        item = "#finding-list li[data-finding-id='{}']"
+        expect(p.locator(item.format(1))).to_have_class(re.compile("selected"))
+        p.keyboard.press("a")
+        expect(p.locator(item.format(1))).to_have_class(re.compile(r"\baccept\b"))
+        expect(p.locator(item.format(2))).to_have_class(re.compile("selected"))
+        p.keyboard.press("r")
+        expect(p.locator(item.format(2))).to_have_class(re.compile(r"\breject\b"))
+        p.keyboard.press("a")  # an anomaly region: the page asks what it is
+        expect(p.locator("#category-picker")).to_be_visible()
+        p.keyboard.press("2")  # narcotics
+        expect(p.locator("#category-picker")).to_be_hidden()
+        expect(p.locator(item.format(3))).to_have_class(re.compile(r"\brelabel\b"))
+        expect(p.locator(".box.reject")).to_have_count(1)
+
+        # Zoom: the whole scan, then the wheel on the currency bundle the model missed.
+        p.keyboard.press("0")
+        _settled(p)
+        fit = _zoom(p)
+        assert 0.2 < fit < 1
+        top = math.ceil(math.log2(site.width))
+        all_top = math.ceil(site.width / 512) * math.ceil(site.height / 512)
+        mark = len(tab.requests)
+        cx, cy = _screen_point(p, (MISSED[0] + MISSED[2]) / 2, (MISSED[1] + MISSED[3]) / 2)
+        p.mouse.move(cx, cy)
+        for _ in range(7):
+            p.mouse.wheel(0, -120)
+            p.wait_for_timeout(80)
+        _settled(p)
+        assert _zoom(p) > 3 * fit
+        new = tab.tiles(mark)
+        at_top = {(c, r) for v, lv, c, r in new if lv == top}
+        assert at_top, f"no full-resolution tiles after zooming in: {new}"
+        assert len(at_top) < all_top, "zoomed in, yet every full-resolution tile came"
+
+        # Draw the missed bundle and call it currency.
+        p.keyboard.press("d")
+        expect(p.locator("#draw-hint")).to_be_visible()
+        x0, y0 = _screen_point(p, MISSED[0], MISSED[1])
+        x1, y1 = _screen_point(p, MISSED[2], MISSED[3])
+        p.mouse.move(x0, y0)
+        p.mouse.down()
+        p.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+        p.mouse.move(x1, y1, steps=4)
+        p.mouse.up()
+        expect(p.locator("#category-picker")).to_be_visible()
+        p.keyboard.press("4")  # currency
+        expect(p.locator("#added-list li")).to_have_count(1)
+        expect(p.locator("#added-list li")).to_contain_text("currency")
+        expect(p.locator(".box.added")).to_have_count(1)
+
+        # Views: each comes as tiles of that view, at the zoom the officer is at.
+        for key, view in (("1", "grey"), ("2", "inverse"), ("5", "edge"), ("4", "window")):
+            mark = len(tab.requests)
+            p.keyboard.press(key)
+            expect(p.locator(f"#view-buttons [data-view='{view}']")).to_have_attribute(
+                "aria-checked", "true"
+            )
+            expect(p.locator("#osd")).to_have_attribute("data-view", view, timeout=20_000)
+            _settled(p)
+            came = tab.tiles(mark)  # the navigator's small levels come too
+            assert {v for v, _, _, _ in came} == {view}
+            assert any(lv == top for _, lv, _, _ in came)
+        expect(p.locator("#window-controls")).to_be_visible()
+        with p.expect_request(lambda r: "window_files" in r.url and "level=" in r.url):
+            p.keyboard.press("]")  # another window: new tiles with the level in the URL
+        _settled(p)
+        p.keyboard.press("3")
+        expect(p.locator("#osd")).to_have_attribute("data-view", "material", timeout=20_000)
+
+        # Overlays: the heat map and the boxes toggle.
+        p.keyboard.press("0")
+        p.keyboard.press("h")
+        expect(p.locator("canvas.heat")).to_be_visible()
+        assert any("/anomaly-map" in u for u in tab.requests)
+        p.keyboard.press("b")
+        expect(p.locator(".box").first).to_be_hidden()
+        p.keyboard.press("b")
+        expect(p.locator(".box").first).to_be_visible()
+        _settled(p)
+
+        # The verdict and a comment, all from the keyboard; saved with Ctrl+Enter.
+        p.keyboard.press("Shift+I")
+        expect(p.locator("input[value='inspect']")).to_be_checked()
+        p.keyboard.press("Shift+C")
+        expect(p.locator("#review-comment")).to_be_focused()
+        p.keyboard.type("Stowaway behind the drums; cash bundle in the load.")
+        p.keyboard.press("Escape")
+        _fits_the_window(p)
+        box = p.locator("#osd").bounding_box()
+        assert box and box["width"] >= 900 and box["height"] >= 550, box
+        toolbar = p.locator("#toolbar").bounding_box()
+        assert toolbar and toolbar["height"] < 48, "the toolbar wraps on a laptop screen"
+        expect(p.locator("#review-submit")).to_be_in_viewport()
+        _screenshot(p, "scan")
+        p.keyboard.press("Control+Enter")
+        expect(p.locator("#toast")).to_contain_text("Review saved")
+        expect(p.locator("#history li")).to_have_count(1)
+        expect(p.locator("#history li").first).to_contain_text(OFFICER)
+
+        # The stored review, read back through the API with the page's session.
+        reviews = p.request.get(f"{site.url}{API}/scans/{site.riskiest}/reviews").json()["items"]
+        assert len(reviews) == 1
+        review = reviews[0]
+        assert review["officer"] == OFFICER
+        assert review["model_version"] == site.model_version
+        assert review["verdict"] == "inspect"
+        assert review["comment"] == "Stowaway behind the drums; cash bundle in the load."
+        made = datetime.fromisoformat(review["created_at"])
+        assert abs((datetime.now(timezone.utc) - made).total_seconds()) < 300
+        decisions = {f["finding_id"]: (f["decision"], f["category"]) for f in review["findings"]}
+        assert decisions == {
+            1: ("accept", "person"),
+            2: ("reject", None),
+            3: ("relabel", "narcotics"),
+        }
+        (added,) = review["added"]
+        assert added["category"] == "currency"
+        # Drawn at about 3 screen pixels per scan pixel: within a pixel or two.
+        assert np.allclose(added["box"], MISSED, atol=3), added["box"]
+
+        # A second review adds to the history; the first stays as it was.
+        p.keyboard.press("Shift+R")
+        p.keyboard.press("Control+Enter")
+        expect(p.locator("#history li")).to_have_count(2)
+        reviews = p.request.get(f"{site.url}{API}/scans/{site.riskiest}/reviews").json()["items"]
+        assert [r["verdict"] for r in reviews] == ["inspect", "release"]
+        assert reviews[0] == review
+        assert not tab.errors, tab.errors
+    finally:
+        tab.close()
+
+
+def test_the_queue_updates_itself_and_fits_a_large_monitor(site: Site, browser: Any):
+    tab = Page(browser, MONITOR)
+    p = tab.page
+    try:
+        _login(p, site.url)
+        expect(p.locator("#queue-view")).to_be_visible()
+        rows = p.locator("#queue-body tr")
+        rows.first.wait_for()
+        before = rows.count()
+        _fits_the_window(p)
+
+        files = scan_pngs(h=200, w=600, seed=5)
+        meta = {
+            "metadata": json.dumps(
+                {
+                    "station_scan_id": "live-1",
+                    "manifest": [
+                        {"hs_code": "9503.00", "description": "toys", "declared_weight_kg": 2300}
+                    ],
+                }
+            )
+        }
+        posted = httpx.post(
+            f"{site.url}{API}/scans",
+            files=files,
+            data=meta,
+            headers={"Authorization": f"Bearer {site.station_key}"},
+            timeout=60,
+        )
+        assert posted.status_code == 201, posted.text
+        new_id = posted.json()["scan_id"]
+        row = p.locator(f"#queue-body tr[data-id='{new_id}']")
+        expect(row).to_be_visible(timeout=15_000)  # polled, not reloaded by hand
+        expect(row).to_contain_text("toys")
+        assert rows.count() == before + 1
+
+        row.click()
+        expect(p.locator("#scan-view")).to_be_visible()
+        _settled(p)
+        _fits_the_window(p)
+        osd = p.locator("#osd").bounding_box()
+        side = p.locator("#scan-side").bounding_box()
+        assert osd and side and osd["width"] >= 1900 and osd["height"] >= 1250, osd
+        assert side["x"] >= osd["x"] + osd["width"] - 1 and side["width"] >= 400
+        expect(p.locator("#finding-list")).to_contain_text("The model found nothing")
+        assert not tab.errors, tab.errors
+    finally:
+        tab.close()
+
+
+def test_a_supervisor_re_opens_a_reviewed_scan(site: Site, browser: Any):
+    tab = Page(browser, LAPTOP)
+    p = tab.page
+    try:
+        _login(p, site.url, name=SUPERVISOR)
+        expect(p.locator("#queue-view")).to_be_visible()
+        # Reviewed through the API with the page's session (cookie + CSRF header).
+        csrf = next(c["value"] for c in tab.context.cookies() if c["name"] == "cargoscan_csrf")
+        body = {
+            "findings": [{"finding_id": 1, "decision": "accept", "category": None}],
+            "added": [],
+            "verdict": "inspect",
+            "comment": "bricks under the timber",
+        }
+        reviews = f"{site.url}{API}/scans/{site.second}/reviews"
+        assert p.request.post(reviews, data=body).status == 403  # no CSRF header
+        posted = p.request.post(reviews, data=body, headers={"X-CSRF-Token": csrf})
+        assert posted.status == 201, posted.text()
+
+        p.goto(f"{site.url}/#/scan/{site.second}")
+        expect(p.locator("#history li")).to_have_count(1)
+        expect(p.locator("#history li")).to_contain_text("bricks under the timber")
+        expect(p.locator("#scan-facts")).to_contain_text("reviewed")
+        p.once("dialog", lambda d: d.accept("second opinion on the floor"))
+        p.click("#reopen")
+        expect(p.locator("#toast")).to_contain_text("Re-opened")
+        expect(p.locator("#scan-facts")).to_contain_text("reopened")
+        expect(p.locator("#reopen")).to_be_hidden()
+        p.keyboard.press("q")
+        expect(p.locator(f"#queue-body tr[data-id='{site.second}']")).to_contain_text("reopened")
+        assert not tab.errors, tab.errors
+    finally:
+        tab.close()
