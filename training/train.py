@@ -45,6 +45,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     loader_workers: int = 0
+    # Gradient-norm clipping: typical norms here are 5-10, with rare spikes to 30 on
+    # batches with few small threats, which upset the anomaly head without it.
+    clip_grad_norm: float = 10.0
     cache: bool = True  # keep pre-processed scans in DATA/.cache (float16, memory-mapped)
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
 
@@ -172,6 +175,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             terms = loss(model(images.to(device)), _to(targets, device))
             opt.zero_grad()
             terms["total"].backward()
+            if cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
             opt.step()
             sched.step()
             for k, v in terms.items():
