@@ -29,3 +29,18 @@ bench: $(STAMP)
 	$(PY) bench/detector_speed.py
 	$(PY) bench/realism.py
 	$(PY) bench/service.py
+
+.PHONY: fuzz load
+FUZZ_SECONDS ?= 60
+LOAD_SECONDS ?= 20
+
+# Fuzz scan decoding + pre-processing for FUZZ_SECONDS (atheris when installed, else a
+# random-mutation driver); failing inputs are copied to tests/fuzz_corpus/ (replayed by
+# the tests). Exit status 1 when something failed.
+fuzz: $(STAMP)
+	$(PY) fuzz/fuzz_decode.py --seconds $(FUZZ_SECONDS)
+
+# Stations flood a real `cargoscan serve` on loopback for LOAD_SECONDS per phase (station
+# limits on, then off): load held, 429 share, p95 latency, peak memory, lost scans (0).
+load: $(STAMP)
+	$(PY) bench/load.py --seconds $(LOAD_SECONDS)

@@ -738,6 +738,84 @@ def _run_reviews_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("audit", help="the service's hash-chained audit log")
+    asub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    ver = asub.add_parser(
+        "verify",
+        help="re-hash the whole audit log and check every link; names the first broken entry",
+        description="Exit 0 when every entry hashes to its stored hash and links to the one "
+        "before it; 1 naming the first entry that does not (changed, removed or inserted). "
+        "Prints the head's hash: note it somewhere else to detect a cut-off tail later.",
+    )
+    _add_db_flags(ver)
+    ver.set_defaults(handler=_run_audit_verify)
+
+
+def _run_audit_verify(args: argparse.Namespace) -> int:
+    from inference.service.app import open_records
+    from inference.service.audit import verify_chain
+
+    records = open_records(_service_settings(args))
+    try:
+        report = verify_chain(records.engine)
+    finally:
+        records.engine.dispose()
+    if not report.ok:
+        print(f"audit log BROKEN at entry #{report.broken_seq}: {report.problem}", file=sys.stderr)
+        print(f"({report.entries} entries before it check out)", file=sys.stderr)
+        return 1
+    print(f"audit log OK: {report.entries} entries, head #{report.head_seq} {report.head_hash}")
+    return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check an evidence package (GET /api/v1/scans/ID/evidence) offline",
+        description="Checks every file's SHA-256 against the signed manifest, every "
+        "signature, and that the signed result names these scan bytes and this result. No "
+        "database or network needed. Exit 0 if all holds, 1 naming each thing that does not.",
+    )
+    p.add_argument("package", type=Path, help="the evidence ZIP")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument(
+        "--key-sha256",
+        default=None,
+        help="the fingerprint the administration published: refuse packages by other keys",
+    )
+    key.add_argument(
+        "--public-key", type=Path, default=None, help="the expected public key (PEM file)"
+    )
+    p.set_defaults(handler=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from inference.service.evidence import verify_package
+    from inference.service.signing import public_key_sha256
+
+    expected = args.key_sha256
+    try:
+        if args.public_key is not None:
+            expected = public_key_sha256(args.public_key.read_bytes())
+        data = args.package.read_bytes()
+    except (OSError, ValueError) as exc:
+        print(f"cargoscan verify: {exc}", file=sys.stderr)
+        return 2
+    report = verify_package(data, expected)
+    if not report.ok:
+        print(f"FAILED: {args.package}: {len(report.problems)} problem(s):", file=sys.stderr)
+        for problem in report.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"OK: evidence for scan {report.scan_id}, signed by key sha256 {report.key_sha256}")
+    for line in report.checked:
+        print(f"  {line}")
+    if expected is None:
+        print("  (compare the key's fingerprint with the one the administration published)")
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_synth,
@@ -752,6 +830,8 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_model,
     _add_simulate,
     _add_demo,
+    _add_audit,
+    _add_verify,
 ]
 
 

@@ -278,10 +278,21 @@ class ScanMetadata:
                     data = json.loads(data)
                 except json.JSONDecodeError as exc:
                     raise ScanError(f"metadata: not valid JSON ({exc})") from None
+                except RecursionError:  # "[[[[..." a few thousand deep: was a 500
+                    raise ScanError("metadata: JSON nested too deeply") from None
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
             raise ScanError(f"metadata: must be a JSON object, got {type(data).__name__}")
+        try:  # JSON lets "\ud800" through; the database and every answer would choke on it
+            json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ScanError(
+                "metadata: text with an unpaired UTF-16 surrogate (\\ud800-\\udfff) "
+                "is not valid Unicode"
+            ) from None
+        except (TypeError, ValueError, RecursionError):
+            pass  # named field by field below
 
         chk = _Checker()
         station = chk.string(data.get("station_id"), "station_id", allow_int=True)
@@ -592,6 +603,8 @@ def _pil_load(img: Any, label: str, fmt: str) -> None:
 # PNG: IHDR is at a fixed place, so depth, colour type and size are known without
 # decompressing anything.
 _PNG_COLOUR = {0: "greyscale", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+_METADATA_ALLOWANCE = 1 << 20
+"""Bytes a file may carry beyond its pixels (ICC profile, EXIF, text) before it is padded."""
 
 
 def _decode_png(data: bytes, label: str, max_pixels: int) -> np.ndarray:
@@ -605,6 +618,16 @@ def _decode_png(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         raise ScanError(
             f"{label}: {depth}-bit {_PNG_COLOUR[ctype]} PNG not accepted; send {_ACCEPTED}"
         )
+    # Hostile padding (millions of tiny chunks) costs parsing time that grows with the file,
+    # not the pixels: a PNG can hold little more than its raw pixel rows (zlib and chunk
+    # overhead are far below 2 %) plus metadata, so anything bigger is refused unread.
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ctype]
+    raw = height * ((width * channels * max(depth, 1) + 7) // 8 + 1)
+    if len(data) > raw + raw // 50 + _METADATA_ALLOWANCE:
+        raise ScanError(
+            f"{label}: corrupt PNG ({len(data):,} bytes for a {width}x{height} image: far more "
+            "than its pixels can take; extra or padded chunks?)"
+        )
     # A cut-off PNG has no IEND chunk. Checking it ourselves does not depend on PIL's
     # global ImageFile.LOAD_TRUNCATED_IMAGES, which other code in the process may set.
     tail = data.rfind(b"IEND", max(0, len(data) - 4096))
@@ -612,6 +635,7 @@ def _decode_png(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         raise ScanError(
             f"{label}: truncated PNG (no IEND chunk at the end); the file is incomplete"
         )
+    _check_png_chunks(data, label, height)
 
     if ctype == 0:
         # Greyscale, the scanners' format: OpenCV's libpng decodes it about twice as fast
@@ -657,17 +681,59 @@ def _decode_png(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     return _to_grey(pixels, label, alpha=mode in ("LA", "RGBA"), lossy=False)
 
 
+def _check_png_chunks(data: bytes, label: str, height: int) -> None:
+    """Every chunk must lie inside the file, up to IEND. OpenCV allocates what a chunk's
+    length field says before reading it: an 89-byte file claiming a 3 GB IDAT took 3 GB
+    and 4 s (found by the fuzzer). Encoders write one IDAT per row at the finest, so more
+    chunks than rows (plus some for metadata) is padding, refused before the walk is long."""
+    n = len(data)
+    limit = max(height, n // 1024) + 1000
+    pos = 8
+    for _ in range(limit):
+        if pos + 12 > n:
+            break
+        (length,) = struct.unpack_from(">I", data, pos)
+        end = pos + 12 + length
+        if end > n:
+            kind = data[pos + 4 : pos + 8].decode("latin-1")
+            raise ScanError(
+                f"{label}: truncated or corrupt PNG (chunk {kind!r} of {length:,} bytes "
+                f"runs past the end of the file)"
+            )
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos = end
+    else:
+        raise ScanError(f"{label}: corrupt PNG (more than {limit:,} chunks)")
+    raise ScanError(f"{label}: truncated PNG (no IEND chunk); the file is incomplete")
+
+
 # JPEG: the frame header (SOFn) gives precision, size and components; read it directly
 # so a 12-bit or oversized JPEG is refused before any decoding.
+_JPEG_MAX_SCANS = 100
+"""Progressive encoders write about 10 scans (libjpeg: 6 for grey, 10 for colour)."""
+_JPEG_MAX_SEGMENTS = 1000
+"""Marker segments before the frame header: real files have about a dozen."""
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 def _jpeg_frame(data: bytes, label: str) -> tuple[int, int, int, int]:
-    """(precision, height, width, components) from the first SOFn segment."""
+    """(precision, height, width, components) from the first SOFn segment.
+
+    The walk goes on to the first scan (SOS), counting segments on the way: PIL parses
+    the same headers in Python, so a file padded with a million tiny segments or fill
+    bytes is refused here, in microseconds, instead of there, in minutes."""
     pos = 2
     n = len(data)
+    segments = 0
+    frame: tuple[int, int, int, int] | None = None
     while pos + 4 <= n:
+        segments += 1
+        if segments > _JPEG_MAX_SEGMENTS:
+            raise ScanError(f"{label}: corrupt JPEG (over {_JPEG_MAX_SEGMENTS} header segments)")
         if data[pos] != 0xFF:
+            if frame is not None:
+                break  # PIL and libjpeg judge what follows a frame header
             raise ScanError(f"{label}: corrupt JPEG (bad marker at byte {pos})")
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
@@ -677,20 +743,30 @@ def _jpeg_frame(data: bytes, label: str) -> tuple[int, int, int, int]:
             pos += 2
             continue
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _SOF_MARKERS:
+        if marker in _SOF_MARKERS and frame is None:
             if pos + 10 > n:
                 break
             precision, height, width, comps = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
-            return precision, height, width, comps
-        if marker in (0xDA, 0xD9):  # scan data or end before any frame header
+            frame = (precision, height, width, comps)
+        if marker in (0xDA, 0xD9):  # scan data or end (before a frame header: corrupt)
             break
         pos += 2 + length
-    raise ScanError(f"{label}: truncated or corrupt JPEG (no frame header)")
+    if frame is None:
+        raise ScanError(f"{label}: truncated or corrupt JPEG (no frame header)")
+    return frame
 
 
 def _decode_jpeg(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     precision, height, width, comps = _jpeg_frame(data, label)
     _check_size(height, width, label, max_pixels)
+    # Each scan of a progressive JPEG is a pass over the whole image: thousands of scans
+    # in a small file keep a thread busy for minutes. Entropy-coded data stuffs every FF
+    # byte (FF 00), so FF DA occurs only as a real start-of-scan marker.
+    scans = data.count(b"\xff\xda")
+    if scans > _JPEG_MAX_SCANS:
+        raise ScanError(
+            f"{label}: corrupt JPEG ({scans} scans; at most {_JPEG_MAX_SCANS} are accepted)"
+        )
     if precision != 8:
         raise ScanError(f"{label}: {precision}-bit JPEG not accepted; send {_ACCEPTED}")
     if comps not in (1, 3):
@@ -723,15 +799,17 @@ def _decode_tiff(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     except Exception as exc:
         raise ScanError(f"{label}: truncated or corrupt TIFF ({exc})") from None
     with tif:
+        # Only the first two pages are looked at: counting them all would walk a chain of
+        # millions of tiny IFDs that a hostile file can hold (seconds, hundreds of MB).
         try:
-            n_pages = len(tif.pages)
+            n_pages = _tiff_pages_upto(tif, 2)
         except Exception as exc:
             raise ScanError(f"{label}: truncated or corrupt TIFF ({exc})") from None
         if n_pages == 0:
             raise ScanError(f"{label}: TIFF has no readable image (truncated or corrupt)")
         if n_pages > 1:
             raise ScanError(
-                f"{label}: multi-page TIFF ({n_pages} pages) not accepted; "
+                f"{label}: multi-page TIFF not accepted; "
                 "send one single-page file per energy channel (high, low)"
             )
         page = tif.pages.first
@@ -772,17 +850,29 @@ def _decode_tiff(data: bytes, label: str, max_pixels: int) -> np.ndarray:
                 f"{label}: TIFF photometric interpretation {photometric} not accepted; "
                 "send greyscale"
             )
-        ends = [
-            int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)
-        ]
-        if not ends or max(ends) > len(data) or 0 in page.databytecounts:
+        offsets = np.asarray(page.dataoffsets, dtype=np.uint64)
+        counts = np.asarray(page.databytecounts, dtype=np.uint64)
+        if (
+            offsets.size == 0
+            or offsets.size != counts.size
+            or int((offsets + counts).max()) > len(data)
+            or not counts.all()
+        ):
             raise ScanError(f"{label}: truncated TIFF (pixel data runs past the end of the file)")
+        compression = int(page.compression)
         try:
             pixels = page.asarray()
             axes = page.axes
         except (KeyError, ValueError, ImportError, ModuleNotFoundError) as exc:
             if "imagecodecs" not in str(exc) and "compression" not in str(exc).lower():
                 raise ScanError(f"{label}: corrupt TIFF ({exc})") from None
+            if compression not in _TIFF_OPENCV_COMPRESSIONS:
+                # OpenCV answers an unknown compression with an all-black picture, which
+                # would pass for a wall of dense cargo: refuse instead.
+                raise ScanError(
+                    f"{label}: TIFF compression {compression} not accepted; send it "
+                    "uncompressed, or with LZW, PackBits, Deflate or JPEG compression"
+                ) from None
             pixels, axes = _tiff_via_opencv(data, label), "YXS"
     if pixels.dtype != (np.uint8 if bits == 8 else np.uint16):
         raise ScanError(f"{label}: TIFF decoded to {pixels.dtype}, expected {bits}-bit")
@@ -792,6 +882,20 @@ def _decode_tiff(data: bytes, label: str, max_pixels: int) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     return _to_grey(pixels, label, alpha=pixels.ndim == 3 and pixels.shape[2] == 4, lossy=False)
+
+
+_TIFF_OPENCV_COMPRESSIONS = frozenset({5, 7, 8, 32773, 32946})
+"""LZW, JPEG, Deflate (Adobe and old), PackBits: what OpenCV's libtiff always decodes."""
+
+
+def _tiff_pages_upto(tif: Any, limit: int) -> int:
+    """How many pages the TIFF has, counting no further than ``limit``."""
+    for i in range(limit):
+        try:
+            tif.pages[i]
+        except IndexError:
+            return i
+    return limit
 
 
 def _tiff_via_opencv(data: bytes, label: str) -> np.ndarray:

@@ -4,6 +4,11 @@ Station isolation is in the queries, not in filters after them: a station's look
 carry its id, so another station's scan is simply not found (404, never 403, which would
 confirm the id exists). Users (officers, supervisors, admins) and the admin key read every
 station's scans; the officers' own endpoints (queue, reviews) are in ``reviews.py``.
+
+Records and signatures: the router's lifespan loads (or, on the first start, makes) the
+service's Ed25519 key once the database is open, so every result and review stored from
+then on is signed in its own transaction (``records.py``). A scan's evidence package
+(``evidence.py``) and its DICOS Threat Detection Report (``dicos.py``) are read here.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import asyncio
 import hashlib
 import io
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -25,11 +32,28 @@ from starlette.concurrency import run_in_threadpool
 from inference.render import VIEWS, render
 from inference.scan import ScanMetadata
 from inference.service.app import API, Service, ServiceUnavailable
-from inference.service.auth import AdminCaller, AnyCaller, Principal, StationCaller
+from inference.service.auth import (
+    AdminCaller,
+    AnyCaller,
+    Principal,
+    StationCaller,
+    SupervisorCaller,
+)
 from inference.service.db import ResultRecord, ScanRecord
 from inference.service.rollout import RolloutBusy, RolloutError
 
-router = APIRouter(prefix=API)
+
+@asynccontextmanager
+async def _signing_key(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's lifespan, after ``Service.open``: give the records the key."""
+    from inference.service.signing import signer_for
+
+    service: Service = app.state.service
+    service.records.signer = await asyncio.to_thread(signer_for, service.settings)
+    yield
+
+
+router = APIRouter(prefix=API, lifespan=_signing_key)
 MAX_STATION_SCAN_ID = 200  # the column's size
 
 Verdict = Literal["clear", "review", "alarm"]
@@ -342,3 +366,101 @@ async def activate_model(request: Request, _who: AdminCaller, body: Activate) ->
         current = service.models.current
         keeps = f"; still serving {current.version}" if current else ""
         raise HTTPException(422, f"roll-out failed at {exc}{keeps}") from None
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _signer(service: Service):  # -> signing.Signer
+    signer = service.records.signer
+    if signer is None:
+        raise ServiceUnavailable("the signing key is not loaded yet")
+    return signer
+
+
+@router.get("/signing-key", tags=["records"])
+def signing_key(request: Request, _who: AnyCaller) -> dict[str, Any]:
+    """The public key that signs results, reviews and evidence packages, and its
+    fingerprint (SHA-256 of the raw key): publish it for whoever checks the packages."""
+    signer = _signer(_service(request))
+    return {
+        "algorithm": "Ed25519",
+        "key_sha256": signer.key_sha256,
+        "public_key_pem": signer.public_pem.decode("ascii"),
+    }
+
+
+@router.get(
+    "/scans/{scan_id}/evidence",
+    tags=["records"],
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def get_evidence(request: Request, who: SupervisorCaller, scan_id: str) -> Response:
+    """The scan's evidence package (ZIP): original channels, current result, reviews, their
+    signed statements and signatures, the scan's audit entries and the public key, checked
+    offline by ``cargoscan verify PACKAGE``. Supervisors and admins; the export is logged."""
+    from inference.service.audit import actor_of
+    from inference.service.evidence import export_package
+
+    service = _service(request)
+    _signer(service)
+    scan, result = _owned(service, who, scan_id)
+    if result is None:
+        raise HTTPException(409, f"scan {scan.id} has no result to put in a package")
+    package = export_package(
+        service.records,
+        service.blobs,
+        scan,
+        scan_summary(scan, _station_name(scan, who)),
+        actor_of(who),
+    )
+    return Response(
+        package,
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": f'attachment; filename="cargoscan-evidence-{scan.id}.zip"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get(
+    "/scans/{scan_id}/dicos",
+    tags=["records"],
+    response_class=Response,
+    responses={200: {"content": {"application/dicom": {}}}},
+)
+def get_dicos(
+    request: Request,
+    who: AnyCaller,
+    scan_id: str,
+    model_version: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+) -> Response:
+    """The scan's result as a DICOS Threat Detection Report (DICOM file, see ``dicos.py``);
+    ``model_version``: that model's result instead of the newest."""
+    from inference.preprocess import PREPROCESS_VERSION
+    from inference.service.dicos import tdr_bytes, tdr_dataset
+
+    service = _service(request)
+    scan, result = _owned(service, who, scan_id)
+    if model_version is not None:
+        result = service.records.result_for(scan.id, model_version)
+    if result is None:
+        raise HTTPException(404, f"no result for scan {scan_id!r}")
+    ds = tdr_dataset(
+        scan_summary(scan, _station_name(scan, who)),
+        result.body,
+        result_id=result.id,
+        result_created_at=result.created_at,
+        preprocess_version=PREPROCESS_VERSION,
+    )
+    return Response(
+        tdr_bytes(ds),
+        media_type="application/dicom",
+        headers={
+            "Content-Disposition": f'attachment; filename="cargoscan-tdr-{scan.id}.dcm"',
+            "X-Model-Version": result.model_version,
+            "Cache-Control": "private",
+        },
+    )

@@ -26,13 +26,17 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import Counter
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from inference.result import anomaly_png, build_result, scan_cells
 from inference.scan import Scan, ScanError, ScanMetadata, decode_scan
+from inference.service.auth import KEY_PREFIX, hash_key
 from inference.service.db import ResultRecord, ScanRecord, make_engine, migrate
+from inference.service.headers import SecurityHeadersMiddleware
+from inference.service.limits import LoginLimiter, StationRateLimitMiddleware, TokenBuckets
 from inference.service.metrics import Metrics, MetricsMiddleware
 from inference.service.pool import InferencePool, QueueFull
 from inference.service.records import Records
@@ -74,6 +78,19 @@ class Service:
         self.records: Records = None  # type: ignore[assignment]  # set by open()
         self.blobs: BlobStore = None  # type: ignore[assignment]
         self.pool: InferencePool = None  # type: ignore[assignment]
+        # Per-caller limits (limits.py): in memory, so they start empty at a restart.
+        self.station_buckets = TokenBuckets(settings.station_rate_per_min, settings.station_burst)
+        self.login_limits = LoginLimiter(
+            settings.login_max_failures,
+            settings.login_window_s,
+            settings.login_max_failures_per_address,
+        )
+        self.rate_limited = Counter(
+            "cargoscan_rate_limited",
+            "requests answered 429 by a per-caller limit (not the queue)",
+            ["kind"],
+            registry=self.metrics.registry,
+        )
 
     # ----------------------------------------------------------------- life cycle
 
@@ -81,6 +98,9 @@ class Service:
         """Database and files (fast); the model comes after, in the background."""
         self.records = open_records(self.settings)
         self.blobs = BlobStore(self.settings.data_dir / "blobs")
+        removed = sweep_partial_files(self.blobs.root, PARTIAL_FILE_AGE_S)
+        if removed:
+            log.info("removed %d half-written file(s) left by an earlier run", removed)
         self.pool = InferencePool(
             self.settings.workers,
             self.settings.queue_size,
@@ -227,6 +247,27 @@ class Service:
         return Outcome(rec, result, True)
 
 
+PARTIAL_FILE_AGE_S = 600
+"""A temporary blob file this old is a leftover of a killed process: no write takes that
+long. Younger ones may be another process's write in progress (a shared store), so they
+are left; nothing reads them either way (blobs are only opened by their SHA-256 name)."""
+
+
+def sweep_partial_files(root: Path, older_than_s: float) -> int:
+    """Delete ``.*.tmp`` files (``BlobStore.put``'s half-written files) older than
+    ``older_than_s`` under ``root``; returns how many went."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in root.glob("*/.*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return removed
+
+
 class ServiceUnavailable(Exception):
     """The service cannot take work now (no model, draining): 503 with Retry-After."""
 
@@ -346,6 +387,37 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def _document_error_body(app: FastAPI) -> None:
+    """The schema says what a 422 really holds: ``{"detail": "<one line naming each bad
+    field>"}`` (see ``_validation_message``), not FastAPI's list of error objects. Found
+    by schemathesis (tests/inference/service/test_schema.py): clients generated from the
+    schema would fail to read every 422."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = {
+                "title": "HTTPValidationError",
+                "type": "object",
+                "properties": {
+                    "detail": {
+                        "title": "Detail",
+                        "type": "string",
+                        "description": "what is wrong, naming each bad field",
+                    }
+                },
+                "required": ["detail"],
+            }
+            schemas.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -380,6 +452,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     _install_error_handlers(app)
+    _document_error_body(app)
     app.include_router(api.router)
     app.include_router(oip.router)
     from inference.service import reviews, users  # officers' accounts and reviews
@@ -406,15 +479,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return JSONResponse({"status": "ready", "model": model.info})
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         """Prometheus text format."""
         return PlainTextResponse(service.metrics.render(), media_type=service.metrics.content_type)
 
-    # Outermost first: metrics see every answer, including a 413 from the body limit.
+    # Outermost first: security headers on every answer; metrics see every answer, including
+    # a 413 from the body limit and a station's 429 (given before its upload is read).
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        StationRateLimitMiddleware,
+        buckets=service.station_buckets,
+        key_prefix=KEY_PREFIX,
+        exempt_hash=lambda: _admin_key_hash(settings),
+        on_limited=service.rate_limited.labels("station").inc,
+    )
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(SecurityHeadersMiddleware, api_prefix=API + "/")
     return app
+
+
+def _admin_key_hash(settings: Settings) -> str | None:
+    """SHA-256 of the admin key (exempt from the station limit even if it looks like one)."""
+    key = settings.admin_key.get_secret_value() if settings.admin_key is not None else ""
+    return hash_key(key) if key else None
 
 
 def _version() -> str:

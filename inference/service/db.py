@@ -10,7 +10,9 @@ and the same Alembic migrations serve both. Why the SQLite pragmas:
 
 Results are append-only: one row per (scan, model version), never updated; a newer model
 adds a row and the newest row is the scan's current result. Reviews and re-openings are
-append-only as well: a scan's review status is whichever of them came last.
+append-only as well: a scan's review status is whichever of them came last. Since
+revision 0003 the database itself refuses UPDATE and DELETE on results, reviews,
+re-openings, signatures and the audit log (triggers; see ``audit.py``).
 """
 
 from __future__ import annotations
@@ -208,6 +210,56 @@ class Reopening(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     reason: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One event of the audit log (``audit.py``): append-only (database triggers refuse
+    UPDATE and DELETE), each entry's hash covering its content and the previous entry's
+    hash, so that a changed, removed or inserted entry breaks the chain from there on.
+
+    ``seq`` is the position (1, 2, 3, ... with no gaps, given under the head's lock);
+    ``prev_hash`` is unique, so two entries can never share a predecessor even if a writer
+    skipped the lock."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    kind: Mapped[str] = mapped_column(String(40), index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str | None] = mapped_column(String(200), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The newest audit entry (one row, id 1): the row every append locks, so appends are
+    serialised on PostgreSQL and SQLite alike; also lets a check see a cut-off tail."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Signature(Base):
+    """The service key's Ed25519 signature of one statement about a result or a review.
+
+    ``statement`` holds the exact bytes that were signed (canonical JSON), so a check
+    never depends on serialising again. Append-only (triggers)."""
+
+    __tablename__ = "signatures"
+    __table_args__ = (Index("ix_signatures_subject", "subject", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    subject: Mapped[str] = mapped_column(String(20))  # "result" | "review"
+    subject_id: Mapped[int] = mapped_column(Integer)
+    key_sha256: Mapped[str] = mapped_column(String(64))
+    statement: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(100))  # base64 of 64 bytes
 
 
 def normalise_url(url: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.scan import DEFAULT_MAX_PIXELS
@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="bearer key of the admin API (roll-out, all stations' scans)"
     )
+    signing_key_path: Path | None = Field(
+        None,
+        description="Ed25519 private key (PEM) that signs results, reviews and evidence "
+        "packages; must exist when set. Default DATA_DIR/signing-key.pem, made on the first "
+        "start (mode 0600)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
@@ -52,6 +58,40 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(2, ge=1, description="least Retry-After of a 429")
     drain_timeout_s: int = Field(30, ge=0, description="graceful shutdown: wait this long")
     check_scans: int = Field(3, ge=0, le=50, description="stored scans a new model must pass")
+
+    # Hardening: per-caller limits (inference/service/limits.py) and secrets from files.
+    station_rate_per_min: float = Field(
+        120.0, ge=0, description="requests a minute per station key (0: no limit); 429 above"
+    )
+    station_burst: int = Field(30, ge=1, description="requests a station may send at once")
+    login_max_failures: int = Field(
+        5, ge=1, description="failed logins per user name and client address in the window"
+    )
+    login_window_s: int = Field(900, ge=1, description="the failed-login window (s)")
+    login_max_failures_per_address: int = Field(
+        100, ge=1, description="failed logins per client address, all names, in the window"
+    )
+    admin_key_file: Path | None = Field(
+        None,
+        description="read the admin key from this file (a mounted secret) instead of "
+        "CARGOSCAN_ADMIN_KEY; surrounding whitespace is ignored",
+    )
+
+    @model_validator(mode="after")
+    def _admin_key_from_file(self) -> Settings:
+        """A secret file beats an environment variable (which leaks into ``ps e`` and child
+        processes); a file that cannot be read or is empty stops the start."""
+        if self.admin_key_file is not None:
+            try:
+                text = self.admin_key_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(
+                    f"admin_key_file: cannot read {self.admin_key_file}: {exc}"
+                ) from None
+            if not text:
+                raise ValueError(f"admin_key_file: {self.admin_key_file} is empty")
+            self.admin_key = SecretStr(text)
+        return self
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite in the data directory."""

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from inference.service.app import API, Service
+from inference.service.audit import actor_of
 from inference.service.auth import (
     CSRF_COOKIE,
     SESSION_COOKIE,
@@ -90,13 +91,28 @@ def _clear_cookies(response: JSONResponse) -> None:
 @router.post("/auth/login", tags=["auth"])
 def login(request: Request, body: Login) -> JSONResponse:
     """A user's name and password -> a bearer token (and the page's session cookies).
-    401 for a wrong name or password, said the same way for both."""
-    records = _service(request).records
+    401 for a wrong name or password, said the same way for both; 429 with Retry-After
+    after too many failures for the name from this address, or from this address at all
+    (checked before the password is, so guessing costs no Argon2 time)."""
+    service = _service(request)
+    records = service.records
+    address = request.client.host if request.client else "unknown"
+    wait = service.login_limits.retry_after(body.username, address)
+    if wait is not None:
+        service.rate_limited.labels("login").inc()
+        raise HTTPException(
+            429,
+            f"too many failed logins; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     # A name no account can have (PostgreSQL would refuse the NUL) is just a wrong name.
     found = records.user_by_name(body.username) if "\x00" not in body.username else None
     ok = verify_password(found.password_hash if found else None, body.password)
     if found is None or not ok or not found.active:
+        service.login_limits.failed(body.username, address)
+        _log_failed_login(records, body.username, found is not None)
         raise HTTPException(401, "wrong user name or password")
+    service.login_limits.succeeded(body.username, address)
     if needs_rehash(found.password_hash):
         # Same password, stronger parameters: the user's other sessions stay open.
         records.update_user(
@@ -115,6 +131,12 @@ def login(request: Request, body: Login) -> JSONResponse:
     )
     _set_cookies(response, request, token)
     return response
+
+
+def _log_failed_login(records: Any, username: str, known: bool) -> None:
+    """A refused login goes into the audit log (the name as typed, printable and short)."""
+    name = "".join(c if c.isprintable() else "?" for c in username)[:100]
+    records.audit_event("user.login_failed", "anonymous", name, {"known_user": known})
 
 
 @router.post("/auth/logout", tags=["auth"])
@@ -190,7 +212,7 @@ def add_user(request: Request, _who: AdminCaller, body: NewUser) -> dict[str, An
     _valid_password(body.password)
     try:
         user = _service(request).records.add_user(
-            body.name, body.role, hash_password(body.password)
+            body.name, body.role, hash_password(body.password), actor=actor_of(_who)
         )
     except DuplicateName as exc:
         raise HTTPException(409, str(exc)) from None
@@ -214,6 +236,7 @@ def change_user(request: Request, who: AdminCaller, name: str, body: UserChange)
         role=body.role,
         password_hash=hash_password(body.password) if body.password is not None else None,
         active=body.active,
+        actor=actor_of(who),
     )
     if user is None:
         raise HTTPException(404, f"no user {name[:100]!r}")
@@ -242,7 +265,7 @@ def add_station(request: Request, _who: AdminCaller, body: NewStation) -> dict[s
         raise HTTPException(422, "name: must not be blank")
     key = new_key()
     try:
-        station = _service(request).records.add_station(name, hash_key(key))
+        station = _service(request).records.add_station(name, hash_key(key), actor_of(_who))
     except DuplicateName as exc:
         raise HTTPException(409, str(exc)) from None
     return {"name": station.name, "created_at": _iso(station.created_at), "key": key}

@@ -316,7 +316,12 @@ async def tiles_info(request: Request, who: AnyCaller, scan_id: str) -> dict[str
     }
 
 
-@router.get(f"{API}/scans/{{scan_id}}/tiles/{{view}}.dzi", tags=["viewer"])
+@router.get(
+    f"{API}/scans/{{scan_id}}/tiles/{{view}}.dzi",
+    tags=["viewer"],
+    response_class=Response,
+    responses={200: {"content": {"application/xml": {}}}},
+)
 async def dzi(
     request: Request,
     who: AnyCaller,
