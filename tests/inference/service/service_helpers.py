@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -115,3 +119,41 @@ def build_models(root: Path) -> dict[str, Path]:
     badsha.with_suffix(".json").write_text(json.dumps(card))
     out["badsha"] = badsha
     return out
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (for a real server subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`cargoscan serve` as a subprocess of this Python, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "inference.cli", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
+) -> None:
+    """Poll /readyz until 200; fail with the server's log if it dies or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"not ready in {timeout_s:g} s:\n" + log.read_text())

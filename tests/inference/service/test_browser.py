@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ from inference.service.auth import hash_key, new_key
 from inference.service.db import ScanRecord
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
-from tests.inference.service.service_helpers import scan_pngs
+from tests.inference.service.service_helpers import free_port, scan_pngs
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -240,12 +239,6 @@ def _seed(settings: Settings, model_card: dict[str, Any]) -> tuple[str, dict[str
     return key, {"id": riskiest, "second": second, "width": w, "height": h}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("browser")
@@ -253,7 +246,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
     settings = Settings(data_dir=data, database_url=None)
     card = json.loads(models["clear"].with_suffix(".json").read_text())
     key, riskiest = _seed(settings, card)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CARGOSCAN_DATA_DIR": str(data),

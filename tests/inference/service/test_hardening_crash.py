@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,42 +27,19 @@ import httpx
 import pytest
 
 from inference.service.settings import Settings
-from tests.inference.service.service_helpers import ADMIN_KEY, add_station, scan_pngs
+from tests.inference.service.service_helpers import (
+    ADMIN_KEY,
+    REPO,
+    add_station,
+    free_port,
+    scan_pngs,
+    start_server,
+    wait_ready,
+)
 
-REPO = Path(__file__).resolve().parents[3]
 STATIONS = 3
 ACKS_BEFORE_KILL = 9
 PASSWORD = "officer's long password"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "inference.cli", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("not ready in 120 s:\n" + log.read_text())
 
 
 @dataclass
@@ -117,7 +93,7 @@ def _station(url: str, k: int, key: dict[str, str], traffic: Traffic) -> None:
 def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
     tmp_path: Path, models: dict[str, Path]
 ):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "data"
     env = {
@@ -142,9 +118,9 @@ def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
     traffic = Traffic()
     tokens: list[str] = []
 
-    proc = _start(env, log)
+    proc = start_server(env, log)
     try:
-        _wait_ready(url, proc, log)
+        wait_ready(url, proc, log)
         r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "olga", "password": PASSWORD})
         assert r.status_code == 200
         tokens.append(r.json()["token"])
@@ -190,9 +166,9 @@ def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    proc = _start(env, log)
+    proc = start_server(env, log)
     try:
-        _wait_ready(url, proc, log)
+        wait_ready(url, proc, log)
         assert not stale.exists()
         lost = []
         for a in acked:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,39 +19,15 @@ import httpx
 import pytest
 
 from inference.service.settings import Settings
-from tests.inference.service.service_helpers import ADMIN_KEY, add_station, scan_pngs
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "inference.cli", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("not ready in 90 s:\n" + log.read_text())
+from tests.inference.service.service_helpers import (
+    ADMIN_KEY,
+    REPO,
+    add_station,
+    free_port,
+    scan_pngs,
+    start_server,
+    wait_ready,
+)
 
 
 def _queue_depth(url: str) -> float:
@@ -64,7 +39,7 @@ def _queue_depth(url: str) -> float:
 def test_serve_drains_on_sigterm_and_restarts_with_its_data(
     tmp_path: Path, models: dict[str, Path]
 ):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     data = tmp_path / "data"
     env = {
@@ -81,9 +56,9 @@ def test_serve_drains_on_sigterm_and_restarts_with_its_data(
     key = add_station(Settings(data_dir=data, database_url=None), "gate-1")
     log = tmp_path / "serve.log"
 
-    proc = _start(env, log)
+    proc = start_server(env, log)
     try:
-        _wait_ready(url, proc, log)
+        wait_ready(url, proc, log, timeout_s=90)
         meta = {"metadata": json.dumps({"station_scan_id": "U-1"})}
         first = httpx.post(f"{url}/api/v1/scans", files=scan_pngs(), data=meta, headers=key)
         assert first.status_code == 201, first.text
@@ -132,9 +107,9 @@ def test_serve_drains_on_sigterm_and_restarts_with_its_data(
             proc.kill()
             proc.wait()
 
-    proc = _start(env, log)
+    proc = start_server(env, log)
     try:
-        _wait_ready(url, proc, log)
+        wait_ready(url, proc, log, timeout_s=90)
         ready = httpx.get(f"{url}/readyz").json()
         assert ready["model"]["name"] == "clear"  # the roll-out outlived the restart
         for res in (first.json(), answer["r"].json()):
