@@ -39,7 +39,7 @@ from inference.service.auth import (
     StationCaller,
     SupervisorCaller,
 )
-from inference.service.db import ResultRecord, ScanRecord
+from inference.service.db import ResultRecord, ScanRecord, iso
 from inference.service.rollout import RolloutBusy, RolloutError
 
 
@@ -65,18 +65,14 @@ def _service(request: Request) -> Service:
     return request.app.state.service
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def scan_summary(scan: ScanRecord, station_name: str) -> dict[str, Any]:
     """What was received: the station's words and the stored bytes' SHA-256."""
     return {
         "id": scan.id,
         "station": station_name,
         "station_scan_id": scan.station_scan_id,
-        "received_at": _iso(scan.received_at),
-        "scan_time": _iso(scan.scan_time),
+        "received_at": iso(scan.received_at),
+        "scan_time": iso(scan.scan_time),
         "width": scan.width,
         "height": scan.height,
         "bit_depth": scan.bit_depth,
@@ -224,8 +220,8 @@ def list_scans(
                 "scan_id": scan.id,
                 "station": _station_name(scan, who),
                 "station_scan_id": scan.station_scan_id,
-                "received_at": _iso(scan.received_at),
-                "scan_time": _iso(scan.scan_time),
+                "received_at": iso(scan.received_at),
+                "scan_time": iso(scan.scan_time),
                 "verdict": result.verdict if result else None,
                 "risk": result.risk if result else None,
                 "findings": len(result.body.get("findings", [])) if result else 0,
@@ -345,7 +341,7 @@ def current_model(request: Request, _who: AdminCaller) -> dict[str, Any]:
             "source": last.source,
             "path": last.path,
             "version": last.version,
-            "at": _iso(last.created_at),
+            "at": iso(last.created_at),
         },
     }
 

@@ -46,6 +46,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored time as ISO 8601 for answers and signed statements (None stays None)."""
+    return value.isoformat() if value is not None else None
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in Python on every backend (SQLite stores no zone).
 

@@ -47,6 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from inference.service.db import iso
 from inference.service.signing import (
     Signer,
     b64,
@@ -72,10 +73,6 @@ REVIEWS, SIGNATURES, AUDIT, SCAN, README = (
     "scan.json",
     "README.txt",
 )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def image_suffix(data: bytes) -> str:
@@ -110,7 +107,7 @@ def result_statement(
         "type": RESULT_STATEMENT,
         "scan_id": body.get("scan_id"),
         "result_id": result_id,
-        "created_at": _iso(created_at),
+        "created_at": iso(created_at),
         "scan": {"high_sha256": high_sha256, "low_sha256": low_sha256},
         "model": {
             "name": model.get("name"),
@@ -134,7 +131,7 @@ def review_dict(review: Any) -> dict[str, Any]:
         "scan_id": review.scan_id,
         "officer": review.user.name,
         "user_role": review.user_role,
-        "created_at": _iso(review.created_at),
+        "created_at": iso(review.created_at),
         "result_id": review.result_id,
         "model_version": review.model_version,
         "findings": review.findings,

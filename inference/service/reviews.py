@@ -33,7 +33,8 @@ from pydantic import BaseModel, Field
 from inference.service.api import Verdict, _owned, _station_name
 from inference.service.app import API, Service, ServiceUnavailable
 from inference.service.auth import AccountCaller, SupervisorAccount, UserCaller
-from inference.service.db import Review, ScanRecord
+from inference.service.db import Review, ScanRecord, iso
+from inference.service.evidence import review_dict
 
 router = APIRouter(prefix=API)
 
@@ -43,10 +44,6 @@ DECLARED_CHARS = 120
 
 def _service(request: Request) -> Service:
     return request.app.state.service
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def model_categories(service: Service) -> list[str]:
@@ -114,8 +111,8 @@ def get_queue(
                 "verdict": result.verdict if result else None,
                 "station": it.station,
                 "station_scan_id": scan.station_scan_id,
-                "received_at": _iso(scan.received_at),
-                "scan_time": _iso(scan.scan_time),
+                "received_at": iso(scan.received_at),
+                "scan_time": iso(scan.scan_time),
                 "declared": declared_text(scan.meta),
                 "findings": len(result.body.get("findings", [])) if result else 0,
                 "review_status": it.review_status,
@@ -151,22 +148,6 @@ class ReviewBody(BaseModel):
 
 class ReopenBody(BaseModel):
     reason: str = Field("", max_length=MAX_COMMENT)
-
-
-def review_json(review: Review) -> dict[str, Any]:
-    return {
-        "id": review.id,
-        "scan_id": review.scan_id,
-        "officer": review.user.name,
-        "user_role": review.user_role,
-        "created_at": _iso(review.created_at),
-        "result_id": review.result_id,
-        "model_version": review.model_version,
-        "findings": review.findings,
-        "added": review.added,
-        "verdict": review.verdict,
-        "comment": review.comment,
-    }
 
 
 def _no_nul(text: str, where: str) -> str:
@@ -286,7 +267,7 @@ def post_review(
         )
     )
     return JSONResponse(
-        review_json(review),
+        review_dict(review),
         status_code=201,
         headers={"Location": f"{API}/scans/{scan.id}/reviews"},
     )
@@ -305,7 +286,7 @@ def get_reviews(request: Request, who: UserCaller, scan_id: str) -> dict[str, An
         "scan_id": scan.id,
         "station": _station_name(scan, who),
         "review_status": state.status,
-        "items": [review_json(r) for r in reviews],
+        "items": [review_dict(r) for r in reviews],
     }
 
 
@@ -326,6 +307,6 @@ def reopen(
         "scan_id": scan.id,
         "review_status": "reopened",
         "by": who.name,
-        "at": _iso(row.created_at),
+        "at": iso(row.created_at),
         "reason": row.reason,
     }

@@ -9,7 +9,6 @@ token's SHA-256 is stored, with an expiry (``auth.TOKEN_TTL``); logout revokes i
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -35,7 +34,7 @@ from inference.service.auth import (
     principal,
     verify_password,
 )
-from inference.service.db import User, utcnow
+from inference.service.db import User, iso, utcnow
 from inference.service.records import DuplicateName
 
 router = APIRouter(prefix=API)
@@ -45,10 +44,6 @@ Role = Literal["officer", "supervisor", "admin"]
 
 def _service(request: Request) -> Service:
     return request.app.state.service
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 # --------------------------------------------------------------------------- login
@@ -187,7 +182,7 @@ def user_json(user: User) -> dict[str, Any]:
         "name": user.name,
         "role": user.role,
         "active": user.active,
-        "created_at": _iso(user.created_at),
+        "created_at": iso(user.created_at),
     }
 
 
@@ -254,7 +249,7 @@ class NewStation(BaseModel):
 def list_stations(request: Request, _who: AdminCaller) -> dict[str, Any]:
     """Every station (never a key)."""
     stations = _service(request).records.stations()
-    return {"items": [{"name": s.name, "created_at": _iso(s.created_at)} for s in stations]}
+    return {"items": [{"name": s.name, "created_at": iso(s.created_at)} for s in stations]}
 
 
 @router.post("/admin/stations", tags=["admin"], status_code=201)
@@ -268,4 +263,4 @@ def add_station(request: Request, _who: AdminCaller, body: NewStation) -> dict[s
         station = _service(request).records.add_station(name, hash_key(key), actor_of(_who))
     except DuplicateName as exc:
         raise HTTPException(409, str(exc)) from None
-    return {"name": station.name, "created_at": _iso(station.created_at), "key": key}
+    return {"name": station.name, "created_at": iso(station.created_at), "key": key}
