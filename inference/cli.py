@@ -8,10 +8,12 @@ training subcommand is actually run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 # The officer views (inference.render.VIEWS, which a test keeps equal): here as plain
 # names so that `cargoscan --help` imports no NumPy or OpenCV.
@@ -387,8 +389,19 @@ def _add_station(sub: argparse._SubParsersAction) -> None:
     ls.set_defaults(handler=_run_station_list)
 
 
-def _run_station_add(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _records(settings: object) -> Iterator[Any]:
+    """The service's database for a CLI command (migrated), closed again afterwards."""
     from inference.service.app import open_records
+
+    records = open_records(settings)  # type: ignore[arg-type]
+    try:
+        yield records
+    finally:
+        records.engine.dispose()
+
+
+def _run_station_add(args: argparse.Namespace) -> int:
     from inference.service.auth import hash_key, new_key
     from inference.service.records import DuplicateName
 
@@ -396,29 +409,22 @@ def _run_station_add(args: argparse.Namespace) -> int:
     if not name or len(name) > 100:
         print("cargoscan station add: NAME must be 1-100 characters", file=sys.stderr)
         return 2
-    records = open_records(_service_settings(args))
     key = new_key()
-    try:
-        records.add_station(name, hash_key(key))
-    except DuplicateName as exc:
-        print(f"cargoscan station add: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        records.engine.dispose()
+    with _records(_service_settings(args)) as records:
+        try:
+            records.add_station(name, hash_key(key))
+        except DuplicateName as exc:
+            print(f"cargoscan station add: {exc}", file=sys.stderr)
+            return 2
     print(f"station {name!r} added; its API key (shown once, store it now):", file=sys.stderr)
     print(key)
     return 0
 
 
 def _run_station_list(args: argparse.Namespace) -> int:
-    from inference.service.app import open_records
-
-    records = open_records(_service_settings(args))
-    try:
+    with _records(_service_settings(args)) as records:
         for st in records.stations():
             print(f"{st.name}\t{st.created_at.isoformat()}")
-    finally:
-        records.engine.dispose()
     return 0
 
 
@@ -635,7 +641,6 @@ def _read_password(from_stdin: bool) -> str | None:
 
 
 def _run_user_add(args: argparse.Namespace) -> int:
-    from inference.service.app import open_records
     from inference.service.auth import check_password, check_user_name, hash_password
     from inference.service.records import DuplicateName
 
@@ -651,28 +656,21 @@ def _run_user_add(args: argparse.Namespace) -> int:
     if problem:
         print(f"cargoscan user add: the password must have {problem}", file=sys.stderr)
         return 2
-    records = open_records(_service_settings(args))
-    try:
-        records.add_user(args.name, args.role, hash_password(password))
-    except DuplicateName as exc:
-        print(f"cargoscan user add: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        records.engine.dispose()
+    with _records(_service_settings(args)) as records:
+        try:
+            records.add_user(args.name, args.role, hash_password(password))
+        except DuplicateName as exc:
+            print(f"cargoscan user add: {exc}", file=sys.stderr)
+            return 2
     print(f"user {args.name!r} added as {args.role}")
     return 0
 
 
 def _run_user_list(args: argparse.Namespace) -> int:
-    from inference.service.app import open_records
-
-    records = open_records(_service_settings(args))
-    try:
+    with _records(_service_settings(args)) as records:
         for u in records.users():
             state = "active" if u.active else "inactive"
             print(f"{u.name}\t{u.role}\t{state}\t{u.created_at.isoformat()}")
-    finally:
-        records.engine.dispose()
     return 0
 
 
@@ -706,7 +704,6 @@ def _add_reviews(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_reviews_export(args: argparse.Namespace) -> int:
-    from inference.service.app import open_records
     from inference.service.export import card_categories, export_reviews, parse_since
     from inference.service.storage import BlobStore
 
@@ -716,8 +713,7 @@ def _run_reviews_export(args: argparse.Namespace) -> int:
         print(f"cargoscan reviews export: --since: {exc}", file=sys.stderr)
         return 2
     settings = _service_settings(args)
-    records = open_records(settings)
-    try:
+    with _records(settings) as records:
         model = args.model
         if model is None:
             last = records.latest_activation()
@@ -732,8 +728,6 @@ def _run_reviews_export(args: argparse.Namespace) -> int:
             return 2
         blobs = BlobStore(settings.data_dir / "blobs")
         summary = export_reviews(records, blobs, args.out, categories, since)
-    finally:
-        records.engine.dispose()
     print(summary)
     return 0
 
@@ -753,14 +747,10 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:
-    from inference.service.app import open_records
     from inference.service.audit import verify_chain
 
-    records = open_records(_service_settings(args))
-    try:
+    with _records(_service_settings(args)) as records:
         report = verify_chain(records.engine)
-    finally:
-        records.engine.dispose()
     if not report.ok:
         print(f"audit log BROKEN at entry #{report.broken_seq}: {report.problem}", file=sys.stderr)
         print(f"({report.entries} entries before it check out)", file=sys.stderr)
