@@ -323,7 +323,11 @@ class Augment:
     - residual calibration error: a small additive shift of -ln T per row;
     - extra photon noise: sigma(a) = exp(a/2)/sqrt(N) for a random flux N;
     - low-energy dropout: the low channel replaced by the high one, exactly
-      as `preprocess` does for single-energy scanners.
+      as `preprocess` does for single-energy scanners;
+    - 8-bit JPEG export: some of those single-energy samples pass through
+      what a scanner exporting 8-bit JPEGs does to transmission (coarse steps,
+      saturation at 1/256, 8x8 block artefacts), as the real scans we compare
+      against are such files.
     No colour jitter, contrast or blur on attenuation: they have no physical
     meaning here.
     """
@@ -337,6 +341,8 @@ class Augment:
     flux_range: tuple[float, float] = (1e4, 2e5)
     noise_p: float = 0.5
     drop_low_p: float = 0.3
+    jpeg_p: float = 0.3  # share of the single-energy samples turned into an 8-bit JPEG export
+    jpeg_quality: tuple[int, int] = (70, 95)
 
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
         image, boxes, labels = s.image, s.boxes.astype(np.float32), s.labels
@@ -373,11 +379,30 @@ class Augment:
         np.clip(image, 0, None, out=image)
         has_low = s.has_low
         if has_low and rng.random() < self.drop_low_p:
+            if rng.random() < self.jpeg_p:
+                image[0] = self._eight_bit_jpeg(image[0], rng)
             image[1] = image[0]
             has_low = False
         return replace(
             s, image=image, boxes=boxes.astype(np.float32), labels=labels, has_low=has_low
         )
+
+    def _eight_bit_jpeg(self, channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One channel as it comes back from an 8-bit JPEG of its transmission.
+
+        The air level sits a little under full scale, as exports leave headroom;
+        decoding mirrors `inference.preprocess.attenuation` (T >= 1/256).
+        """
+        air = float(rng.uniform(215.0, 255.0))
+        transmission = np.exp(-channel.astype(np.float64) * ATTENUATION_SCALE)
+        counts = np.clip(np.rint(transmission * air), 0, 255).astype(np.uint8)
+        quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+        ok, encoded = cv2.imencode(".jpg", counts, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:  # pragma: no cover - OpenCV encodes any uint8 greyscale array
+            return channel
+        counts = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE).astype(np.float32)
+        t = np.clip(counts / np.float32(air), 1.0 / 256.0, 1.0)
+        return (-np.log(t) / ATTENUATION_SCALE).astype(np.float32)
 
     def _crop(
         self,

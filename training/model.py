@@ -36,8 +36,11 @@ class ModelConfig:
 
     categories: tuple[str, ...] = ("firearm", "narcotics", "cigarettes", "currency", "person")
     in_channels: int = 2
-    widths: tuple[int, ...] = (16, 32, 64, 96, 128)  # at strides 2, 4, 8, 16, 32
-    blocks: tuple[int, ...] = (0, 1, 2, 2, 2)
+    # Depth and width go where pixels are few (strides 16 and 32: a person or a
+    # pallet needs context there) and stay thin at strides 2-8, where a 3000x800
+    # scan has most of its pixels.
+    widths: tuple[int, ...] = (16, 32, 64, 128, 192)  # at strides 2, 4, 8, 16, 32
+    blocks: tuple[int, ...] = (0, 1, 2, 3, 3)
     neck_width: int = 48
     extra: dict = field(default_factory=dict)
 

@@ -211,3 +211,33 @@ def test_cache_serves_the_same_scan_memory_mapped(synth_dir: Path, tmp_path: Pat
     assert again.has_low == first.has_low
     out = Augment(crop_hw=(64, 96))(again, np.random.default_rng(0))
     assert out.image.dtype == np.float32 and out.image.shape == (2, 64, 96)
+
+
+def test_eight_bit_jpeg_export_quantises_and_saturates_like_such_files():
+    aug = Augment(
+        crop_hw=None,
+        flip_p=0,
+        scale_range=(1.0, 1.0),
+        row_gain_sigma=0,
+        noise_p=0,
+        drop_low_p=1.0,
+        jpeg_p=1.0,
+        jpeg_quality=(90, 90),
+    )
+    image = np.zeros((2, 64, 192), np.float32)
+    image[:, :, :64] = 0.5 / ATTENUATION_SCALE  # thin: survives 8 bits well
+    image[:, :, 64:128] = np.linspace(2.0, 3.0, 64, dtype=np.float32) / ATTENUATION_SCALE
+    image[:, :, 128:] = 8.0 / ATTENUATION_SCALE  # beyond what 8 bits can express
+    s = Sample(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), True, "toy")
+    out = aug(s, np.random.default_rng(0))
+    a = out.image[0] * ATTENUATION_SCALE
+    assert not out.has_low
+    np.testing.assert_array_equal(out.image[1], out.image[0])
+    assert np.median(a[8:-8, 8:56]) == pytest.approx(0.5, abs=0.03)
+    # Saturation: T can go no lower than 1/256 whatever the true attenuation.
+    assert a[:, 136:].max() <= np.log(256) + 1e-5
+    # Quantisation: a smooth ramp over a = 2..3 comes back in 8-bit steps
+    # (T from 0.135 to 0.05 of the air level: about 20 counts).
+    ramp = a[32, 72:120]
+    assert 5 <= len(np.unique(np.round(ramp, 4))) <= 40
+    assert np.corrcoef(ramp, np.linspace(2.0, 3.0, 64)[8:56])[0, 1] > 0.9

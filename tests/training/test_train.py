@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from inference.cli import main
+from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
-from training.train import load_checkpoint
+from training.train import WeightAverage, load_checkpoint
 
 TINY = ["--epochs", "2", "--steps", "2", "--batch", "2", "--crop", "128"]
 
@@ -41,6 +42,7 @@ def test_train_writes_config_metrics_and_checkpoints_then_resumes(synth: Path, t
         assert net(torch.zeros(1, 2, 64, 64))["heat"].shape[1] == 5
     last = torch.load(run / "last.pt", weights_only=True)
     assert last["epoch"] == 1 and "optimizer" in last
+    assert last["ema_updates"] == 4  # 2 epochs x 2 steps: the average followed every step
 
     # Resume: a third epoch continues the run instead of starting again.
     resumed = list(args)
@@ -48,6 +50,26 @@ def test_train_writes_config_metrics_and_checkpoints_then_resumes(synth: Path, t
     assert main([*resumed, "--resume"]) == 0
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert torch.load(run / "last.pt", weights_only=True)["ema_updates"] == 6
+
+
+def test_weight_average_follows_early_steps_closely_and_later_ones_slowly():
+    net = CargoNet(ModelConfig(widths=(8, 8, 8, 8, 8), neck_width=8))
+    average = WeightAverage(net, decay=0.999)
+    start = net.heat.out.bias.detach().clone()
+    with torch.no_grad():
+        net.heat.out.bias += 1.0
+    average.update(net)  # decay ramps from 0: the first step is taken almost whole
+    moved = average.net.heat.out.bias - start
+    assert torch.all(moved > 0.99)
+    average.updates = 100_000  # late in a run: one step moves the average by ~0.1 %
+    with torch.no_grad():
+        net.heat.out.bias += 1.0
+    before = average.net.heat.out.bias.clone()
+    average.update(net)
+    step = average.net.heat.out.bias - before
+    assert torch.all((step > 0.0005) & (step < 0.002))
+    assert average.net.heat.out.bias.requires_grad is False
 
 
 def test_train_rejects_a_folder_that_is_no_data_set(
