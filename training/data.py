@@ -352,8 +352,17 @@ class Augment:
             # Cut the window first (it may be a memory-mapped cache), then
             # resample only the window: a scan is 2.4 Mpx, a crop a tenth of it.
             ch, cw = self.crop_hw
+            target = None
+            if len(boxes) and rng.random() < self.object_crop_p:
+                target = boxes[int(rng.integers(len(boxes)))]
+                # Zoom in no further than keeps the threat whole in the crop (a
+                # person is ~350 px tall): the model sees it whole at inference.
+                fit = 0.95 * min(
+                    ch / max(target[3] - target[1], 1.0), cw / max(target[2] - target[0], 1.0)
+                )
+                f = min(f, max(fit, lo))
             window = (int(np.ceil(ch / f)), int(np.ceil(cw / f)))
-            image, boxes, labels = self._crop(image, boxes, labels, window, rng)
+            image, boxes, labels = self._crop(image, boxes, labels, window, target, rng)
             boxes = boxes * np.array([cw / window[1], ch / window[0]] * 2, np.float32)
             image = _resize_to(image, (ch, cw))
         elif f != 1.0:
@@ -410,15 +419,16 @@ class Augment:
         boxes: np.ndarray,
         labels: np.ndarray,
         window: tuple[int, int],
+        target: np.ndarray | None,
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A window of the scan: around `target` (anywhere that keeps it whole, if it
+        fits), else anywhere."""
         ch, cw = window
         _, h, w = image.shape
-        if len(boxes) and rng.random() < self.object_crop_p:
-            b = boxes[int(rng.integers(len(boxes)))]
-            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-            x0 = int(np.clip(cx - rng.uniform(0.2, 0.8) * cw, 0, max(w - cw, 0)))
-            y0 = int(np.clip(cy - rng.uniform(0.2, 0.8) * ch, 0, max(h - ch, 0)))
+        if target is not None:
+            x0 = int(np.clip(self._window_start(target[0], target[2], cw, rng), 0, max(w - cw, 0)))
+            y0 = int(np.clip(self._window_start(target[1], target[3], ch, rng), 0, max(h - ch, 0)))
         else:
             x0 = int(rng.integers(0, max(w - cw, 0) + 1))
             y0 = int(rng.integers(0, max(h - ch, 0) + 1))
@@ -435,6 +445,13 @@ class Augment:
         kept_area = np.prod(np.clip(clipped[:, 2:] - clipped[:, :2], 0, None), axis=1)
         keep = kept_area >= self.min_visible * np.maximum(area, 1e-6)
         return out, clipped[keep], labels[keep]
+
+    @staticmethod
+    def _window_start(lo: float, hi: float, size: int, rng: np.random.Generator) -> float:
+        """Start of a window of `size` along one axis holding [lo, hi] whole where it can."""
+        if hi - lo <= size:
+            return float(rng.uniform(hi - size, lo))
+        return float((lo + hi) / 2 - rng.uniform(0.2, 0.8) * size)
 
 
 def _resize_to(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

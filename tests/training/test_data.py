@@ -147,6 +147,32 @@ def test_scale_and_crop_keep_boxes_on_the_object():
         assert inside.size and inside.mean() == pytest.approx(0.5, abs=0.02)
 
 
+def test_object_crops_keep_a_person_sized_threat_whole():
+    # A 300 px tall object in a 320 px crop: zooming in (up to 1.25x) or
+    # centring loosely would cut it; the crop keeps it whole and unzoomed-enough.
+    image = np.zeros((2, 800, 2000), np.float32)
+    image[:, 250:550, 900:1000] = 0.5
+    s = Sample(image, np.array([[900, 250, 1000, 550]], np.float32), np.array([4]), True, "toy")
+    aug = Augment(
+        crop_hw=(320, 320),
+        flip_p=0.0,
+        scale_range=(0.8, 1.25),
+        row_gain_sigma=0,
+        noise_p=0,
+        drop_low_p=0,
+        object_crop_p=1.0,
+    )
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        out = aug(s, rng)
+        assert len(out.boxes) == 1
+        x0, y0, x1, y1 = out.boxes[0]
+        # Not clipped by the crop's edge: the 1:3 shape survives, and the scale
+        # stays within the augmentation's range.
+        assert (y1 - y0) / (x1 - x0) == pytest.approx(3.0, rel=0.02)
+        assert 0.8 * 300 - 1 <= y1 - y0 <= 0.95 * 320 + 1
+
+
 def test_crops_drop_objects_mostly_outside_them():
     aug = Augment(
         crop_hw=(100, 100),
