@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from training.data import open_source
@@ -45,8 +46,35 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _heat_disagreement(onnx_heat: np.ndarray, raw_heat: torch.Tensor) -> float:
+    """Largest difference between ONNX Runtime's peak map and torch's, ties forgiven.
+
+    Where the heat is flat (air, or an untrained model) neighbouring cells differ by
+    float rounding only, and the 3x3 peak test may keep a different one of them in
+    each runtime. So: every ONNX peak must hold torch's value there and be a peak in
+    torch up to that rounding, and every torch peak must have an ONNX peak of the
+    same height (up to rounding) within two cells.
+    """
+    tie = 2 * PARITY_ATOL
+    raw = raw_heat.numpy()
+    around = F.max_pool2d(raw_heat, 3, 1, 1).numpy()
+    torch_peaks = np.where(raw == around, raw, 0.0)
+    onnx_near = F.max_pool2d(torch.from_numpy(onnx_heat), 5, 1, 2).numpy()
+    worst = 0.0
+    kept = onnx_heat > MIN_PEAK
+    if kept.any():
+        value_gap = np.abs(onnx_heat - raw)[kept]
+        not_a_peak = np.clip(around - raw - tie, 0.0, None)[kept]
+        worst = max(worst, float(value_gap.max()), float(not_a_peak.max()))
+    wanted = torch_peaks > MIN_PEAK
+    if wanted.any():
+        missing = np.clip(torch_peaks - onnx_near - tie, 0.0, None)[wanted]
+        worst = max(worst, float(missing.max()))
+    return worst
+
+
 def check_parity(onnx_path: Path, wrapper: ExportWrapper, inputs: list[torch.Tensor]) -> float:
-    """Largest absolute difference between ONNX Runtime and torch over the given inputs."""
+    """Largest difference between ONNX Runtime and torch over the given inputs."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -54,14 +82,11 @@ def check_parity(onnx_path: Path, wrapper: ExportWrapper, inputs: list[torch.Ten
     for x in inputs:
         got = session.run(None, {"input": x.numpy()})
         with torch.no_grad():
-            want = wrapper(x)
-        for name, g, w in zip(("heat", "box", "anomaly"), got, want, strict=True):
-            diff = np.abs(g - w.numpy())
-            if name == "heat":
-                # Flat, low regions (air) hold exact ties that the 3x3 peak test
-                # may break either way; only peaks a decoder would keep count.
-                diff = diff[(g > MIN_PEAK) | (w.numpy() > MIN_PEAK)]
-            worst = max(worst, float(diff.max(initial=0.0)))
+            _, box, anomaly = wrapper(x)
+            raw_heat = torch.sigmoid(wrapper.net(x)["heat"])
+        worst = max(worst, _heat_disagreement(got[0], raw_heat))
+        for g, w in zip(got[1:], (box, anomaly), strict=True):
+            worst = max(worst, float(np.abs(g - w.numpy()).max(initial=0.0)))
     return worst
 
 
