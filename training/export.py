@@ -84,8 +84,7 @@ def check_parity(onnx_path: Path, wrapper: ExportWrapper, inputs: list[torch.Ten
     for x in inputs:
         got = session.run(None, {"input": x.numpy()})
         with torch.no_grad():
-            _, box, anomaly = wrapper(x)
-            raw_heat = torch.sigmoid(wrapper.net(x)["heat"])
+            raw_heat, box, anomaly = wrapper.probabilities(x)
         worst = max(worst, _heat_disagreement(got[0], raw_heat))
         # Box sides are in pixels (up to hundreds): float32 rounding grows with
         # the length, so they are compared relative to it (absolute below 1 px).

@@ -152,12 +152,16 @@ class ExportWrapper(nn.Module):
         # batch statistics for everything computed after the export.
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The outputs before the peak test: the whole heat map (export checks compare it)."""
         out = self.net(x)
-        heat = torch.sigmoid(out["heat"])
-        peaks = (F.max_pool2d(heat, 3, 1, 1) == heat).to(heat.dtype)
         box = torch.exp(out["box"].clamp(max=8.0)) * STRIDE
-        return heat * peaks, box, torch.sigmoid(out["anomaly"])
+        return torch.sigmoid(out["heat"]), box, torch.sigmoid(out["anomaly"])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        heat, box, anomaly = self.probabilities(x)
+        peaks = (F.max_pool2d(heat, 3, 1, 1) == heat).to(heat.dtype)
+        return heat * peaks, box, anomaly
 
 
 ONNX_OPSET = 17
