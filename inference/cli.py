@@ -136,6 +136,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from this model: a checkpoint (.pt) or an exported .onnx beside its card",
+    )
     p.set_defaults(handler=_run_train)
 
 
@@ -158,6 +164,7 @@ def _run_train(args: argparse.Namespace) -> int:
         crop=args.crop,
         lr=args.lr,
         seed=args.seed,
+        init=str(args.init) if args.init else None,
     )
     try:
         out = train(cfg, resume=args.resume)

@@ -27,6 +27,7 @@ from training.data import Augment, MixedScans, Sample, ScanSource, open_source, 
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import decode, loss, make_targets
+from training.warm_start import config_of, warm_start
 
 VAL_FAR = 0.01
 
@@ -53,6 +54,9 @@ class TrainConfig:
     # detection rate at 1 % false alarms hangs on the few highest clean-scan peaks.
     ema_decay: float = 0.999
     cache: bool = True  # keep pre-processed scans in DATA/.cache (float16, memory-mapped)
+    # Start from this model's weights (a checkpoint or an exported .onnx with its card);
+    # the network's configuration then comes from it.
+    init: str | None = None
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
 
 
@@ -148,6 +152,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out)
+    resuming = resume and (out / "last.pt").is_file()
+    if cfg.init:
+        cfg.model = config_of(cfg.init).to_dict()
     model_cfg = ModelConfig.from_dict(cfg.model)
     categories = list(model_cfg.categories)
     weights = cfg.weights or [1.0] * len(cfg.data)
@@ -160,6 +167,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     data_summary = [{**summarize(p), "weight": w} for p, w in source.parts]
     torch.manual_seed(cfg.seed)
     net = CargoNet(model_cfg).to(device)
+    augment = Augment(crop_hw=(cfg.crop, cfg.crop))
+    if cfg.init and not resuming:
+        warm_start(net, cfg.init, _init_samples(source, augment, cfg))
+        net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = max(cfg.epochs * cfg.steps_per_epoch, 1)
     warmup = max(total // 20, 1)
@@ -175,7 +186,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     start, best = 0, -math.inf
     average: WeightAverage | None = None
-    if resume and (out / "last.pt").is_file():
+    if resuming:
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
         # "model" holds the weights to use (the average when there is one);
         # "raw_model" the optimiser's own weights, to go on training from.
@@ -192,7 +203,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
-    augment = Augment(crop_hw=(cfg.crop, cfg.crop))
     for epoch in range(start, cfg.epochs):
         draws = source.epoch_indices(
             cfg.steps_per_epoch * cfg.batch_size * world, np.random.default_rng([cfg.seed, epoch])
@@ -266,6 +276,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if world > 1:
         dist.barrier()
     return out
+
+
+def _init_samples(source: MixedScans, augment: Augment, cfg: TrainConfig) -> list[torch.Tensor]:
+    """A few batches of training crops for a warm start's batch-norm statistics."""
+    count = 4 * cfg.batch_size
+    # Seeds apart from every epoch's ([seed, epoch]): these crops are drawn before epoch 0.
+    draws = source.epoch_indices(count, np.random.default_rng([cfg.seed, 7, 7]))
+    data = EpochDraws(source, augment, draws, seed=cfg.seed * 1_000_003 + 999_983)
+    images = [torch.from_numpy(data[k].image) for k in range(len(data))]
+    return [torch.stack(images[k : k + cfg.batch_size]) for k in range(0, count, cfg.batch_size)]
 
 
 def _to(t: Any, device: torch.device) -> Any:
