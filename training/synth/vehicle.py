@@ -88,6 +88,52 @@ def draw_wheel(
     c.add_cylinder_z("steel", cx, cy, 65, 1750, STEEL)  # axle beam across the vehicle
 
 
+def draw_corner_casting(c: Canvas, x0: float, y0: float, rng: np.random.Generator) -> None:
+    """ISO 1161 corner casting, 178 x 118 mm from the side and 162 mm deep along the beam.
+
+    It is a hollow steel box: its top, bottom and end walls run along the beam
+    (a dark frame, the full 162 mm of steel), inside it the beam crosses only
+    the inner and outer faces, and the outer face's oval aperture lets it
+    through one wall. Real scans show a dark square with a bright spot; a solid
+    block here taught the model that such a spot on a dark square is unusual.
+    """
+    w, h, depth = 178.0, 118.0, 162.0
+    wall = rng.uniform(22, 30)
+    x1, y1 = x0 + w, y0 + h
+    c.add_box("steel", x0, y0, x1, y0 + wall, depth, STEEL)
+    c.add_box("steel", x0, y1 - wall, x1, y1, depth, STEEL)
+    c.add_box("steel", x0, y0 + wall, x0 + wall, y1 - wall, depth, STEEL)
+    c.add_box("steel", x1 - wall, y0 + wall, x1, y1 - wall, depth, STEEL)
+    # Inside the frame: the outer face and the thinner inner face.
+    c.add_box("steel", x0 + wall, y0 + wall, x1 - wall, y1 - wall, wall + rng.uniform(8, 14), STEEL)
+    # Side aperture (about 78 x 64 mm) through the outer face: a negative path.
+    half_w, half_h = rng.uniform(34, 42), rng.uniform(28, 34)
+    c.add_rounded_block(
+        "steel", (x0 + x1) / 2, (y0 + y1) / 2, half_w, half_h, -wall, STEEL, roundness=2.0
+    )
+
+
+def draw_post_fittings(
+    c: Canvas, xa: float, xb: float, y_low: float, y_high: float, rng: np.random.Generator
+) -> None:
+    """What sits on a corner post between the castings: placard holders, brackets,
+    cable clamps, the end of a door-header or a logistic rail, sometimes with a bolt hole.
+
+    Small dark rectangles on a post are ordinary steelwork, not threats.
+    """
+    for _ in range(int(rng.integers(0, 3))):
+        fy = rng.uniform(y_low, y_high)
+        fw = rng.uniform(60, 220)
+        fh = rng.uniform(40, 180)
+        fx = rng.uniform(xa - fw * 0.3, xb - fw * 0.7)
+        depth = rng.uniform(15, 90)
+        c.add_box("steel", fx, fy, fx + fw, fy + fh, depth, STEEL)
+        if rng.random() < 0.4:
+            c.add_cylinder_z(
+                "steel", fx + fw / 2, fy + fh / 2, min(fw, fh) * 0.2, -depth * 0.6, STEEL
+            )
+
+
 def draw_tractor(c: Canvas, x_rear: float, rng: np.random.Generator) -> tuple[float, float]:
     """Tractor unit whose rear end is at `x_rear`, cab to the left (lower x).
 
@@ -387,13 +433,13 @@ def draw_container(
     c.add_box("steel", x1 - 200, y1 - 180, x1, y1 - 60, INNER_WIDTH * 0.06, STEEL)
     c.add_box("steel", x1 - 200, y0, x1, y0 + 160, INNER_WIDTH * 0.08, STEEL)
     c.add_box("steel", x0, y1 - 120, x0 + 150, y1 - 60, INNER_WIDTH * 0.05, STEEL)
-    # Corner posts (both sides) and corner castings (hollow cast steel).
+    # Corner posts (both sides) with what is bolted or welded to them, and corner castings.
     for _ in sides(c, HALF_WIDTH - 80):
         for xa, xb in ((x0, x0 + 150), (x1 - 150, x1)):
             c.add_box("steel", xa, y0, xb, y1, 6 * 2.2, STEEL)
-            for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
-                cx0 = xa if xa == x0 else xb - 178
-                c.add_box("steel", cx0, ya, cx0 + 178, yb, 162 * 0.45, STEEL)
+            draw_post_fittings(c, xa, xb, y0 + 300, y1 - 300, rng)
+            for ya in (y0, y1 - 118):
+                draw_corner_casting(c, xa if xa == x0 else xb - 178, ya, rng)
     # Forklift pockets on some 20 ft boxes.
     if length_ft == 20 and rng.random() < 0.4:
         for xp in (x0 + length / 2 - 1100, x0 + length / 2 + 750):
@@ -443,8 +489,8 @@ def draw_tank_frame(c: Canvas, x0: float, deck_y: float, rng: np.random.Generato
     for _ in sides(c, HALF_WIDTH - 80):
         for xa in (x0, x1 - 160):  # corner posts and castings
             c.add_box("steel", xa, y0, xa + 160, y1, 8 * 2.5, STEEL)
-            for ya, yb in ((y0, y0 + 118), (y1 - 118, y1)):
-                c.add_box("steel", xa, ya, xa + 160, yb, 162 * 0.45, STEEL)
+            for ya in (y0, y1 - 118):
+                draw_corner_casting(c, xa, ya, rng)
         c.add_box("steel", x0, y0, x1, y0 + 150, 6, STEEL)  # bottom side rail
         c.add_box("steel", x0, y0 + 140, x1, y0 + 150, 60, STEEL)
         c.add_box("steel", x0, y1 - 100, x1, y1, 5, STEEL)  # top side rail
