@@ -102,6 +102,13 @@ def _load_onnx(net: CargoNet, path: Path, samples: Iterable[torch.Tensor]) -> No
 
     graph = onnx.load(str(path)).graph
     weights = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    # The exporter shares equal tensors (the zero biases of an untrained network)
+    # through Identity nodes, and may keep folded values as Constant nodes.
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            weights[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        elif node.op_type == "Identity" and node.input[0] in weights:
+            weights[node.output[0]] = weights[node.input[0]]
     onnx_convs = [n for n in graph.node if n.op_type == "Conv"]
     convs, norm_of = _convs_in_run_order(net)
     if len(onnx_convs) != len(convs):

@@ -76,9 +76,11 @@ def test_post_review_export_train_evaluate_and_roll_out(tmp_path: Path, models: 
 
         run = tmp_path / "run"
         train = ["train", "--data", str(data), "--data", str(synth), "--out", str(run), *TINY]
-        assert main(train) == 0
+        # Fine-tuned from the model the service runs (its ONNX file and card).
+        assert main([*train, "--init", str(models["alarm"])]) == 0
         summary = json.loads((run / "config.json").read_text())
         assert summary["data"] == [str(data), str(synth)]
+        assert summary["init"] == str(models["alarm"])
         model = tmp_path / "models" / "reviewed.onnx"
         exported = ["export", "--checkpoint", str(run / "last.pt"), "--out", str(model)]
         assert main([*exported, "--val", str(data)]) == 0
