@@ -179,6 +179,8 @@ def export(
             "epochs": train_cfg.get("epochs"),
             "steps_per_epoch": train_cfg.get("steps_per_epoch"),
             "checkpoint": str(checkpoint),
+            # The model the run started from (--init), with its own training record.
+            "init": ck.get("init"),
         },
         "model_config": ck["model_config"],
         "parity_max_abs_diff": worst,

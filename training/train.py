@@ -27,7 +27,7 @@ from training.data import Augment, MixedScans, Sample, ScanSource, open_source, 
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import decode, loss, make_targets
-from training.warm_start import config_of, warm_start
+from training.warm_start import config_of, describe, warm_start
 
 VAL_FAR = 0.01
 
@@ -168,6 +168,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     torch.manual_seed(cfg.seed)
     net = CargoNet(model_cfg).to(device)
     augment = Augment(crop_hw=(cfg.crop, cfg.crop))
+    init_record = describe(cfg.init) if cfg.init else None
     if cfg.init and not resuming:
         warm_start(net, cfg.init, _init_samples(source, augment, cfg))
         net.to(device)
@@ -253,6 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             "scheduler": sched.state_dict(),
             "epoch": epoch,
             "data_summary": data_summary,
+            "init": init_record,
             "best": max(best, score),
             "metrics": record,
         }
@@ -268,6 +270,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                         "epoch",
                         "metrics",
                         "data_summary",
+                        "init",
                     )
                 },
                 out / "best.pt",

@@ -19,11 +19,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from inference.service.signing import sha256_hex
 from training.model import CargoNet, ModelConfig
 
 
@@ -50,6 +52,22 @@ def config_of(path: Path | str) -> ModelConfig:
     if not isinstance(ck, dict) or "model_config" not in ck or "model" not in ck:
         raise ValueError(f"--init {path}: not a CargoScan checkpoint (no model / model_config)")
     return ModelConfig.from_dict(ck["model_config"])
+
+
+def describe(path: Path | str) -> dict[str, Any]:
+    """Where a run started from, for its checkpoints and the exported card: the file,
+    its sha256 and, for an ONNX model, its card's name and training record (the file
+    itself may be replaced later, as a default model is)."""
+    path = Path(path)
+    out: dict[str, Any] = {"path": str(path), "sha256": sha256_hex(path.read_bytes())}
+    if path.suffix == ".onnx":
+        card = json.loads(path.with_suffix(".json").read_text())
+        out["name"] = card.get("name")
+        out["training"] = card.get("training")
+    else:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        out["training"] = {"train_config": ck.get("train_config"), "epoch": ck.get("epoch")}
+    return out
 
 
 def warm_start(net: CargoNet, path: Path | str, samples: Iterable[torch.Tensor]) -> None:

@@ -87,6 +87,7 @@ def test_post_review_export_train_evaluate_and_roll_out(tmp_path: Path, models: 
         card = json.loads(model.with_suffix(".json").read_text())
         assert card["training"]["data"] == [str(data), str(synth)]
         assert card["training"]["data_summary"][0]["clean_scans"] == 1
+        assert card["training"]["init"]["name"] == "alarm"  # where the fine-tune started
 
         out = tmp_path / "eval"
         assert main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(out),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -88,6 +89,12 @@ def test_train_init_from_onnx_and_from_checkpoint(tmp_path: Path, capsys):
     assert main(["train", *common, "--out", str(tmp_path / "ft"), "--init", str(model)]) == 0
     run_config = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert run_config["model"] == SMALL.to_dict() and run_config["init"] == str(model)
+    # The checkpoint says where the run started, by content, not only by path.
+    init = torch.load(tmp_path / "ft" / "best.pt", weights_only=True)["init"]
+    assert (
+        init["path"] == str(model)
+        and init["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    )
     tuned, _ = load_checkpoint(tmp_path / "ft" / "best.pt")
     # One small step away from the deployed network, not a fresh start.
     x = torch.rand(1, 2, 128, 192) * 3
