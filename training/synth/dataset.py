@@ -154,15 +154,12 @@ def write_dataset(
     jobs = [(i, seed, cfg, str(out)) for i in range(count)]
     results: list[dict[str, Any]] = []
     bar = tqdm(total=count, desc="synth", unit="scan", disable=not progress)
-    if workers == 1:
-        for job in jobs:
-            results.append(_write_one(job))
+    # Even one worker is a spawned single-threaded process: multi-threaded BLAS in this
+    # process rounds differently, and the bytes must not depend on the worker count.
+    with worker_pool(workers) as pool:
+        for res in pool.map(_write_one, jobs, chunksize=1):
+            results.append(res)
             bar.update()
-    else:
-        with worker_pool(workers) as pool:
-            for res in pool.map(_write_one, jobs, chunksize=1):
-                results.append(res)
-                bar.update()
     bar.close()
 
     images, annotations = [], []
