@@ -325,9 +325,14 @@ class Augment:
     - low-energy dropout: the low channel replaced by the high one, exactly
       as `preprocess` does for single-energy scanners;
     - 8-bit JPEG export: some of those single-energy samples pass through
-      what a scanner exporting 8-bit JPEGs does to transmission (coarse steps,
-      saturation at 1/256, 8x8 block artefacts), as the real scans we compare
-      against are such files.
+      what a scanner exporting 8-bit JPEGs does (a display tone curve, coarse
+      steps, saturation, 8x8 block artefacts), as the real scans we compare
+      against are such files. The tone curve is unknown to the service, which
+      reads grey as transmission: real exports are close to linear in
+      attenuation (grey = air * (1 - a / a_max), a_max ~ 3.3 on the reference
+      scans, `bench/realism.py`), so thin steel reads three times thinner and
+      dense cargo saturates. Without this the model had only seen linear
+      exports and fired on corner castings of real scans.
     No colour jitter, contrast or blur on attenuation: they have no physical
     meaning here.
     """
@@ -341,8 +346,14 @@ class Augment:
     flux_range: tuple[float, float] = (1e4, 2e5)
     noise_p: float = 0.5
     drop_low_p: float = 0.3
-    jpeg_p: float = 0.3  # share of the single-energy samples turned into an 8-bit JPEG export
+    jpeg_p: float = 0.5  # share of the single-energy samples turned into an 8-bit JPEG export
     jpeg_quality: tuple[int, int] = (70, 95)
+    # Export tone curves: grey = air * T^k (share `tone_power_p`), else
+    # grey = air * (1 - a / a_max)^p; k, a_max and p drawn log-uniform.
+    tone_power_p: float = 0.3
+    tone_k: tuple[float, float] = (0.4, 1.0)
+    tone_a_max: tuple[float, float] = (2.5, 6.0)
+    tone_p: tuple[float, float] = (0.7, 1.4)
 
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
         image, boxes, labels = s.image, s.boxes.astype(np.float32), s.labels
@@ -396,15 +407,27 @@ class Augment:
             s, image=image, boxes=boxes.astype(np.float32), labels=labels, has_low=has_low
         )
 
-    def _eight_bit_jpeg(self, channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One channel as it comes back from an 8-bit JPEG of its transmission.
+    def _export_tone(self, a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Grey level (share of the air level) a scanner's 8-bit export shows for attenuation a."""
 
-        The air level sits a little under full scale, as exports leave headroom;
+        def log_uniform(lo_hi: tuple[float, float]) -> float:
+            return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
+
+        if rng.random() < self.tone_power_p:
+            return np.exp(-log_uniform(self.tone_k) * a)
+        a_max, p = log_uniform(self.tone_a_max), log_uniform(self.tone_p)
+        return np.clip(1.0 - a / a_max, 0.0, None) ** p
+
+    def _eight_bit_jpeg(self, channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One channel as it comes back from an 8-bit JPEG export read as transmission.
+
+        The export maps attenuation through a tone curve (`_export_tone`); the
+        air level sits a little under full scale, as exports leave headroom;
         decoding mirrors `inference.preprocess.attenuation` (T >= 1/256).
         """
         air = float(rng.uniform(215.0, 255.0))
-        transmission = np.exp(-channel.astype(np.float64) * ATTENUATION_SCALE)
-        counts = np.clip(np.rint(transmission * air), 0, 255).astype(np.uint8)
+        grey = self._export_tone(channel.astype(np.float64) * ATTENUATION_SCALE, rng)
+        counts = np.clip(np.rint(grey * air), 0, 255).astype(np.uint8)
         quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
         ok, encoded = cv2.imencode(".jpg", counts, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:  # pragma: no cover - OpenCV encodes any uint8 greyscale array

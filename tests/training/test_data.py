@@ -249,6 +249,8 @@ def test_eight_bit_jpeg_export_quantises_and_saturates_like_such_files():
         drop_low_p=1.0,
         jpeg_p=1.0,
         jpeg_quality=(90, 90),
+        tone_power_p=1.0,
+        tone_k=(1.0, 1.0),  # linear in transmission
     )
     image = np.zeros((2, 64, 192), np.float32)
     image[:, :, :64] = 0.5 / ATTENUATION_SCALE  # thin: survives 8 bits well
@@ -267,3 +269,32 @@ def test_eight_bit_jpeg_export_quantises_and_saturates_like_such_files():
     ramp = a[32, 72:120]
     assert 5 <= len(np.unique(np.round(ramp, 4))) <= 40
     assert np.corrcoef(ramp, np.linspace(2.0, 3.0, 64)[8:56])[0, 1] > 0.9
+
+
+def test_eight_bit_export_with_a_log_tone_curve_reads_as_compressed_attenuation():
+    """Real exports are near linear in attenuation (bench/realism.py fits a_max ~ 3.3);
+    read back as transmission, thin steel looks thinner and a_max and beyond saturate."""
+    a_max = 3.3
+    aug = Augment(
+        crop_hw=None,
+        flip_p=0,
+        scale_range=(1.0, 1.0),
+        row_gain_sigma=0,
+        noise_p=0,
+        drop_low_p=1.0,
+        jpeg_p=1.0,
+        jpeg_quality=(95, 95),
+        tone_power_p=0.0,
+        tone_a_max=(a_max, a_max),
+        tone_p=(1.0, 1.0),
+    )
+    image = np.zeros((2, 64, 192), np.float32)
+    image[:, :, :64] = 0.5 / ATTENUATION_SCALE
+    image[:, :, 64:128] = 2.0 / ATTENUATION_SCALE
+    image[:, :, 128:] = 4.0 / ATTENUATION_SCALE  # beyond a_max: black in the export
+    s = Sample(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), True, "toy")
+    a = aug(s, np.random.default_rng(0)).image[0] * ATTENUATION_SCALE
+    seen = [float(np.median(a[8:-8, x0 + 8 : x0 + 56])) for x0 in (0, 64, 128)]
+    assert seen[0] == pytest.approx(-np.log(1 - 0.5 / a_max), abs=0.02)  # ~0.16, not 0.5
+    assert seen[1] == pytest.approx(-np.log(1 - 2.0 / a_max), abs=0.05)  # ~0.93, not 2
+    assert seen[2] == pytest.approx(np.log(256), abs=0.05)
