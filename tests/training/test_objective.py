@@ -54,7 +54,7 @@ def test_a_few_hundred_steps_learn_to_find_a_dense_block():
         return torch.from_numpy(x + rng.normal(0, 0.01, x.shape).astype(np.float32)), boxes, labels
 
     first = None
-    for _ in range(300):
+    for _ in range(500):
         x, boxes, labels = batch()
         terms = loss(net(x), make_targets(boxes, labels, 2, (64, 96)))
         opt.zero_grad()
