@@ -358,7 +358,7 @@ class Augment:
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
         image, boxes, labels = s.image, s.boxes.astype(np.float32), s.labels
         lo, hi = self.scale_range
-        f = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
+        f = _log_uniform(rng, (lo, hi)) if hi > lo else float(lo)
         if self.crop_hw is not None:
             # Cut the window first (it may be a memory-mapped cache), then
             # resample only the window: a scan is 2.4 Mpx, a crop a tenth of it.
@@ -390,7 +390,7 @@ class Augment:
             shift = -np.log1p(self.row_gain_sigma * rng.standard_normal((1, image.shape[1], 1)))
             image += (shift / ATTENUATION_SCALE).astype(np.float32)
         if rng.random() < self.noise_p:
-            flux = float(np.exp(rng.uniform(*np.log(self.flux_range))))
+            flux = _log_uniform(rng, self.flux_range)
             a = np.clip(image, 0, None) * ATTENUATION_SCALE
             sigma = np.exp(np.minimum(a, 12.0) / 2) / np.sqrt(flux)
             image += (sigma * rng.standard_normal(image.shape) / ATTENUATION_SCALE).astype(
@@ -409,13 +409,9 @@ class Augment:
 
     def _export_tone(self, a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Grey level (share of the air level) a scanner's 8-bit export shows for attenuation a."""
-
-        def log_uniform(lo_hi: tuple[float, float]) -> float:
-            return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
-
         if rng.random() < self.tone_power_p:
-            return np.exp(-log_uniform(self.tone_k) * a)
-        a_max, p = log_uniform(self.tone_a_max), log_uniform(self.tone_p)
+            return np.exp(-_log_uniform(rng, self.tone_k) * a)
+        a_max, p = _log_uniform(rng, self.tone_a_max), _log_uniform(rng, self.tone_p)
         return np.clip(1.0 - a / a_max, 0.0, None) ** p
 
     def _eight_bit_jpeg(self, channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -475,6 +471,11 @@ class Augment:
         if hi - lo <= size:
             return float(rng.uniform(hi - size, lo))
         return float((lo + hi) / 2 - rng.uniform(0.2, 0.8) * size)
+
+
+def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    """A draw spread evenly in log between lo and hi: for factors (scale, flux, tone)."""
+    return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
 
 
 def _resize_to(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,8 +240,9 @@ def test_cache_serves_the_same_scan_memory_mapped(synth_dir: Path, tmp_path: Pat
     assert out.image.dtype == np.float32 and out.image.shape == (2, 64, 96)
 
 
-def test_eight_bit_jpeg_export_quantises_and_saturates_like_such_files():
-    aug = Augment(
+def _export_only(quality: int, **tone: Any) -> Augment:
+    """An Augment that only turns every sample into an 8-bit JPEG export (given tone curve)."""
+    return Augment(
         crop_hw=None,
         flip_p=0,
         scale_range=(1.0, 1.0),
@@ -248,10 +250,13 @@ def test_eight_bit_jpeg_export_quantises_and_saturates_like_such_files():
         noise_p=0,
         drop_low_p=1.0,
         jpeg_p=1.0,
-        jpeg_quality=(90, 90),
-        tone_power_p=1.0,
-        tone_k=(1.0, 1.0),  # linear in transmission
+        jpeg_quality=(quality, quality),
+        **tone,
     )
+
+
+def test_eight_bit_jpeg_export_quantises_and_saturates_like_such_files():
+    aug = _export_only(quality=90, tone_power_p=1.0, tone_k=(1.0, 1.0))  # linear in T
     image = np.zeros((2, 64, 192), np.float32)
     image[:, :, :64] = 0.5 / ATTENUATION_SCALE  # thin: survives 8 bits well
     image[:, :, 64:128] = np.linspace(2.0, 3.0, 64, dtype=np.float32) / ATTENUATION_SCALE
@@ -275,19 +280,7 @@ def test_eight_bit_export_with_a_log_tone_curve_reads_as_compressed_attenuation(
     """Real exports are near linear in attenuation (bench/realism.py fits a_max ~ 3.3);
     read back as transmission, thin steel looks thinner and a_max and beyond saturate."""
     a_max = 3.3
-    aug = Augment(
-        crop_hw=None,
-        flip_p=0,
-        scale_range=(1.0, 1.0),
-        row_gain_sigma=0,
-        noise_p=0,
-        drop_low_p=1.0,
-        jpeg_p=1.0,
-        jpeg_quality=(95, 95),
-        tone_power_p=0.0,
-        tone_a_max=(a_max, a_max),
-        tone_p=(1.0, 1.0),
-    )
+    aug = _export_only(quality=95, tone_power_p=0.0, tone_a_max=(a_max, a_max), tone_p=(1.0, 1.0))
     image = np.zeros((2, 64, 192), np.float32)
     image[:, :, :64] = 0.5 / ATTENUATION_SCALE
     image[:, :, 64:128] = 2.0 / ATTENUATION_SCALE
