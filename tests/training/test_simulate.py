@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -220,14 +221,25 @@ def test_a_service_that_is_down_at_first_is_reached_with_back_off(settings: Sett
     with _bound() as probe:
         port = probe.getsockname()[1]
     result: dict[str, Any] = {}
-    policy = RetryPolicy(backoff_s=0.2, max_backoff_s=1.0, max_attempts=200)
+    refusals = threading.Semaphore(0)
+
+    class CountingPolicy(RetryPolicy):
+        """The real back-off, counted, so the service comes up only after refusals
+        (a fixed sleep raced the scan generation on a slow CPU)."""
+
+        def backoff(self, failures: int, rng: random.Random) -> float:
+            refusals.release()
+            return super().backoff(failures, rng)
+
+    policy = CountingPolicy(backoff_s=0.2, max_backoff_s=1.0, max_attempts=200)
     poster = threading.Thread(
         target=lambda: result.update(
             r=_run(f"http://127.0.0.1:{port}", key, count=1, check_ready=False, policy=policy)
         )
     )
     poster.start()
-    time.sleep(1.0)  # a few connection refusals
+    for _ in range(2):
+        assert refusals.acquire(timeout=120), "the station never tried the absent service"
     with serving(settings, port=port) as (url, _service):
         poster.join(timeout=120)
         summary, _ = result["r"]
