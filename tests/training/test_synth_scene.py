@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -84,3 +86,36 @@ def test_scans_vary_and_threats_sit_inside_the_image():
             assert x >= 0 and x + bw <= w and y >= 0 and y + bh <= h
             assert t.mask[y : y + bh, x : x + bw].sum() == t.mask.sum()
     assert len(arrangements) >= 2 and len(loads) >= 3
+
+
+def test_stanchion_boxes_darken_only_the_trailer_and_leave_the_scene_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Flatbed stanchion boxes draw from a spawned stream: the same seed gives the same
+    vehicle, load and threats with or without them; only the steel around the deck differs."""
+    import training.synth.vehicle as vehicle
+
+    calls: list[float] = []
+    real = vehicle.draw_stanchion_boxes
+
+    def counted(*args: Any) -> None:
+        calls.append(args[3])  # deck height
+        real(*args)
+
+    monkeypatch.setattr(vehicle, "draw_stanchion_boxes", counted)
+    with_boxes = generate_scan(0, 99, SynthConfig())  # a flatbed that carries them
+    assert calls, "seed 99 scan 0 was chosen for its stanchion boxes"
+    monkeypatch.setattr(vehicle, "draw_stanchion_boxes", lambda *args: None)
+    without = generate_scan(0, 99, SynthConfig())
+
+    assert with_boxes.info == without.info
+    assert [t.bbox for t in with_boxes.threats] == [t.bbox for t in without.threats]
+
+    def attenuation(s: Any) -> np.ndarray:
+        return -np.log(np.clip(s.high.astype(np.float64), 1, None))
+
+    # Mean over 15x15 patches, so photon noise (drawn anew) averages out.
+    darker = cv2.blur(attenuation(with_boxes) - attenuation(without), (15, 15))
+    half = darker.shape[0] // 2
+    assert np.abs(darker[:half]).max() < 0.02  # roof and load: untouched
+    assert darker[half:].max() > 0.3  # the boxes: centimetres of steel

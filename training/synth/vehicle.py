@@ -258,6 +258,11 @@ def draw_trailer_chassis(
             c.add_box(
                 "steel", xm - 35, deck_y - cm_h, xm + 41, deck_y - cm_h + 8, 2 * HALF_WIDTH, STEEL
             )
+        # Its own stream, spawned without drawing from `rng`, so every other part of
+        # the scene comes out as it did before stanchion boxes existed.
+        extras = rng.spawn(1)[0]
+        if extras.random() < 0.6:
+            draw_stanchion_boxes(c, x_front, x_rear, deck_y, rail_h, extras)
     else:  # skeletal chassis: a few light cross-members between the main beams
         for xm in np.arange(x_front + 200, x_rear - 100, rng.uniform(900, 1400)):
             c.add_box("steel", xm, deck_y - 160, xm + 10, deck_y - 10, 2200, STEEL)
@@ -345,6 +350,40 @@ def draw_trailer_chassis(
         sx = x_front + rng.uniform(3500, 5000)
         c.add_cylinder_y("rubber", sx, deck_y - 800, deck_y - 520, 500, RUBBER, wall_mm=25)
         c.add_cylinder_y("steel", sx, deck_y - 700, deck_y - 620, 280, STEEL, wall_mm=8)
+
+
+def draw_stanchion_boxes(
+    c: Canvas, x_front: float, x_rear: float, deck_y: float, rail_h: float, rng: np.random.Generator
+) -> None:
+    """Stanchion boxes of a flatbed trailer: three to five tall sheet-steel boxes
+    bolted to the side rails at even spacing, reaching above the deck.
+
+    Common on the South American platform trailers of the real reference scans,
+    where each shows as a dark rectangle with posts at its edges and inside; a
+    model that never saw them took them for cigarette master cases.
+    """
+    n = int(rng.integers(3, 6))
+    width = rng.uniform(500, 800)
+    bottom = deck_y - rail_h - rng.uniform(150, 450)
+    top = deck_y + rng.uniform(150, 400)
+    # Steel met across the face (two sheets, stiffeners, what the box holds): the
+    # reference scans show the faces about as dark as 15-35 mm of steel.
+    face = rng.uniform(12, 35)
+    post_w, post_depth = rng.uniform(50, 90), rng.uniform(30, 60)
+    inner_posts = int(rng.integers(0, 3))
+    strap = rng.random() < 0.5
+    centres = np.linspace(x_front + 1500, x_rear - 1500, n) + rng.uniform(-150, 150, n)
+    for _ in sides(c, HALF_WIDTH + 30):
+        for xc in centres:
+            x0, x1 = xc - width / 2, xc + width / 2
+            c.add_box("steel", x0, bottom, x1, top, face, STEEL)
+            for xp in (x0, x1 - post_w):  # edge posts: U-channels seen edge-on
+                c.add_box("steel", xp, bottom, xp + post_w, top, post_depth, STEEL)
+            for k in range(inner_posts):
+                xp = x0 + (k + 1) * width / (inner_posts + 1) - post_w / 4
+                c.add_box("steel", xp, bottom, xp + post_w / 2, top, post_depth / 2, STEEL)
+            if strap:  # a lashing strap or chain hanging across the box
+                c.add_box("steel", x0, bottom + 150, x1, bottom + 180, 12, STEEL)
 
 
 def draw_container(
