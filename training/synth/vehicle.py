@@ -367,7 +367,7 @@ def draw_stanchion_boxes(
     bottom = deck_y - rail_h - rng.uniform(150, 450)
     top = deck_y + rng.uniform(150, 400)
     # Steel met across the face (two sheets, stiffeners, what the box holds): the
-    # reference scans show the faces about as dark as 15-35 mm of steel.
+    # reference scans show the faces about as dark as 12-35 mm of steel.
     face = rng.uniform(12, 35)
     post_w, post_depth = rng.uniform(50, 90), rng.uniform(30, 60)
     inner_posts = int(rng.integers(0, 3))
