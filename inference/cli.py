@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,6 +134,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=200, help="optimiser steps per epoch")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=512, help="training crop size (px)")
+    p.add_argument(
+        "--crop-weight",
+        action="append",
+        default=[],
+        metavar="CATEGORY=W",
+        help="weight of a category's boxes as crop targets (repeat; default 1 each)",
+    )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -153,6 +161,19 @@ def _run_train(args: argparse.Namespace) -> int:
             "cargoscan train: epochs, steps, batch >= 1 and crop a multiple of 32", file=sys.stderr
         )
         return 2
+    crop_weights: dict[str, float] = {}
+    for item in args.crop_weight:
+        name, _, value = item.partition("=")
+        try:
+            crop_weights[name] = float(value)
+        except ValueError:
+            crop_weights[name] = math.nan
+        if not name or not 0 <= crop_weights[name] < math.inf:
+            print(
+                f"cargoscan train: --crop-weight wants CATEGORY=W with W >= 0, got {item!r}",
+                file=sys.stderr,
+            )
+            return 2
     cfg = TrainConfig(
         data=[str(d) for d in args.data],
         weights=args.weight or [],
@@ -162,6 +183,7 @@ def _run_train(args: argparse.Namespace) -> int:
         steps_per_epoch=args.steps,
         batch_size=args.batch,
         crop=args.crop,
+        crop_weights=crop_weights,
         lr=args.lr,
         seed=args.seed,
         init=str(args.init) if args.init else None,

@@ -341,6 +341,9 @@ class Augment:
     flip_p: float = 0.5
     scale_range: tuple[float, float] = (0.8, 1.25)
     object_crop_p: float = 0.75
+    # Weight per category (by label) of a box being the crop's target; empty = all
+    # equal. Rare or hard categories (currency bundles) otherwise get few crops.
+    target_weights: tuple[float, ...] = ()
     min_visible: float = 0.4  # share of a box that must stay in the crop to keep it
     row_gain_sigma: float = 0.01
     flux_range: tuple[float, float] = (1e4, 2e5)
@@ -365,7 +368,7 @@ class Augment:
             ch, cw = self.crop_hw
             target = None
             if len(boxes) and rng.random() < self.object_crop_p:
-                target = boxes[int(rng.integers(len(boxes)))]
+                target = boxes[self._target_index(labels, rng)]
                 # Zoom in no further than keeps the threat whole in the crop (a
                 # person is ~350 px tall): the model sees it whole at inference.
                 fit = 0.95 * min(
@@ -406,6 +409,14 @@ class Augment:
         return replace(
             s, image=image, boxes=boxes.astype(np.float32), labels=labels, has_low=has_low
         )
+
+    def _target_index(self, labels: np.ndarray, rng: np.random.Generator) -> int:
+        if not self.target_weights:
+            return int(rng.integers(len(labels)))
+        w = np.array([self.target_weights[int(c)] for c in labels], np.float64)
+        if w.sum() <= 0:
+            return int(rng.integers(len(labels)))
+        return int(rng.choice(len(labels), p=w / w.sum()))
 
     def _export_tone(self, a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Grey level (share of the air level) a scanner's 8-bit export shows for attenuation a."""

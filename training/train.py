@@ -42,6 +42,8 @@ class TrainConfig:
     steps_per_epoch: int = 200
     batch_size: int = 8
     crop: int = 512
+    # Category name -> weight of its boxes as crop targets (absent: 1).
+    crop_weights: dict[str, float] = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -167,7 +169,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     data_summary = [{**summarize(p), "weight": w} for p, w in source.parts]
     torch.manual_seed(cfg.seed)
     net = CargoNet(model_cfg).to(device)
-    augment = Augment(crop_hw=(cfg.crop, cfg.crop))
+    unknown = sorted(set(cfg.crop_weights) - set(categories))
+    if unknown:
+        raise ValueError(
+            f"crop weights for unknown categories {unknown}; the model has {categories}"
+        )
+    augment = Augment(
+        crop_hw=(cfg.crop, cfg.crop),
+        target_weights=tuple(cfg.crop_weights.get(c, 1.0) for c in categories)
+        if cfg.crop_weights
+        else (),
+    )
     init_record = describe(cfg.init) if cfg.init else None
     if cfg.init and not resuming:
         warm_start(net, cfg.init, _init_samples(source, augment, cfg))

@@ -174,6 +174,24 @@ def test_object_crops_keep_a_person_sized_threat_whole():
         assert 0.8 * 300 - 1 <= y1 - y0 <= 0.95 * 320 + 1
 
 
+def test_crop_target_weights_choose_which_threat_a_crop_is_cut_around():
+    # Two threats far apart: a 100 px crop holds one or the other. With a zero
+    # weight for label 0 every object crop is cut around the label-3 box.
+    image = np.zeros((2, 400, 2000), np.float32)
+    boxes = np.array([[100, 150, 140, 190], [1800, 150, 1840, 190]], np.float32)
+    s = Sample(image, boxes, np.array([0, 3]), True, "toy")
+    kwargs: dict[str, Any] = dict(
+        crop_hw=(100, 100), flip_p=0, scale_range=(1.0, 1.0), row_gain_sigma=0, noise_p=0
+    )
+    weighted = Augment(**kwargs, drop_low_p=0, object_crop_p=1.0, target_weights=(0, 1, 1, 1, 1))
+    plain = Augment(**kwargs, drop_low_p=0, object_crop_p=1.0)
+    rng = np.random.default_rng(8)
+    kept = [aug(s, rng).labels.tolist() for aug in [weighted] * 20]
+    assert kept == [[3]] * 20
+    seen = {tuple(plain(s, rng).labels.tolist()) for _ in range(20)}
+    assert seen == {(0,), (3,)}
+
+
 def test_crops_drop_objects_mostly_outside_them():
     aug = Augment(
         crop_hw=(100, 100),

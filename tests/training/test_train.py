@@ -29,9 +29,11 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_config_metrics_and_checkpoints_then_resumes(synth: Path, tmp_path: Path):
     run = tmp_path / "run"
     args = ["train", "--data", str(synth), "--val", str(synth), "--out", str(run), *TINY]
+    args += ["--crop-weight", "currency=3"]
     assert main(args) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == [str(synth)] and config["epochs"] == 2
+    assert config["crop_weights"] == {"currency": 3.0}
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     assert all(r["train"]["total"] > 0 for r in lines)
@@ -77,6 +79,19 @@ def test_train_rejects_a_folder_that_is_no_data_set(
 ):
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *TINY]) == 2
     assert "neither a COCO folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [("currency=-1", "CATEGORY=W with W >= 0"), ("currency", "CATEGORY=W"), ("gold=2", "'gold'")],
+)
+def test_train_rejects_a_bad_crop_weight(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], weight: str, message: str
+):
+    args = ["train", "--data", str(synth), "--out", str(tmp_path / "r"), *TINY]
+    assert main([*args, "--crop-weight", weight]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.slow
