@@ -187,7 +187,14 @@ def export(
             "weights": train_cfg.get("weights"),
             "epochs": train_cfg.get("epochs"),
             "steps_per_epoch": train_cfg.get("steps_per_epoch"),
+            # What else `cargoscan train` was given, so the run can be redone from the card.
+            "batch_size": train_cfg.get("batch_size"),
+            "crop": train_cfg.get("crop"),
+            "crop_weights": train_cfg.get("crop_weights", {}),
+            "lr": train_cfg.get("lr"),
+            "seed": train_cfg.get("seed"),
             "checkpoint": str(checkpoint),
+            "checkpoint_epoch": int(ck["epoch"]) + 1,
             # The model the run started from (--init), with its own training record.
             "init": ck.get("init"),
         },

@@ -48,6 +48,15 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
     assert summary["clean_scans"] == sum(im["clean"] for im in coco["images"])
     assert sum(summary["instances"].values()) == len(coco["annotations"])
     assert summary["weight"] == 1.0
+    # With the run's settings, so it can be redone from the card alone.
+    training = card["training"]
+    assert (training["epochs"], training["steps_per_epoch"], training["checkpoint_epoch"]) == (
+        1,
+        1,
+        1,
+    )
+    assert (training["batch_size"], training["crop"], training["crop_weights"]) == (2, 128, {})
+    assert training["lr"] == 2e-3
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     heat, box, anomaly = session.run(None, {"input": np.zeros((1, 2, 96, 160), np.float32)})
     assert heat.shape == (1, 5, 24, 40) and box.shape == (1, 4, 24, 40)
