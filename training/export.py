@@ -194,7 +194,8 @@ def export(
             "lr": train_cfg.get("lr"),
             "seed": train_cfg.get("seed"),
             "checkpoint": str(checkpoint),
-            "checkpoint_epoch": int(ck["epoch"]) + 1,
+            # None for a checkpoint written outside `cargoscan train` (no epoch in it).
+            "checkpoint_epoch": int(ck["epoch"]) + 1 if "epoch" in ck else None,
             # The model the run started from (--init), with its own training record.
             "init": ck.get("init"),
         },
