@@ -165,15 +165,16 @@ def _run_train(args: argparse.Namespace) -> int:
     for item in args.crop_weight:
         name, _, value = item.partition("=")
         try:
-            crop_weights[name] = float(value)
+            weight = float(value)
         except ValueError:
-            crop_weights[name] = math.nan
-        if not name or not 0 <= crop_weights[name] < math.inf:
+            weight = math.nan
+        if not name or not 0 <= weight < math.inf:
             print(
                 f"cargoscan train: --crop-weight wants CATEGORY=W with W >= 0, got {item!r}",
                 file=sys.stderr,
             )
             return 2
+        crop_weights[name] = weight
     cfg = TrainConfig(
         data=[str(d) for d in args.data],
         weights=args.weight or [],

@@ -411,9 +411,8 @@ class Augment:
         )
 
     def _target_index(self, labels: np.ndarray, rng: np.random.Generator) -> int:
-        if not self.target_weights:
-            return int(rng.integers(len(labels)))
-        w = np.array([self.target_weights[int(c)] for c in labels], np.float64)
+        """The box a crop is cut around: uniform, or by `target_weights` when they weigh any."""
+        w = np.array([self.target_weights[int(c)] for c in labels] if self.target_weights else [])
         if w.sum() <= 0:
             return int(rng.integers(len(labels)))
         return int(rng.choice(len(labels), p=w / w.sum()))
