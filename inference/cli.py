@@ -141,6 +141,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="CATEGORY=W",
         help="weight of a category's boxes as crop targets (repeat; default 1 each)",
     )
+    p.add_argument(
+        "--crop-weight-place",
+        action="append",
+        default=[],
+        metavar="PLACE=W",
+        help="weight of boxes hidden in PLACE (COCO 'concealment', e.g. tyre) as crop "
+        "targets, times the category's (repeat; default 1 each)",
+    )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -153,6 +161,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_train)
 
 
+def _name_weights(items: list[str], flag: str, what: str) -> dict[str, float] | None:
+    """NAME=W pairs of a repeatable flag; None (after saying why) when one is malformed."""
+    weights: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not name or not 0 <= weight < math.inf:
+            print(
+                f"cargoscan train: {flag} wants {what}=W with W >= 0, got {item!r}",
+                file=sys.stderr,
+            )
+            return None
+        weights[name] = weight
+    return weights
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from training.train import TrainConfig, train
 
@@ -161,20 +188,10 @@ def _run_train(args: argparse.Namespace) -> int:
             "cargoscan train: epochs, steps, batch >= 1 and crop a multiple of 32", file=sys.stderr
         )
         return 2
-    crop_weights: dict[str, float] = {}
-    for item in args.crop_weight:
-        name, _, value = item.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = math.nan
-        if not name or not 0 <= weight < math.inf:
-            print(
-                f"cargoscan train: --crop-weight wants CATEGORY=W with W >= 0, got {item!r}",
-                file=sys.stderr,
-            )
-            return 2
-        crop_weights[name] = weight
+    crop_weights = _name_weights(args.crop_weight, "--crop-weight", "CATEGORY")
+    place_weights = _name_weights(args.crop_weight_place, "--crop-weight-place", "PLACE")
+    if crop_weights is None or place_weights is None:
+        return 2
     cfg = TrainConfig(
         data=[str(d) for d in args.data],
         weights=args.weight or [],
@@ -185,6 +202,7 @@ def _run_train(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         crop=args.crop,
         crop_weights=crop_weights,
+        place_weights=place_weights,
         lr=args.lr,
         seed=args.seed,
         init=str(args.init) if args.init else None,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +42,9 @@ class Sample:
     labels: np.ndarray  # int64 (N,): index into the data set's categories
     has_low: bool
     source: str  # "<data set>:<image>" for error analysis
+    # Where each box is hidden (COCO `concealment`: "tyre", "floor_cavity", ...);
+    # "" where the data set does not say. Empty tuple: unknown for every box.
+    places: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -127,9 +131,10 @@ class CocoScans:
                 [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float64
             ).reshape(-1, 4)
             labels = np.array([index[names[a["category_id"]]] for a in anns], np.int64)
+            places = tuple(str(a.get("concealment") or "") for a in anns)
             low = image.get("low_file_name")
             size = (int(image.get("height", 0)), int(image.get("width", 0)))
-            self.items.append((image["file_name"], low, boxes, labels, image["id"], size))
+            self.items.append((image["file_name"], low, boxes, labels, image["id"], size, places))
         self.scale = scale
         self.name = self.root.name
 
@@ -137,12 +142,12 @@ class CocoScans:
         return len(self.items)
 
     def labelled(self, index: int) -> LabelledScan:
-        file_name, low, boxes, labels, image_id, _ = self.items[index]
+        file_name, low, boxes, labels, image_id, _, _ = self.items[index]
         scan = load_scan(self.root / file_name, self.root / low if low else None)
         return LabelledScan(scan, boxes, labels, f"{self.name}:{image_id}")
 
     def __getitem__(self, index: int) -> Sample:
-        file_name, low, boxes, labels, image_id, (height, width) = self.items[index]
+        file_name, low, boxes, labels, image_id, (height, width), places = self.items[index]
         source = f"{self.name}:{image_id}"
         if self.cache is not None and height and width:
             for has_low in (True, False):
@@ -153,9 +158,9 @@ class CocoScans:
                     image = np.load(path, mmap_mode="r")
                     fx, fy = image.shape[2] / width, image.shape[1] / height
                     scaled = (boxes * np.array([fx, fy, fx, fy])).astype(np.float32).reshape(-1, 4)
-                    return Sample(image, scaled, labels.astype(np.int64), has_low, source)
+                    return Sample(image, scaled, labels.astype(np.int64), has_low, source, places)
         scan = load_scan(self.root / file_name, self.root / low if low else None)
-        sample = _sample(scan, boxes, labels, self.scale, source)
+        sample = replace(_sample(scan, boxes, labels, self.scale, source), places=places)
         if self.cache is not None and height and width:
             kind = "dual" if sample.has_low else "single"
             path = self.cache / f"{image_id}_s{self.scale:g}_{kind}.npy"
@@ -265,7 +270,7 @@ def summarize(source: CocoScans | YoloScans) -> dict[str, object]:
         dual = sum((source.root / "low" / image.name).is_file() for image in source.images)
     every = np.concatenate([*labels, np.zeros(0, np.int64)]).astype(np.int64)
     counts = np.bincount(every, minlength=len(source.categories))
-    return {
+    summary: dict[str, object] = {
         "path": str(source.root),
         "format": "coco" if isinstance(source, CocoScans) else "yolo",
         "scans": len(labels),
@@ -273,6 +278,11 @@ def summarize(source: CocoScans | YoloScans) -> dict[str, object]:
         "dual_energy_scans": int(dual),
         "instances": {name: int(n) for name, n in zip(source.categories, counts, strict=True)},
     }
+    if isinstance(source, CocoScans):
+        places = Counter(p for item in source.items for p in item[6] if p)
+        if places:
+            summary["concealments"] = dict(sorted(places.items()))
+    return summary
 
 
 class MixedScans:
@@ -344,6 +354,10 @@ class Augment:
     # Weight per category (by label) of a box being the crop's target; empty = all
     # equal. Rare or hard categories (currency bundles) otherwise get few crops.
     target_weights: tuple[float, ...] = ()
+    # Weight of a box as the crop's target by where it is hidden (Sample.places),
+    # multiplying the category's: a bundle in a floor cavity or a package in a
+    # tyre sits in clutter that uniform crops rarely show the model.
+    place_weights: tuple[tuple[str, float], ...] = ()
     min_visible: float = 0.4  # share of a box that must stay in the crop to keep it
     row_gain_sigma: float = 0.01
     flux_range: tuple[float, float] = (1e4, 2e5)
@@ -360,6 +374,7 @@ class Augment:
 
     def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
         image, boxes, labels = s.image, s.boxes.astype(np.float32), s.labels
+        places = s.places or ("",) * len(labels)
         lo, hi = self.scale_range
         f = _log_uniform(rng, (lo, hi)) if hi > lo else float(lo)
         if self.crop_hw is not None:
@@ -368,7 +383,7 @@ class Augment:
             ch, cw = self.crop_hw
             target = None
             if len(boxes) and rng.random() < self.object_crop_p:
-                target = boxes[self._target_index(labels, rng)]
+                target = boxes[self._target_index(labels, places, rng)]
                 # Zoom in no further than keeps the threat whole in the crop (a
                 # person is ~350 px tall): the model sees it whole at inference.
                 fit = 0.95 * min(
@@ -376,7 +391,9 @@ class Augment:
                 )
                 f = min(f, max(fit, lo))
             window = (int(np.ceil(ch / f)), int(np.ceil(cw / f)))
-            image, boxes, labels = self._crop(image, boxes, labels, window, target, rng)
+            image, boxes, labels, places = self._crop(
+                image, boxes, labels, places, window, target, rng
+            )
             boxes = boxes * np.array([cw / window[1], ch / window[0]] * 2, np.float32)
             image = _resize_to(image, (ch, cw))
         elif f != 1.0:
@@ -407,12 +424,29 @@ class Augment:
             image[1] = image[0]
             has_low = False
         return replace(
-            s, image=image, boxes=boxes.astype(np.float32), labels=labels, has_low=has_low
+            s,
+            image=image,
+            boxes=boxes.astype(np.float32),
+            labels=labels,
+            has_low=has_low,
+            places=tuple(places),
         )
 
-    def _target_index(self, labels: np.ndarray, rng: np.random.Generator) -> int:
-        """The box a crop is cut around: uniform, or by `target_weights` when they weigh any."""
-        w = np.array([self.target_weights[int(c)] for c in labels] if self.target_weights else [])
+    def _target_index(
+        self, labels: np.ndarray, places: Sequence[str], rng: np.random.Generator
+    ) -> int:
+        """The box a crop is cut around: uniform, or by category and place weights
+        when they weigh any box."""
+        if not self.target_weights and not self.place_weights:
+            return int(rng.integers(len(labels)))
+        by_place = dict(self.place_weights)
+        w = np.array(
+            [
+                (self.target_weights[int(c)] if self.target_weights else 1.0)
+                * by_place.get(where, 1.0)
+                for c, where in zip(labels, places, strict=True)
+            ]
+        )
         if w.sum() <= 0:
             return int(rng.integers(len(labels)))
         return int(rng.choice(len(labels), p=w / w.sum()))
@@ -447,10 +481,11 @@ class Augment:
         image: np.ndarray,
         boxes: np.ndarray,
         labels: np.ndarray,
+        places: Sequence[str],
         window: tuple[int, int],
         target: np.ndarray | None,
         rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
         """A window of the scan: around `target` (anywhere that keeps it whole, if it
         fits), else anywhere."""
         ch, cw = window
@@ -465,7 +500,7 @@ class Augment:
         part = image[:, y0 : y0 + ch, x0 : x0 + cw]
         out[:, : part.shape[1], : part.shape[2]] = part
         if len(boxes) == 0:
-            return out, boxes.reshape(0, 4), labels
+            return out, boxes.reshape(0, 4), labels, ()
         shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
         clipped = shifted.copy()
         clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0, min(cw, w - x0))
@@ -473,7 +508,8 @@ class Augment:
         area = np.prod(np.clip(shifted[:, 2:] - shifted[:, :2], 0, None), axis=1)
         kept_area = np.prod(np.clip(clipped[:, 2:] - clipped[:, :2], 0, None), axis=1)
         keep = kept_area >= self.min_visible * np.maximum(area, 1e-6)
-        return out, clipped[keep], labels[keep]
+        kept_places = tuple(p for p, k in zip(places, keep, strict=True) if k)
+        return out, clipped[keep], labels[keep], kept_places
 
     @staticmethod
     def _window_start(lo: float, hi: float, size: int, rng: np.random.Generator) -> float:

@@ -191,6 +191,7 @@ def export(
             "batch_size": train_cfg.get("batch_size"),
             "crop": train_cfg.get("crop"),
             "crop_weights": train_cfg.get("crop_weights", {}),
+            "place_weights": train_cfg.get("place_weights", {}),
             "lr": train_cfg.get("lr"),
             "seed": train_cfg.get("seed"),
             "checkpoint": str(checkpoint),

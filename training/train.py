@@ -44,6 +44,9 @@ class TrainConfig:
     crop: int = 512
     # Category name -> weight of its boxes as crop targets (absent: 1).
     crop_weights: dict[str, float] = field(default_factory=dict)
+    # Hiding place (COCO `concealment`) -> weight of its boxes as crop targets,
+    # multiplying the category's (absent: 1).
+    place_weights: dict[str, float] = field(default_factory=dict)
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -174,11 +177,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise ValueError(
             f"crop weights for unknown categories {unknown}; the model has {categories}"
         )
+    seen_places = {p for part in data_summary for p in part.get("concealments", {})}
+    unseen = sorted(set(cfg.place_weights) - seen_places)
+    if unseen:
+        raise ValueError(
+            f"crop weights for hiding places {unseen} that no training annotation has; "
+            f"the data's places are {sorted(seen_places) or 'none (no concealment field)'}"
+        )
     augment = Augment(
         crop_hw=(cfg.crop, cfg.crop),
         target_weights=tuple(cfg.crop_weights.get(c, 1.0) for c in categories)
         if cfg.crop_weights
         else (),
+        place_weights=tuple(sorted(cfg.place_weights.items())),
     )
     init_record = describe(cfg.init) if cfg.init else None
     if cfg.init and not resuming:

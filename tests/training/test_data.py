@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from PIL import Image
 
 from inference.preprocess import ATTENUATION_SCALE, attenuation
 from inference.scan import load_scan
-from training.data import Augment, CocoScans, MixedScans, Sample, YoloScans
+from training.data import Augment, CocoScans, MixedScans, Sample, YoloScans, summarize
 from training.synth.dataset import write_dataset
 from training.synth.threats import CATEGORIES
 
@@ -53,6 +55,23 @@ def test_coco_source_gives_the_preprocessed_scan_and_its_boxes(synth_dir: Path):
         h, w = scan.shape
         assert (s.boxes[:, 0] < s.boxes[:, 2]).all() and (s.boxes[:, 2] <= w).all()
         assert (s.boxes[:, 3] <= h).all()
+
+
+def test_coco_source_carries_each_boxs_hiding_place_through_the_cache(
+    synth_dir: Path, tmp_path: Path
+):
+    coco = json.loads((synth_dir / "annotations.json").read_text())
+    by_image: dict[int, list[str]] = {}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann["concealment"])
+    data = CocoScans(synth_dir, cache=tmp_path / "cache")
+    for k, image in enumerate(coco["images"]):
+        expected = tuple(by_image.get(image["id"], []))
+        assert data[k].places == expected  # decoded and written to the cache
+        assert data[k].places == expected  # read back from the cache
+    assert any(by_image.values())
+    summary = summarize(data)
+    assert sum(summary["concealments"].values()) == len(coco["annotations"])
 
 
 def test_coco_source_maps_names_to_the_models_category_order(synth_dir: Path):
@@ -190,6 +209,34 @@ def test_crop_target_weights_choose_which_threat_a_crop_is_cut_around():
     assert kept == [[3]] * 20
     seen = {tuple(plain(s, rng).labels.tolist()) for _ in range(20)}
     assert seen == {(0,), (3,)}
+
+
+def test_place_weights_choose_the_hidden_threat_and_places_follow_the_crop():
+    # Same two labels, told apart only by where they are hidden: a weight of 0
+    # for "load" and 5 for "tyre" cuts every crop around the tyre box, and the
+    # kept box keeps its place.
+    image = np.zeros((2, 400, 2000), np.float32)
+    boxes = np.array([[100, 150, 140, 190], [1800, 150, 1840, 190]], np.float32)
+    s = Sample(image, boxes, np.array([1, 1]), True, "toy", places=("load", "tyre"))
+    aug = Augment(
+        crop_hw=(100, 100),
+        flip_p=0,
+        scale_range=(1.0, 1.0),
+        row_gain_sigma=0,
+        noise_p=0,
+        drop_low_p=0,
+        object_crop_p=1.0,
+        place_weights=(("load", 0.0), ("tyre", 5.0)),
+    )
+    rng = np.random.default_rng(3)
+    outs = [aug(s, rng) for _ in range(20)]
+    assert all(o.places == ("tyre",) for o in outs)
+    assert all(o.boxes[0, 0] > 0 for o in outs)  # the tyre box, not an empty crop
+    # Category and place weights multiply: a category weighted 0 gets no crops
+    # even in a place weighted 5, so the label-1 box in the load wins every time.
+    both = replace(aug, target_weights=(0, 1, 1, 1, 1), place_weights=(("tyre", 5.0),))
+    s2 = replace(s, labels=np.array([0, 1]), places=("tyre", "load"))
+    assert [both(s2, rng).places for _ in range(10)] == [("load",)] * 10
 
 
 def test_crops_drop_objects_mostly_outside_them():

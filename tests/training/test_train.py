@@ -29,11 +29,17 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_config_metrics_and_checkpoints_then_resumes(synth: Path, tmp_path: Path):
     run = tmp_path / "run"
     args = ["train", "--data", str(synth), "--val", str(synth), "--out", str(run), *TINY]
-    args += ["--crop-weight", "currency=3"]
+    places = {
+        a["concealment"]
+        for a in json.loads((synth / "annotations.json").read_text())["annotations"]
+    }
+    place = sorted(places)[0]
+    args += ["--crop-weight", "currency=3", "--crop-weight-place", f"{place}=4"]
     assert main(args) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == [str(synth)] and config["epochs"] == 2
     assert config["crop_weights"] == {"currency": 3.0}
+    assert config["place_weights"] == {place: 4.0}
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2]
     assert all(r["train"]["total"] > 0 for r in lines)
@@ -91,6 +97,22 @@ def test_train_rejects_a_bad_crop_weight(
     args = ["train", "--data", str(synth), "--out", str(tmp_path / "r"), *TINY]
     assert main([*args, "--crop-weight", weight]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("weight", "message"),
+    [("tyre=x", "PLACE=W with W >= 0"), ("=2", "PLACE=W"), ("attic=2", "'attic'")],
+)
+def test_train_rejects_a_bad_place_weight(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], weight: str, message: str
+):
+    # A place no training annotation has would silently do nothing: refused, with
+    # the places the data does have.
+    args = ["train", "--data", str(synth), "--out", str(tmp_path / "r"), *TINY]
+    assert main([*args, "--crop-weight-place", weight]) == 2
+    err = capsys.readouterr().err
+    assert message in err
     assert not (tmp_path / "r").exists()
 
 
