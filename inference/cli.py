@@ -139,7 +139,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="CATEGORY=W",
-        help="weight of a category's boxes as crop targets (repeat; default 1 each)",
+        help="weight of a category's boxes as crop targets: W times the crops around "
+        "each of them (repeat; default 1 each)",
     )
     p.add_argument(
         "--crop-weight-place",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -70,6 +70,8 @@ class ScanSource(Protocol):
     def __getitem__(self, index: int) -> Sample: ...
 
     def labelled(self, index: int) -> LabelledScan: ...
+
+    def box_tags(self) -> list[tuple[np.ndarray, tuple[str, ...]]]: ...
 
 
 def _sample(scan: Scan, boxes: np.ndarray, labels: np.ndarray, scale: float, source: str) -> Sample:
@@ -140,6 +142,10 @@ class CocoScans:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def box_tags(self) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+        """Each scan's labels and hiding places, read without decoding an image."""
+        return [(item[3], item[6]) for item in self.items]
 
     def labelled(self, index: int) -> LabelledScan:
         file_name, low, boxes, labels, image_id, _, _ = self.items[index]
@@ -225,6 +231,11 @@ class YoloScans:
         )
         return boxes, labels
 
+    def box_tags(self) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+        """Each scan's labels (YOLO has no hiding places), read without decoding an image."""
+        # Normalised YOLO boxes need no image size to read the labels.
+        return [(self._labels(image, 1, 1)[1], ()) for image in self.images]
+
     def labelled(self, index: int) -> LabelledScan:
         image = self.images[index]
         low = self.root / "low" / image.name
@@ -259,14 +270,10 @@ def summarize(source: CocoScans | YoloScans) -> dict[str, object]:
 
     Reads labels only (no image decoding), so it is cheap on large sets.
     """
+    labels = [tags[0] for tags in source.box_tags()]
     if isinstance(source, CocoScans):
-        labels = [item[3] for item in source.items]
         dual = sum(item[1] is not None for item in source.items)
     else:
-        labels = []
-        for image in source.images:
-            # Normalised YOLO boxes need no image size to count instances.
-            labels.append(source._labels(image, 1, 1)[1])
         dual = sum((source.root / "low" / image.name).is_file() for image in source.images)
     every = np.concatenate([*labels, np.zeros(0, np.int64)]).astype(np.int64)
     counts = np.bincount(every, minlength=len(source.categories))
@@ -313,12 +320,26 @@ class MixedScans:
         part = int(np.searchsorted(self._offsets, index, side="right")) - 1
         return self.parts[part][0][index - int(self._offsets[part])]
 
-    def epoch_indices(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """Global indices for one epoch: a part by its weight, then a scan in it uniformly."""
+    def epoch_indices(
+        self,
+        size: int,
+        rng: np.random.Generator,
+        scan_weight: Callable[[np.ndarray, Sequence[str]], float] | None = None,
+    ) -> np.ndarray:
+        """Global indices for one epoch: a part by its weight, then a scan in it,
+        uniformly or by `scan_weight(labels, places)`."""
         weights = np.array([w for _, w in self.parts], np.float64)
         chosen = rng.choice(len(self.parts), size=size, p=weights / weights.sum())
         sizes = np.diff(self._offsets)
-        return self._offsets[chosen] + rng.integers(0, sizes[chosen])
+        if scan_weight is None:
+            return self._offsets[chosen] + rng.integers(0, sizes[chosen])
+        picks = np.empty(size, np.int64)
+        for k, (part, _) in enumerate(self.parts):
+            where = np.flatnonzero(chosen == k)
+            w = np.array([scan_weight(*tags) for tags in part.box_tags()], np.float64)
+            p = w / w.sum() if w.sum() > 0 else None
+            picks[where] = self._offsets[k] + rng.choice(len(part), size=where.size, p=p)
+        return picks
 
 
 @dataclass(frozen=True)
@@ -432,21 +453,33 @@ class Augment:
             places=tuple(places),
         )
 
-    def _target_index(
-        self, labels: np.ndarray, places: Sequence[str], rng: np.random.Generator
-    ) -> int:
-        """The box a crop is cut around: uniform, or by category and place weights
-        when they weigh any box."""
-        if not self.target_weights and not self.place_weights:
-            return int(rng.integers(len(labels)))
+    def box_weights(self, labels: np.ndarray, places: Sequence[str]) -> np.ndarray:
+        """Each box's weight as a crop target: its category's times its place's."""
         by_place = dict(self.place_weights)
-        w = np.array(
+        places = places or ("",) * len(labels)
+        return np.array(
             [
                 (self.target_weights[int(c)] if self.target_weights else 1.0)
                 * by_place.get(where, 1.0)
                 for c, where in zip(labels, places, strict=True)
-            ]
+            ],
+            np.float64,
         )
+
+    def scan_weight(self, labels: np.ndarray, places: Sequence[str]) -> float:
+        """How often a scan is drawn, relative to a clean one: the mean of its box weights.
+
+        With the in-scan choice by weight (`_target_index`) this makes each box's
+        share of object crops its weight times what uniform draws give it, also
+        when it is a scan's only threat; unweighted, every scan weighs 1.
+        """
+        return float(self.box_weights(labels, places).mean()) if len(labels) else 1.0
+
+    def _target_index(
+        self, labels: np.ndarray, places: Sequence[str], rng: np.random.Generator
+    ) -> int:
+        """The box a crop is cut around: by its weight (uniform when all weigh 0)."""
+        w = self.box_weights(labels, places)
         if w.sum() <= 0:
             return int(rng.integers(len(labels)))
         return int(rng.choice(len(labels), p=w / w.sum()))

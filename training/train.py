@@ -229,7 +229,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     for epoch in range(start, cfg.epochs):
         draws = source.epoch_indices(
-            cfg.steps_per_epoch * cfg.batch_size * world, np.random.default_rng([cfg.seed, epoch])
+            cfg.steps_per_epoch * cfg.batch_size * world,
+            np.random.default_rng([cfg.seed, epoch]),
+            augment.scan_weight if cfg.crop_weights or cfg.place_weights else None,
         )
         data = EpochDraws(
             source, augment, draws[rank::world], seed=cfg.seed * 1_000_003 + epoch * world + rank

@@ -131,6 +131,22 @@ def test_mixed_sources_are_drawn_by_weight(synth_dir: Path, yolo_dir: Path):
         MixedScans([(CocoScans(synth_dir), 1.0), (YoloScans(yolo_dir), 1.0)])
 
 
+def test_weighted_draws_favour_scans_whose_threats_weigh_more(yolo_dir: Path):
+    # a.png holds one narcotics box, b.png none. Weighing narcotics 4 draws a
+    # four times as often as the clean scan, even though it is a's only box.
+    yolo = YoloScans(yolo_dir)
+    mixed = MixedScans([(yolo, 1.0)])
+    aug = Augment(target_weights=(4.0, 1.0))
+    picks = mixed.epoch_indices(4000, np.random.default_rng(1), aug.scan_weight)
+    assert float(np.mean(picks == 0)) == pytest.approx(0.8, abs=0.03)
+    plain = mixed.epoch_indices(4000, np.random.default_rng(1))
+    assert float(np.mean(plain == 0)) == pytest.approx(0.5, abs=0.03)
+    # A scan weighs the mean of its boxes: category times place.
+    tyre = Augment(target_weights=(2.0, 1.0), place_weights=(("tyre", 3.0),))
+    assert tyre.scan_weight(np.array([0, 1]), ("tyre", "load")) == pytest.approx((6 + 1) / 2)
+    assert tyre.scan_weight(np.array([], np.int64), ()) == 1.0
+
+
 def _toy_sample() -> Sample:
     image = np.zeros((2, 200, 400), np.float32)
     image[:, 50:90, 300:360] = 0.5
