@@ -264,11 +264,18 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="drop the low channel: how the model does on a single-energy scanner",
     )
+    p.add_argument(
+        "--eight-bit",
+        action="store_true",
+        help="send each scan as a single-energy scanner's 8-bit JPEG export would "
+        "(simulated tone curve and JPEG; the card's 8-bit thresholds apply)",
+    )
     p.add_argument("--no-pictures", action="store_true", help="metrics only, no PNGs")
     p.add_argument(
         "--record-in-card",
         action="store_true",
-        help="also write the headline figures into the model card (metrics.test)",
+        help="also write the headline figures into the model card (metrics.test, "
+        "test_single_energy or test_8bit)",
     )
     p.set_defaults(handler=_run_evaluate)
 
@@ -289,7 +296,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             print(f"wrote {args.out / 'clean_alarms.json'}")
             return 0
         metrics = evaluate(
-            args.model, args.data, args.out, single_energy=args.single_energy, pictures=pictures
+            args.model,
+            args.data,
+            args.out,
+            single_energy=args.single_energy,
+            eight_bit=args.eight_bit,
+            pictures=pictures,
         )
         if args.record_in_card:
             print(f"recorded in {record_in_card(args.model, metrics, args.data)}")

@@ -45,6 +45,8 @@ class Analysis:
     model_hw: tuple[int, int]
     # Maps model pixels back to the scan's (anomaly regions -> original pixels).
     model_input: ModelInput | None = None
+    # The scan's bit depth: 8-bit exports have thresholds of their own in the card.
+    bit_depth: int = 16
 
 
 class Engine:
@@ -111,7 +113,13 @@ class Engine:
                 Finding(self.categories[c], score, (float(x0), float(y0), float(x1), float(y1)))
             )
         findings = suppress_duplicates(findings)
-        return Analysis(findings, anomaly[0, 0], model_input.tensor.shape[-2:], model_input)
+        return Analysis(
+            findings,
+            anomaly[0, 0],
+            model_input.tensor.shape[-2:],
+            model_input,
+            bit_depth=int(scan.bit_depth),
+        )
 
 
 def suppress_duplicates(findings: list[Finding], iou: float = NMS_IOU) -> list[Finding]:

@@ -9,6 +9,10 @@ verdict wherever it is analysed. The card decides, not code:
   allowed to alarm, so the scan that set it must stay clear. A card without thresholds (an
   uncalibrated model) or a category without one uses :data:`DEFAULT_THRESHOLD`, and the
   explanation says so.
+- ``thresholds_8bit`` {category: score}, where the card has them, replace ``thresholds``
+  for 8-bit scans (JPEG/PNG exports of single-energy scanners): calibrated at the same
+  false-alarm rate on 8-bit exports of the validation scans, whose clean scans score
+  higher, so the stated false-alarm rate holds for that input too.
 - The anomaly map (probability per stride cell) asks for **review** where it reaches
   :data:`ANOMALY_LEVEL`; each connected region at or above it becomes a finding with
   ``source: "anomaly"`` and category ``anomaly``. Anomalies never alarm on their own: the
@@ -42,6 +46,7 @@ __all__ = [
     "model_version",
     "risk_from_ratio",
     "scan_cells",
+    "thresholds_for",
 ]
 
 DEFAULT_THRESHOLD = 0.5
@@ -83,18 +88,23 @@ def risk_from_ratio(ratio: float) -> float:
     return min(1.0, 1.0 - 2.0 ** (-ratio))
 
 
-def _thresholds(card: dict[str, Any]) -> tuple[dict[str, float], bool]:
-    """Per-category thresholds and whether the card had them (False: uncalibrated)."""
+def thresholds_for(card: dict[str, Any], bit_depth: int = 16) -> tuple[dict[str, float], bool]:
+    """Per-category alarm thresholds for a scan of this bit depth, and whether the card
+    had them (False: uncalibrated). 8-bit scans use ``thresholds_8bit`` where the card
+    has them; a category missing there falls back to ``thresholds``."""
     raw = card.get("thresholds")
+    eight = card.get("thresholds_8bit") if bit_depth == 8 else None
     out: dict[str, float] = {}
     for cat in card.get("categories", []):
-        value = raw.get(cat) if isinstance(raw, dict) else None
-        # 0 is a real threshold: no clean validation scan had a finding of the category.
-        if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
-            out[cat] = float(value)
+        for table in (eight, raw):
+            value = table.get(cat) if isinstance(table, dict) else None
+            # 0 is a real threshold: no clean validation scan had a finding of the category.
+            if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+                out[cat] = float(value)
+                break
         else:
             out[cat] = DEFAULT_THRESHOLD
-    return out, isinstance(raw, dict)
+    return out, isinstance(raw, dict) or isinstance(eight, dict)
 
 
 def scan_cells(analysis: Analysis, stride: int) -> np.ndarray:
@@ -170,8 +180,10 @@ def build_result(
 ) -> dict[str, Any]:
     """The DESIGN section-3 result of one analysis (see the module docstring for the rules)."""
     card = engine.card
-    thresholds, calibrated = _thresholds(card)
+    thresholds, calibrated = thresholds_for(card, analysis.bit_depth)
     note = "" if calibrated else " (uncalibrated model: default threshold)"
+    if calibrated and analysis.bit_depth == 8 and isinstance(card.get("thresholds_8bit"), dict):
+        note = " (8-bit scan: thresholds for 8-bit exports)"
     findings: list[dict[str, Any]] = []
     best_ratio = 0.0
     alarm = review = False

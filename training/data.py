@@ -27,7 +27,12 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION, preprocess
+from inference.preprocess import (
+    ATTENUATION_SCALE,
+    PREPROCESS_VERSION,
+    attenuation,
+    preprocess,
+)
 from inference.scan import Scan, load_scan
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -74,7 +79,9 @@ class ScanSource(Protocol):
     def box_tags(self) -> list[tuple[np.ndarray, tuple[str, ...]]]: ...
 
 
-def _sample(scan: Scan, boxes: np.ndarray, labels: np.ndarray, scale: float, source: str) -> Sample:
+def sample_of(
+    scan: Scan, boxes: np.ndarray, labels: np.ndarray, scale: float, source: str
+) -> Sample:
     """Pre-process one decoded scan; its boxes follow it into model pixels."""
     model_input = preprocess(scan, pad_multiple=1, scale=scale)
     h, w = model_input.scaled_hw
@@ -166,7 +173,7 @@ class CocoScans:
                     scaled = (boxes * np.array([fx, fy, fx, fy])).astype(np.float32).reshape(-1, 4)
                     return Sample(image, scaled, labels.astype(np.int64), has_low, source, places)
         scan = load_scan(self.root / file_name, self.root / low if low else None)
-        sample = replace(_sample(scan, boxes, labels, self.scale, source), places=places)
+        sample = replace(sample_of(scan, boxes, labels, self.scale, source), places=places)
         if self.cache is not None and height and width:
             kind = "dual" if sample.has_low else "single"
             path = self.cache / f"{image_id}_s{self.scale:g}_{kind}.npy"
@@ -245,7 +252,7 @@ class YoloScans:
 
     def __getitem__(self, index: int) -> Sample:
         item = self.labelled(index)
-        return _sample(item.scan, item.boxes, item.labels, self.scale, item.name)
+        return sample_of(item.scan, item.boxes, item.labels, self.scale, item.name)
 
 
 def open_source(
@@ -491,22 +498,27 @@ class Augment:
         a_max, p = _log_uniform(rng, self.tone_a_max), _log_uniform(rng, self.tone_p)
         return np.clip(1.0 - a / a_max, 0.0, None) ** p
 
-    def _eight_bit_jpeg(self, channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One channel as it comes back from an 8-bit JPEG export read as transmission.
+    def eight_bit_counts(self, a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+        """The 8-bit JPEG grey levels a scanner's export shows for attenuation `a`
+        (-ln T), decoded back, and the air level the export used.
 
         The export maps attenuation through a tone curve (`_export_tone`); the
-        air level sits a little under full scale, as exports leave headroom;
-        decoding mirrors `inference.preprocess.attenuation` (T >= 1/256).
+        air level sits a little under full scale, as exports leave headroom.
         """
         air = float(rng.uniform(215.0, 255.0))
-        grey = self._export_tone(channel.astype(np.float64) * ATTENUATION_SCALE, rng)
+        grey = self._export_tone(np.asarray(a, np.float64), rng)
         counts = np.clip(np.rint(grey * air), 0, 255).astype(np.uint8)
         quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
         ok, encoded = cv2.imencode(".jpg", counts, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:  # pragma: no cover - OpenCV encodes any uint8 greyscale array
-            return channel
-        counts = cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE).astype(np.float32)
-        t = np.clip(counts / np.float32(air), 1.0 / 256.0, 1.0)
+            return counts, air
+        return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE), air
+
+    def _eight_bit_jpeg(self, channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One channel as it comes back from an 8-bit JPEG export read as transmission
+        (decoding mirrors `inference.preprocess.attenuation`, T >= 1/256)."""
+        counts, air = self.eight_bit_counts(channel.astype(np.float64) * ATTENUATION_SCALE, rng)
+        t = np.clip(counts.astype(np.float32) / np.float32(air), 1.0 / 256.0, 1.0)
         return (-np.log(t) / ATTENUATION_SCALE).astype(np.float32)
 
     def _crop(
@@ -550,6 +562,23 @@ class Augment:
         if hi - lo <= size:
             return float(rng.uniform(hi - size, lo))
         return float((lo + hi) / 2 - rng.uniform(0.2, 0.8) * size)
+
+
+# Seeds the simulated 8-bit export of validation/test scan k: [EIGHT_BIT_SEED, k], so the
+# card's 8-bit thresholds and `cargoscan evaluate --eight-bit` see the same exports.
+EIGHT_BIT_SEED = 8
+
+
+def eight_bit_export(scan: Scan, rng: np.random.Generator) -> Scan:
+    """The scan as a single-energy scanner's 8-bit JPEG export would send it.
+
+    What the service is sent by such scanners (the real scans we compare against
+    are such files); used to calibrate and measure the model on that input, whose
+    clean scans score higher than 16-bit ones (a tone curve thins steel, JPEG
+    blocks add edges). The tone curve and quality are drawn as in training.
+    """
+    counts, _ = Augment().eight_bit_counts(attenuation(scan.high), rng)
+    return Scan(high=counts, metadata=scan.metadata)
 
 
 def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:

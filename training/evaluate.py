@@ -6,15 +6,18 @@ Writes OUT/metrics.json:
                            "threshold_at_far": {far: threshold}}},
      "scan": {"detection_rate_at_far": {far: rate}, "false_alarm_rate_at_far": {far: rate}},
      "map50", "map", "clean_scans", "threat_instances",
-     "at_card_thresholds": {...}, "single_energy": bool}
+     "at_card_thresholds": {...}, "single_energy": bool, "eight_bit": bool}
 
 Per category, the threshold is the one that lets at most `far` of the clean
 scans alarm (see `training.metrics`). At scan level a scan alarms when any
 finding reaches its category's threshold; the measured scan-level false-alarm
 rate is reported beside the detection rate, since several categories can
 each add false alarms. `at_card_thresholds` gives the same figures at the
-thresholds the model card ships (calibrated on validation data), which is
-what a station will actually see. mAP comes from pycocotools with area
+thresholds the model card ships (calibrated on validation data; 8-bit scans
+get the card's 8-bit thresholds), which is what a station will actually see.
+With `eight_bit`, every scan is first turned into what a single-energy
+scanner's 8-bit JPEG export would send (`training.data.eight_bit_export`,
+seeded per scan). mAP comes from pycocotools with area
 ranges and detection limits set for scans (threats from a few pixels to a
 person).
 
@@ -39,8 +42,9 @@ import numpy as np
 from tqdm import tqdm
 
 from inference.engine import Analysis, Engine, ModelError
+from inference.result import thresholds_for
 from inference.scan import Scan, load_scan
-from training.data import IMAGE_SUFFIXES, open_source
+from training.data import EIGHT_BIT_SEED, IMAGE_SUFFIXES, eight_bit_export, open_source
 from training.metrics import ScanFindings, detection_rate_at_far, hits
 
 FARS = (0.01, 0.001)
@@ -119,17 +123,28 @@ def _rates_at(scans: list[ScanFindings], thresholds: dict[int, float]) -> dict[s
     }
 
 
-def _card_figures(engine: Engine, scans: list[ScanFindings]) -> dict[str, Any] | None:
-    """Detection and false-alarm rates at the thresholds the card ships."""
-    card_t = engine.card.get("thresholds")
-    if not card_t:
+def _card_figures(
+    engine: Engine, scans: list[ScanFindings], bit_depths: list[int]
+) -> dict[str, Any] | None:
+    """Detection and false-alarm rates at the thresholds the card ships (per scan, those
+    for its bit depth)."""
+    if not engine.card.get("thresholds"):
         return None
-    thresholds = {c: float(card_t[name]) for c, name in enumerate(engine.categories)}
-    out: dict[str, Any] = {"thresholds": card_t, "categories": {}}
+    by_depth = {}
+    for depth in sorted(set(bit_depths)):
+        named, _ = thresholds_for(engine.card, depth)
+        by_depth[depth] = {c: named[name] for c, name in enumerate(engine.categories)}
+    out: dict[str, Any] = {
+        "thresholds": {
+            name: by_depth[bit_depths[0]][c] if bit_depths else engine.card["thresholds"][name]
+            for c, name in enumerate(engine.categories)
+        },
+        "categories": {},
+    }
     for c, name in enumerate(engine.categories):
         instances = hit_count = clean_alarms = clean_n = 0
-        for s in scans:
-            mine = (s.labels == c) & (s.scores > thresholds[c])
+        for s, depth in zip(scans, bit_depths, strict=True):
+            mine = (s.labels == c) & (s.scores > by_depth[depth][c])
             if s.clean:
                 clean_n += 1
                 clean_alarms += bool(mine.any())
@@ -142,7 +157,14 @@ def _card_figures(engine: Engine, scans: list[ScanFindings]) -> dict[str, Any] |
             "detection_rate": hit_count / instances if instances else None,
             "false_alarm_rate": clean_alarms / clean_n if clean_n else None,
         }
-    out["scan"] = _rates_at(scans, thresholds)
+    alarms = np.array(
+        [scan_alarms([s], by_depth[d])[0] for s, d in zip(scans, bit_depths, strict=True)], bool
+    )
+    clean = np.array([s.clean for s in scans], bool)
+    out["scan"] = {
+        "detection_rate": float(alarms[~clean].mean()) if (~clean).any() else None,
+        "false_alarm_rate": float(alarms[clean].mean()) if clean.any() else None,
+    }
     return out
 
 
@@ -153,13 +175,19 @@ def evaluate(
     fars: tuple[float, ...] = FARS,
     *,
     single_energy: bool = False,
+    eight_bit: bool = False,
     pictures: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the model on a labelled COCO or YOLO folder; write metrics.json (and pictures)."""
+    """Run the model on a labelled COCO or YOLO folder; write metrics.json (and pictures).
+
+    `single_energy` drops the low channel; `eight_bit` sends each scan as an 8-bit
+    single-energy JPEG export instead (seeded by its index, so runs repeat).
+    """
     engine = Engine.load(model)
     source = open_source(data, engine.categories)
     scans: list[ScanFindings] = []
+    bit_depths: list[int] = []
     names: list[str] = []
     detections: list[dict[str, Any]] = []
     gt: dict[str, Any] = {
@@ -170,8 +198,11 @@ def evaluate(
     for k in tqdm(range(len(source)), desc="evaluate", unit="scan", disable=not progress):
         item = source.labelled(k)
         scan = _single_energy(item.scan) if single_energy else item.scan
+        if eight_bit:
+            scan = eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, k]))
         boxes, scores, labels = _findings(engine, engine.analyze(scan))
         scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
+        bit_depths.append(int(scan.bit_depth))
         names.append(item.name)
         image_id = k + 1
         h, w = scan.shape
@@ -207,8 +238,9 @@ def evaluate(
     metrics["map50"], metrics["map"] = m50, m
     metrics["clean_scans"] = sum(s.clean for s in scans)
     metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
-    metrics["at_card_thresholds"] = _card_figures(engine, scans)
-    metrics["single_energy"] = single_energy
+    metrics["at_card_thresholds"] = _card_figures(engine, scans, bit_depths)
+    metrics["single_energy"] = single_energy or eight_bit
+    metrics["eight_bit"] = eight_bit
     metrics["model"] = {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
@@ -218,7 +250,7 @@ def evaluate(
         report.curves(scans, engine.categories, thresholds[fars[0]], fars[0], out)
         report.worst_cases(
             source, scans, names, engine.categories, thresholds[fars[0]], out,
-            single_energy=single_energy,
+            single_energy=single_energy or eight_bit,
         )  # fmt: skip
     return metrics
 
@@ -231,7 +263,13 @@ def record_in_card(model: Path, metrics: dict[str, Any], data: Path) -> Path:
     """
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
-    key = "test_single_energy" if metrics.get("single_energy") else "test"
+    key = (
+        "test_8bit"
+        if metrics.get("eight_bit")
+        else "test_single_energy"
+        if metrics.get("single_energy")
+        else "test"
+    )
     card.setdefault("metrics", {})[key] = {
         "data": str(data),
         "clean_scans": metrics["clean_scans"],
@@ -262,6 +300,7 @@ def clean_scan_alarms(
     card_t = engine.card.get("thresholds")
     if not card_t:
         raise ModelError(f"{model}: its card has no thresholds (export it with --val)")
+    used: dict[str, dict[str, float]] = {}
     paths = sorted(
         p for p in Path(folder).rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_low")
@@ -273,7 +312,9 @@ def clean_scan_alarms(
         low = path.with_name(path.name.replace("_high", "_low")) if "_high" in path.stem else None
         scan = load_scan(path, low if low is not None and low.is_file() else None)
         analysis = engine.analyze(scan)
-        over = [f for f in analysis.findings if f.score > float(card_t[f.category])]
+        thresholds, _ = thresholds_for(engine.card, analysis.bit_depth)
+        used[f"{analysis.bit_depth}-bit"] = thresholds
+        over = [f for f in analysis.findings if f.score > thresholds[f.category]]
         records.append(
             {"file": str(path.relative_to(folder)), "alarm": bool(over),
              "findings": [{"category": f.category, "score": round(f.score, 4),
@@ -284,6 +325,7 @@ def clean_scan_alarms(
     result = {
         "model": {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]},
         "thresholds": card_t,
+        "thresholds_used": used,  # per bit depth seen: what decided the alarms
         "scans": len(records),
         "alarmed": len(alarmed),
         "alarm_share": len(alarmed) / len(records),

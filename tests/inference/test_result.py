@@ -77,6 +77,33 @@ def test_verdict_follows_the_card_thresholds(score: float, verdict: str, listed:
         assert "0.40" in f["explanation"]
 
 
+def test_eight_bit_scans_are_judged_by_the_cards_eight_bit_thresholds():
+    # The same 0.5 firearm finding: an alarm on a 16-bit scan (threshold 0.4), a
+    # review on an 8-bit export (0.6, as their clean scans score higher). A
+    # category the 8-bit table lacks falls back to the 16-bit one.
+    engine = _engine(THRESH)
+    engine.card["thresholds_8bit"] = {"firearm": 0.6}
+    finding = [Finding("firearm", 0.5, (1, 2, 30, 40)), Finding("person", 0.45, (50, 2, 90, 40))]
+    sixteen = build_result(engine, _analysis(finding), "a", 1.0)
+    eight = _analysis(finding)
+    eight.bit_depth = 8
+    res = build_result(engine, eight, "b", 1.0)
+    assert sixteen["verdict"] == "alarm"
+    assert [f["score"] for f in sixteen["findings"]] == [0.5, 0.45]
+    by_cat = {f["category"]: f for f in res["findings"]}
+    assert (
+        "0.60" in by_cat["firearm"]["explanation"] and "review" in by_cat["firearm"]["explanation"]
+    )
+    assert "8-bit" in by_cat["firearm"]["explanation"]
+    assert "above the alarm threshold 0.40" in by_cat["person"]["explanation"]
+    assert res["verdict"] == "alarm"  # person 0.45 > 0.40 still alarms
+    del engine.card["thresholds_8bit"]
+    assert (
+        "above the alarm threshold 0.40"
+        in build_result(engine, eight, "c", 1.0)["findings"][0]["explanation"]
+    )
+
+
 def test_risk_orders_verdicts_whatever_the_thresholds():
     low = dict(THRESH, narcotics=0.1)
     res = [

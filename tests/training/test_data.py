@@ -13,7 +13,15 @@ from PIL import Image
 
 from inference.preprocess import ATTENUATION_SCALE, attenuation
 from inference.scan import load_scan
-from training.data import Augment, CocoScans, MixedScans, Sample, YoloScans, summarize
+from training.data import (
+    Augment,
+    CocoScans,
+    MixedScans,
+    Sample,
+    YoloScans,
+    eight_bit_export,
+    summarize,
+)
 from training.synth.dataset import write_dataset
 from training.synth.threats import CATEGORIES
 
@@ -72,6 +80,21 @@ def test_coco_source_carries_each_boxs_hiding_place_through_the_cache(
     assert any(by_image.values())
     summary = summarize(data)
     assert sum(summary["concealments"].values()) == len(coco["annotations"])
+
+
+def test_eight_bit_export_is_an_8bit_single_energy_scan_of_the_same_cargo(synth_dir: Path):
+    scan = CocoScans(synth_dir).labelled(0).scan
+    out = eight_bit_export(scan, np.random.default_rng(0))
+    assert out.high.dtype == np.uint8 and out.bit_depth == 8 and out.low is None
+    assert out.shape == scan.shape
+    # Tone curves are monotone: what is denser in the 16-bit scan is darker in the
+    # export (rank correlation of the attenuations, on a sample of pixels).
+    a16 = attenuation(scan.high).ravel()[::97]
+    a8 = attenuation(out.high).ravel()[::97]
+    ranks = np.corrcoef(np.argsort(np.argsort(a16)), np.argsort(np.argsort(a8)))[0, 1]
+    assert ranks > 0.9
+    again = eight_bit_export(scan, np.random.default_rng(0))
+    np.testing.assert_array_equal(again.high, out.high)
 
 
 def test_coco_source_maps_names_to_the_models_category_order(synth_dir: Path):

@@ -7,11 +7,14 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
 from inference.cli import main
 from inference.engine import ModelError
+from inference.scan import load_scan
+from training.data import eight_bit_export
 from training.evaluate import clean_scan_alarms, evaluate
 from training.export import export
 from training.model import CargoNet, ModelConfig
@@ -122,6 +125,31 @@ def test_single_energy_evaluation_drops_the_low_channel(setup, tmp_path: Path):
     assert single["map50"] != dual["map50"] or single["categories"] != dual["categories"]
 
 
+def test_eight_bit_evaluation_judges_the_exports_by_the_cards_eight_bit_thresholds(
+    setup, tmp_path: Path
+):
+    model, data = setup
+    copy = _with_thresholds(model, tmp_path / "m", 1.0)  # 16-bit: nothing alarms
+    card = json.loads(copy.with_suffix(".json").read_text())
+    card["thresholds_8bit"] = dict.fromkeys(card["categories"], 0.0)  # 8-bit: any finding
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    dual = evaluate(copy, data, tmp_path / "dual", pictures=False, progress=False)
+    eight = evaluate(copy, data, tmp_path / "eight", pictures=False, progress=False,
+                     eight_bit=True)  # fmt: skip
+    assert eight["eight_bit"] and eight["single_energy"] and not dual["eight_bit"]
+    assert dual["at_card_thresholds"]["scan"]["false_alarm_rate"] == 0.0
+    assert eight["at_card_thresholds"]["scan"]["false_alarm_rate"] == 1.0
+    assert eight["at_card_thresholds"]["thresholds"] == card["thresholds_8bit"]
+    # Seeded per scan: a second run sees the same exports.
+    again = evaluate(copy, data, tmp_path / "again", pictures=False, progress=False,
+                     eight_bit=True)  # fmt: skip
+    assert again["categories"] == eight["categories"]
+    args = ["evaluate", "--model", str(copy), "--data", str(data), "--out", str(tmp_path / "e")]
+    assert main([*args, "--no-pictures", "--record-in-card", "--eight-bit"]) == 0
+    recorded = json.loads(copy.with_suffix(".json").read_text())["metrics"]["test_8bit"]
+    assert recorded["scan"] == eight["scan"]
+
+
 def test_evaluation_pictures_are_written(setup, tmp_path: Path):
     model, data = setup
     evaluate(model, data, tmp_path, progress=False)
@@ -160,6 +188,29 @@ def test_clean_scan_alarm_share_follows_the_card_thresholds(setup, tmp_path: Pat
     assert every["alarmed"] == 2 and every["alarm_share"] == 1.0
     assert all(r["findings"] for r in every["per_scan"])
     assert cv2.imread(str(tmp_path / "o2" / "clean_alarms.png")) is not None
+
+
+def test_eight_bit_clean_scans_alarm_at_the_eight_bit_thresholds(setup, tmp_path: Path):
+    # One clean scan as an 8-bit JPEG beside its 16-bit pair: only the JPEG is
+    # judged by the 8-bit thresholds, which here let anything alarm.
+    model, data = setup
+    coco = json.loads((data / "annotations.json").read_text())
+    image = next(im for im in coco["images"] if im["clean"])
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    for key in ("file_name", "low_file_name"):
+        shutil.copy(data / image[key], folder / Path(image[key]).name)
+    scan = load_scan(data / image["file_name"])
+    export8 = eight_bit_export(scan, np.random.default_rng(0))
+    cv2.imwrite(str(folder / "export.jpg"), export8.high)
+    copy = _with_thresholds(model, tmp_path / "m", 1.0)
+    card = json.loads(copy.with_suffix(".json").read_text())
+    card["thresholds_8bit"] = dict.fromkeys(card["categories"], 0.0)
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    result = clean_scan_alarms(copy, folder, tmp_path / "o", progress=False)
+    by_file = {r["file"]: r["alarm"] for r in result["per_scan"]}
+    assert by_file == {"export.jpg": True, Path(image["file_name"]).name: False}
+    assert set(result["thresholds_used"]) == {"8-bit", "16-bit"}
 
 
 def test_clean_scan_alarms_need_a_calibrated_card(setup, tmp_path: Path):

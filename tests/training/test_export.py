@@ -38,6 +38,10 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
     assert card["onnx"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert card["categories"] == ["firearm", "narcotics", "cigarettes", "currency", "person"]
     assert set(card["thresholds"]) == set(card["categories"])
+    # 8-bit scans get thresholds of their own, from 8-bit exports of the same scans.
+    assert set(card["thresholds_8bit"]) == set(card["categories"])
+    eight = card["metrics"]["validation"]["eight_bit"]
+    assert eight["clean_scans"] == card["metrics"]["validation"]["clean_scans"]
     assert card["calibration"]["false_alarm_rate"] == 0.01
     assert card["input"]["preprocess_version"] == "2"
     assert card["parity_max_abs_diff"] <= 1e-3
