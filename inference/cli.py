@@ -241,6 +241,35 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="calibrate an exported model's thresholds again (16-bit and 8-bit) on "
+        "validation data; the ONNX file is not touched",
+    )
+    p.add_argument("--model", type=Path, required=True, help="MODEL.onnx (its card beside it)")
+    p.add_argument("--val", type=Path, required=True, help="validation data (COCO or YOLO)")
+    p.add_argument("--far", type=float, default=0.01, help="false-alarm rate for the thresholds")
+    p.set_defaults(handler=_run_calibrate)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from inference.engine import ModelError
+    from inference.scan import ScanError
+    from training.export import recalibrate
+
+    if not 0 < args.far < 1:
+        print(f"cargoscan calibrate: --far must lie in (0, 1), got {args.far}", file=sys.stderr)
+        return 2
+    try:
+        card = recalibrate(args.model, args.val, args.far)
+    except (ModelError, ValueError, ScanError) as exc:
+        print(f"cargoscan calibrate: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {card}")
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -872,6 +901,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_train,
     _add_export,
+    _add_calibrate,
     _add_evaluate,
     _add_analyze,
     _add_serve,

@@ -83,7 +83,10 @@ def _coco_map(
     return float(max(ev.stats[0], 0.0)), float(max(ev.stats[1], 0.0)), per_cat
 
 
-def _findings(engine: Engine, analysis: Analysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def findings_arrays(
+    engine: Engine, analysis: Analysis
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An analysis's findings as boxes (N, 4), scores (N,) and category indices (N,)."""
     found = analysis.findings
     return (
         np.array([f.box for f in found], np.float64).reshape(-1, 4),
@@ -200,7 +203,7 @@ def evaluate(
         scan = _single_energy(item.scan) if single_energy else item.scan
         if eight_bit:
             scan = eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, k]))
-        boxes, scores, labels = _findings(engine, engine.analyze(scan))
+        boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
         scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
         bit_depths.append(int(scan.bit_depth))
         names.append(item.name)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from training.data import EIGHT_BIT_SEED, eight_bit_export, open_source, sample_of
 from training.metrics import ScanFindings, detection_rate_at_far
@@ -30,6 +31,10 @@ from training.train import _pad32, load_checkpoint
 
 CARD_VERSION = "1"
 CALIBRATION_FAR = 0.01
+EIGHT_BIT_CALIBRATION = (
+    "the same scans as simulated 8-bit single-energy JPEG exports "
+    "(training.data.eight_bit_export, seeded [EIGHT_BIT_SEED, scan index])"
+)
 # Outputs may differ by float rounding between torch and ONNX Runtime, no more
 # (absolute for probabilities, relative for box sides in pixels).
 PARITY_ATOL = 1e-3
@@ -126,15 +131,70 @@ def calibrate(
             heat, box, _ = wrapper(_pad32(torch.from_numpy(np.asarray(s.image, np.float32))[None]))
         boxes, scores, labels = decode(heat, box)[0]
         scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
+    return thresholds_at(scans, source.categories, far)
+
+
+def thresholds_at(
+    scans: list[ScanFindings], categories: list[str], far: float
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per-category thresholds letting `far` of the clean scans alarm, and the detection
+    rates they give."""
     if not any(s.clean for s in scans):
         raise ValueError("the validation set has no clean scans: thresholds cannot be calibrated")
     thresholds, metrics = {}, {"categories": {}, "clean_scans": sum(s.clean for s in scans)}
-    for c, name in enumerate(source.categories):
+    for c, name in enumerate(categories):
         rates, t = detection_rate_at_far(scans, c, [far])
         thresholds[name] = t[far]
         rate = None if np.isnan(rates[far]) else rates[far]
         metrics["categories"][name] = {"detection_rate_at_far": {str(far): rate}}
     return thresholds, metrics
+
+
+def recalibrate(
+    model: Path, val: Path, far: float = CALIBRATION_FAR, *, progress: bool = True
+) -> Path:
+    """Calibrate an exported model's thresholds again, 16-bit and 8-bit, on `val`.
+
+    For a model whose training run is gone, or a station that wants its own
+    operating point: the scans go through the engine (ONNX Runtime, as the
+    service runs them), the card gets new `thresholds`, `thresholds_8bit`,
+    `calibration` and `metrics.validation`; the ONNX bytes, and so the sha256
+    the card holds, do not change. Returns the card's path.
+    """
+    from training.evaluate import findings_arrays
+
+    engine = Engine.load(model)
+    source = open_source(val, engine.categories)
+    tables: list[tuple[dict[str, float], dict[str, Any]]] = []
+    for eight_bit in (False, True):
+        scans = []
+        desc = "calibrate (8-bit)" if eight_bit else "calibrate"
+        for k in tqdm(range(len(source)), desc=desc, unit="scan", disable=not progress):
+            item = source.labelled(k)
+            scan = item.scan
+            if eight_bit:
+                scan = eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, k]))
+            boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
+            scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
+        tables.append(thresholds_at(scans, engine.categories, far))
+    (thresholds, val_metrics), (thresholds_8bit, val_8bit) = tables
+    val_metrics["eight_bit"] = val_8bit
+    card_path = Path(model).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card["thresholds"] = thresholds
+    card["thresholds_8bit"] = thresholds_8bit
+    card["calibration"] = {
+        "false_alarm_rate": far,
+        "data": str(val),
+        "thresholds_8bit": EIGHT_BIT_CALIBRATION,
+        "recalibrated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "through": "the engine (ONNX Runtime), after export",
+    }
+    card.setdefault("metrics", {})["validation"] = val_metrics
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, card_path)
+    return card_path
 
 
 def export(
@@ -194,8 +254,7 @@ def export(
         "calibration": {
             "false_alarm_rate": far,
             "data": str(val) if val else None,
-            "thresholds_8bit": "the same scans as simulated 8-bit single-energy JPEG exports "
-            "(training.data.eight_bit_export)",
+            "thresholds_8bit": EIGHT_BIT_CALIBRATION,
         },
         "verdict": {
             "alarm": "any finding scoring above its category threshold",

@@ -102,3 +102,48 @@ def test_export_refuses_a_missing_checkpoint(tmp_path: Path, capsys: pytest.Capt
         == 2
     )
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_calibrate_sets_the_cards_thresholds_again_without_touching_the_model(run, tmp_path: Path):
+    data, checkpoint = run
+    model = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model)]) == 0
+    before = model.read_bytes()
+    assert json.loads(model.with_suffix(".json").read_text())["thresholds"] is None
+    assert main(["calibrate", "--model", str(model), "--val", str(data)]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert model.read_bytes() == before
+    assert card["onnx"]["sha256"] == hashlib.sha256(before).hexdigest()
+    # The thresholds are those `evaluate` finds at 1 % on the same scans, through
+    # the same engine, for the 16-bit scans and for their 8-bit exports alike.
+    for flag, key in (([], "thresholds"), (["--eight-bit"], "thresholds_8bit")):
+        out = tmp_path / key
+        args = ["evaluate", "--model", str(model), "--data", str(data), "--out", str(out)]
+        assert main([*args, "--no-pictures", *flag]) == 0
+        metrics = json.loads((out / "metrics.json").read_text())
+        found = {n: c["threshold_at_far"]["0.01"] for n, c in metrics["categories"].items()}
+        assert card[key] == pytest.approx(found)
+    assert card["calibration"]["data"] == str(data)
+
+
+def test_calibrate_refuses_data_without_clean_scans(
+    run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    data, checkpoint = run
+    model = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(model)]) == 0
+    card_before = model.with_suffix(".json").read_bytes()
+    coco = json.loads((data / "annotations.json").read_text())
+    threats = [im for im in coco["images"] if not im["clean"]]
+    (tmp_path / "dirty").mkdir()
+    (tmp_path / "dirty" / "annotations.json").write_text(json.dumps({**coco, "images": threats}))
+    for im in threats:
+        for key in ("file_name", "low_file_name"):
+            target = tmp_path / "dirty" / im[key]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((data / im[key]).read_bytes())
+    args = ["calibrate", "--model", str(model), "--val", str(tmp_path / "dirty")]
+    assert main(args) == 2
+    assert "no clean scans" in capsys.readouterr().err
+    assert model.with_suffix(".json").read_bytes() == card_before
+    assert main(["calibrate", "--model", str(tmp_path / "none.onnx"), "--val", str(data)]) == 2
