@@ -138,9 +138,15 @@ def _card_figures(
         named, _ = thresholds_for(engine.card, depth)
         by_depth[depth] = {c: named[name] for c, name in enumerate(engine.categories)}
     out: dict[str, Any] = {
+        # Those of the first scan's bit depth (a test set is usually all one kind) ...
         "thresholds": {
             name: by_depth[bit_depths[0]][c] if bit_depths else engine.card["thresholds"][name]
             for c, name in enumerate(engine.categories)
+        },
+        # ... and those of every bit depth the set held.
+        "thresholds_by_bit_depth": {
+            str(d): {name: t[c] for c, name in enumerate(engine.categories)}
+            for d, t in by_depth.items()
         },
         "categories": {},
     }

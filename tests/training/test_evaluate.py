@@ -140,6 +140,7 @@ def test_eight_bit_evaluation_judges_the_exports_by_the_cards_eight_bit_threshol
     assert dual["at_card_thresholds"]["scan"]["false_alarm_rate"] == 0.0
     assert eight["at_card_thresholds"]["scan"]["false_alarm_rate"] == 1.0
     assert eight["at_card_thresholds"]["thresholds"] == card["thresholds_8bit"]
+    assert eight["at_card_thresholds"]["thresholds_by_bit_depth"] == {"8": card["thresholds_8bit"]}
     # Seeded per scan: a second run sees the same exports.
     again = evaluate(copy, data, tmp_path / "again", pictures=False, progress=False,
                      eight_bit=True)  # fmt: skip
