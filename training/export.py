@@ -24,6 +24,7 @@ from tqdm import tqdm
 from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from training.data import EIGHT_BIT_SEED, eight_bit_export, open_source, sample_of
+from training.evaluate import findings_arrays
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, to_onnx
 from training.objective import decode
@@ -161,8 +162,6 @@ def recalibrate(
     `calibration` and `metrics.validation`; the ONNX bytes, and so the sha256
     the card holds, do not change. Returns the card's path.
     """
-    from training.evaluate import findings_arrays
-
     engine = Engine.load(model)
     source = open_source(val, engine.categories)
     tables: list[tuple[dict[str, float], dict[str, Any]]] = []
