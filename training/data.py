@@ -581,6 +581,12 @@ def eight_bit_export(scan: Scan, rng: np.random.Generator) -> Scan:
     return Scan(high=counts, metadata=scan.metadata)
 
 
+def eight_bit_export_of(scan: Scan, index: int) -> Scan:
+    """Scan `index` of a validation or test set as its 8-bit export, always the same one:
+    calibration (`export`, `calibrate`) and `evaluate --eight-bit` must see the same."""
+    return eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, index]))
+
+
 def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     """A draw spread evenly in log between lo and hi: for factors (scale, flux, tone)."""
     return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))

@@ -44,7 +44,7 @@ from tqdm import tqdm
 from inference.engine import Analysis, Engine, ModelError
 from inference.result import thresholds_for
 from inference.scan import Scan, load_scan
-from training.data import EIGHT_BIT_SEED, IMAGE_SUFFIXES, eight_bit_export, open_source
+from training.data import IMAGE_SUFFIXES, eight_bit_export_of, open_source
 from training.metrics import ScanFindings, detection_rate_at_far, hits
 
 FARS = (0.01, 0.001)
@@ -208,7 +208,7 @@ def evaluate(
         item = source.labelled(k)
         scan = _single_energy(item.scan) if single_energy else item.scan
         if eight_bit:
-            scan = eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, k]))
+            scan = eight_bit_export_of(scan, k)
         boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
         scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
         bit_depths.append(int(scan.bit_depth))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
-from training.data import EIGHT_BIT_SEED, eight_bit_export, open_source, sample_of
+from training.data import eight_bit_export_of, open_source, sample_of
 from training.evaluate import findings_arrays
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, to_onnx
@@ -116,7 +116,7 @@ def calibrate(
     """Per-category thresholds at `far` false alarms on validation data, and their rates.
 
     With `eight_bit`, on the same scans as a single-energy scanner's 8-bit JPEG export
-    sends them (`eight_bit_export`, seeded per scan as `cargoscan evaluate --eight-bit`
+    sends them (`eight_bit_export_of`, the same export per scan as `cargoscan evaluate --eight-bit`
     does): the card's `thresholds_8bit`.
     """
     scans = []
@@ -124,7 +124,7 @@ def calibrate(
     for k in tqdm(range(len(source)), desc=desc, unit="scan", disable=len(source) < 50):
         if eight_bit:
             item = source.labelled(k)
-            scan = eight_bit_export(item.scan, np.random.default_rng([EIGHT_BIT_SEED, k]))
+            scan = eight_bit_export_of(item.scan, k)
             s = sample_of(scan, item.boxes, item.labels, getattr(source, "scale", 1.0), item.name)
         else:
             s = source[k]
@@ -172,7 +172,7 @@ def recalibrate(
             item = source.labelled(k)
             scan = item.scan
             if eight_bit:
-                scan = eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, k]))
+                scan = eight_bit_export_of(scan, k)
             boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
             scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
         tables.append(thresholds_at(scans, engine.categories, far))
