@@ -6,13 +6,18 @@ Writes OUT/metrics.json:
                            "threshold_at_far": {far: threshold}}},
      "scan": {"detection_rate_at_far": {far: rate}, "false_alarm_rate_at_far": {far: rate}},
      "map50", "map", "clean_scans", "threat_instances",
-     "at_card_thresholds": {...}, "single_energy": bool, "eight_bit": bool}
+     "at_card_thresholds": {...}, "by_attenuation": {...},
+     "single_energy": bool, "eight_bit": bool}
 
 Per category, the threshold is the one that lets at most `far` of the clean
 scans alarm (see `training.metrics`). At scan level a scan alarms when any
 finding reaches its category's threshold; the measured scan-level false-alarm
 rate is reported beside the detection rate, since several categories can
-each add false alarms. `at_card_thresholds` gives the same figures at the
+each add false alarms. `by_attenuation` splits the detection rate at the first
+false-alarm rate by how much matter the beam crossed where each threat sits (the
+median high-energy -ln T over its box, in bands): a threat deep in dense cargo
+is hidden by photon noise, and this tells "could not be seen" from "was not
+found". `at_card_thresholds` gives the same figures at the
 thresholds the model card ships (calibrated on validation data; 8-bit scans
 get the card's 8-bit thresholds), which is what a station will actually see.
 With `eight_bit`, every scan is first turned into what a single-energy
@@ -22,7 +27,8 @@ ranges and detection limits set for scans (threats from a few pixels to a
 person).
 
 And the pictures people would rather see than read (`training.report`):
-pr_curves.png, detection_vs_far.png and worst_cases.png.
+pr_curves.png, detection_vs_far.png, detection_by_attenuation.png and
+worst_cases.png.
 
 `clean_scan_alarms` is the other check: scans known to hold no contraband
 (e.g. real scans) through the engine at the card's thresholds; the share that
@@ -42,10 +48,17 @@ import numpy as np
 from tqdm import tqdm
 
 from inference.engine import Analysis, Engine, ModelError
+from inference.preprocess import attenuation
 from inference.result import thresholds_for
 from inference.scan import Scan, load_scan
 from training.data import IMAGE_SUFFIXES, eight_bit_export_of, open_source
-from training.metrics import ScanFindings, detection_rate_at_far, hits
+from training.metrics import (
+    ATTENUATION_EDGES,
+    ScanFindings,
+    detection_by_attenuation,
+    detection_rate_at_far,
+    hits,
+)
 
 FARS = (0.01, 0.001)
 # Area ranges in px^2 at 5 mm pitch: a pistol part ~15x15, a brick stack ~60x30, a person ~100x200.
@@ -93,6 +106,21 @@ def findings_arrays(
         np.array([f.score for f in found], np.float64),
         np.array([engine.categories.index(f.category) for f in found], np.int64),
     )
+
+
+def box_attenuation(high: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Per box (x0, y0, x1, y1 in pixels), the median high-energy attenuation -ln T inside
+    it: how much matter the beam crossed where a threat sits, the threat included."""
+    if not len(boxes):
+        return np.zeros(0, np.float64)
+    a = attenuation(high)
+    h, w = a.shape
+    out = []
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        c0, r0 = int(np.clip(np.floor(x0), 0, w - 1)), int(np.clip(np.floor(y0), 0, h - 1))
+        c1, r1 = max(int(np.ceil(min(x1, w))), c0 + 1), max(int(np.ceil(min(y1, h))), r0 + 1)
+        out.append(float(np.median(a[r0:r1, c0:c1])))
+    return np.array(out, np.float64)
 
 
 def _single_energy(scan: Scan) -> Scan:
@@ -210,7 +238,9 @@ def evaluate(
         if eight_bit:
             scan = eight_bit_export_of(scan, k)
         boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
-        scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
+        # Measured on the scan as recorded (not its 8-bit export): the same bands throughout.
+        depth = box_attenuation(item.scan.high, item.boxes)
+        scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels, depth))
         bit_depths.append(int(scan.bit_depth))
         names.append(item.name)
         image_id = k + 1
@@ -245,6 +275,15 @@ def evaluate(
         scan_rates[str(far)], scan_fars[str(far)] = r["detection_rate"], r["false_alarm_rate"]
     metrics["scan"] = {"detection_rate_at_far": scan_rates, "false_alarm_rate_at_far": scan_fars}
     metrics["map50"], metrics["map"] = m50, m
+    metrics["by_attenuation"] = {
+        "far": str(fars[0]),
+        "edges": list(ATTENUATION_EDGES),
+        "all": detection_by_attenuation(scans, None, thresholds[fars[0]]),
+        "categories": {
+            name: detection_by_attenuation(scans, c, thresholds[fars[0]])
+            for c, name in enumerate(engine.categories)
+        },
+    }
     metrics["clean_scans"] = sum(s.clean for s in scans)
     metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
     metrics["at_card_thresholds"] = _card_figures(engine, scans, bit_depths)
@@ -257,6 +296,7 @@ def evaluate(
         from training import report
 
         report.curves(scans, engine.categories, thresholds[fars[0]], fars[0], out)
+        report.attenuation_bars(metrics["by_attenuation"], out)
         report.worst_cases(
             source, scans, names, engine.categories, thresholds[fars[0]], out,
             single_energy=single_energy or eight_bit,
@@ -290,6 +330,7 @@ def record_in_card(model: Path, metrics: dict[str, Any], data: Path) -> Path:
         },
         "scan": metrics["scan"],
         "at_card_thresholds": metrics.get("at_card_thresholds"),
+        "by_attenuation": metrics.get("by_attenuation", {}).get("all"),
     }
     card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     return card_path

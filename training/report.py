@@ -7,6 +7,9 @@ what an ML engineer opens first after `cargoscan evaluate`:
   positive when it hits a not yet matched instance, see `training.metrics`);
 - detection_vs_far.png: detection rate against false-alarm rate per category
   and per scan, the curve customs reads the operating point from;
+- detection_by_attenuation.png: the detection rate at the operating point per
+  band of attenuation where the threats sit, with the instance counts: what
+  the beam could still see through and what it could not;
 - worst_cases.png: the instances found with the lowest scores (misses) and
   the highest-scoring findings on clean scans (false alarms), cropped from
   the material view with truth in green and findings in red.
@@ -147,6 +150,35 @@ def curves(
     fig.tight_layout()
     fig.savefig(far_path)
     return [pr_path, far_path]
+
+
+def attenuation_bars(by_attenuation: dict[str, Any], out: Path) -> Path:
+    """detection_by_attenuation.png from metrics.json's `by_attenuation`: one group of
+    bars per band, one bar per category and a black one for all threats together."""
+    groups = {**by_attenuation["categories"], "all threats": by_attenuation["all"]}
+    bands = list(by_attenuation["all"])
+    fig, ax = _figure()
+    fig.set_size_inches(8, 5)
+    width = 0.8 / len(groups)
+    for k, (name, per_band) in enumerate(groups.items()):
+        xs = np.arange(len(bands)) + (k - (len(groups) - 1) / 2) * width
+        rates = [per_band[b]["rate"] or 0.0 for b in bands]
+        colour = "black" if name == "all threats" else None
+        ax.bar(xs, rates, width, label=name, color=colour)
+    for x, b in enumerate(bands):
+        ax.text(x, 1.02, f"n={by_attenuation['all'][b]['instances']}", ha="center", fontsize=8)
+    ax.set_xticks(np.arange(len(bands)), [f"-ln T {b}" for b in bands])
+    ax.set(ylabel="detection rate", ylim=(0, 1.1))
+    ax.set_title(
+        f"Detection rate at {100 * float(by_attenuation['far']):g} % false alarms "
+        "by attenuation where the threat sits"
+    )
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="lower left", fontsize=8)
+    path = out / "detection_by_attenuation.png"
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
 
 
 def _view(scan: Scan) -> np.ndarray:

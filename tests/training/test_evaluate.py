@@ -13,9 +13,10 @@ import torch
 
 from inference.cli import main
 from inference.engine import ModelError
+from inference.preprocess import attenuation
 from inference.scan import load_scan
 from training.data import eight_bit_export
-from training.evaluate import clean_scan_alarms, evaluate
+from training.evaluate import box_attenuation, clean_scan_alarms, evaluate
 from training.export import export
 from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
@@ -53,6 +54,16 @@ def test_metrics_json_has_the_agreed_shape_and_consistent_counts(setup, tmp_path
             assert rate is None or 0.0 <= rate <= 1.0
     assert set(m["scan"]["detection_rate_at_far"]) == {"0.01", "0.001"}
     assert 0.0 <= m["map50"] <= 1.0 and 0.0 <= m["map"] <= m["map50"] + 1e-9
+    # Every threat falls in one attenuation band, per category and over all of them.
+    bands = m["by_attenuation"]
+    assert bands["far"] == "0.01" and list(bands["all"]) == ["<3", "3-5", "5-7", ">=7"]
+    assert sum(b["instances"] for b in bands["all"].values()) == m["threat_instances"]
+    for name, per_band in bands["categories"].items():
+        in_coco = sum(
+            a["category_id"] == next(c["id"] for c in coco["categories"] if c["name"] == name)
+            for a in coco["annotations"]
+        )
+        assert sum(b["instances"] for b in per_band.values()) == in_coco
 
 
 def test_evaluate_refuses_a_missing_model(
@@ -154,7 +165,12 @@ def test_eight_bit_evaluation_judges_the_exports_by_the_cards_eight_bit_threshol
 def test_evaluation_pictures_are_written(setup, tmp_path: Path):
     model, data = setup
     evaluate(model, data, tmp_path, progress=False)
-    for name in ("pr_curves.png", "detection_vs_far.png", "worst_cases.png"):
+    for name in (
+        "pr_curves.png",
+        "detection_vs_far.png",
+        "detection_by_attenuation.png",
+        "worst_cases.png",
+    ):
         image = cv2.imread(str(tmp_path / name))
         assert image is not None and image.shape[0] > 200 and image.shape[1] > 200, name
         assert image.std() > 5, f"{name} is blank"
@@ -230,7 +246,26 @@ def test_test_figures_can_be_recorded_in_the_card_without_touching_the_model(set
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     recorded = card["metrics"]["test_single_energy"]
     assert recorded["map50"] == metrics["map50"] and recorded["scan"] == metrics["scan"]
+    assert recorded["by_attenuation"] == metrics["by_attenuation"]["all"]
     assert copy.read_bytes() == before
     from inference.engine import Engine
 
     Engine.load(copy)  # the card still matches the ONNX bytes
+
+
+def test_box_attenuation_is_the_median_attenuation_inside_each_box(setup):
+    _, data = setup
+    coco = json.loads((data / "annotations.json").read_text())
+    image = next(im for im in coco["images"] if not im["clean"])
+    scan = load_scan(data / image["file_name"])
+    a = attenuation(scan.high)
+    x, y, w, h = next(an["bbox"] for an in coco["annotations"] if an["image_id"] == image["id"])
+    boxes = np.array([[x, y, x + w, y + h], [0, 0, 4, 4], [-10, -10, 3, 2]], np.float64)
+    got = box_attenuation(scan.high, boxes)
+    x0, y0 = int(np.floor(x)), int(np.floor(y))
+    x1, y1 = int(np.ceil(x + w)), int(np.ceil(y + h))
+    assert got[0] == pytest.approx(float(np.median(a[y0:y1, x0:x1])))
+    assert got[1] == pytest.approx(float(np.median(a[0:4, 0:4])))
+    assert got[2] == pytest.approx(float(np.median(a[0:2, 0:3])))  # clipped to the scan
+    assert got[0] > got[1]  # a threat crosses more matter than the air in a corner
+    assert box_attenuation(scan.high, np.zeros((0, 4))).shape == (0,)

@@ -7,6 +7,8 @@ import pytest
 
 from training.metrics import (
     ScanFindings,
+    band_names,
+    detection_by_attenuation,
     detection_rate_at_far,
     hits,
     iou_matrix,
@@ -90,3 +92,34 @@ def test_detection_rate_at_far_counts_instances_by_hand():
     # FAR 0.25: one clean scan may alarm -> threshold 0.2 -> hits 0.8 and 0.5: 2 of 4.
     assert thresholds[0.25] == pytest.approx(0.2) and rates[0.25] == pytest.approx(2 / 4)
     assert thresholds[0.5] == pytest.approx(0.0) and rates[0.5] == pytest.approx(2 / 4)
+
+
+def test_detection_by_attenuation_counts_each_band_by_hand():
+    firearm, narcotics = 0, 1
+    thresholds = {firearm: 0.5, narcotics: 0.5}
+    found = _scan(
+        [([0, 0, 10, 10], 0.9, firearm), ([50, 50, 60, 60], 0.4, narcotics)],
+        [([0, 0, 10, 10], firearm), ([50, 50, 60, 60], narcotics), ([90, 0, 99, 9], firearm)],
+    )
+    found.gt_attenuation = np.array([1.0, 4.0, 7.0])  # 7 is on an edge: it opens ">=7"
+    deep = _scan([([0, 0, 10, 10], 0.95, firearm)], [([0, 0, 10, 10], firearm)])
+    deep.gt_attenuation = np.array([9.5])
+    scans = [found, deep, _scan([([0, 0, 5, 5], 0.3, firearm)], [])]
+    assert band_names() == ["<3", "3-5", "5-7", ">=7"]
+    every = detection_by_attenuation(scans, None, thresholds)
+    assert {b: (v["detected"], v["instances"]) for b, v in every.items()} == {
+        "<3": (1, 1),  # the firearm found at 0.9
+        "3-5": (0, 1),  # narcotics at 0.4, under its threshold
+        "5-7": (0, 0),
+        ">=7": (1, 2),  # the unfound firearm at 7.0 and the one found at 9.5
+    }
+    assert every["5-7"]["rate"] is None and every[">=7"]["rate"] == pytest.approx(0.5)
+    only_narcotics = detection_by_attenuation(scans, narcotics, thresholds)
+    assert sum(v["instances"] for v in only_narcotics.values()) == 1
+    assert only_narcotics["3-5"]["detected"] == 0
+
+
+def test_detection_by_attenuation_needs_the_attenuations():
+    scans = [_scan([], [([0, 0, 10, 10], 0)])]
+    with pytest.raises(ValueError, match="gt_attenuation"):
+        detection_by_attenuation(scans, None, {0: 0.5})
