@@ -150,6 +150,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="weight of boxes hidden in PLACE (COCO 'concealment', e.g. tyre) as crop "
         "targets, times the category's (repeat; default 1 each)",
     )
+    p.add_argument(
+        "--eight-bit-share",
+        type=float,
+        default=0.15,
+        metavar="P",
+        help="share of training samples shown as a single-energy scanner's 8-bit JPEG "
+        "export (default 0.15; another 0.15 are 16-bit single-energy scans)",
+    )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -204,6 +212,7 @@ def _run_train(args: argparse.Namespace) -> int:
         crop=args.crop,
         crop_weights=crop_weights,
         place_weights=place_weights,
+        eight_bit_share=args.eight_bit_share,
         lr=args.lr,
         seed=args.seed,
         init=str(args.init) if args.init else None,

@@ -587,6 +587,25 @@ def eight_bit_export_of(scan: Scan, index: int) -> Scan:
     return eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, index]))
 
 
+# Share of training samples shown as 16-bit single-energy scans (low channel dropped,
+# no export): what `--eight-bit-share` leaves alone, so the single-energy figures hold.
+SINGLE_ENERGY_16BIT_SHARE = 0.15
+
+
+def single_energy_draws(eight_bit_share: float) -> tuple[float, float]:
+    """(drop_low_p, jpeg_p) of `Augment` that show `eight_bit_share` of the samples as
+    8-bit JPEG exports and SINGLE_ENERGY_16BIT_SHARE as 16-bit single-energy scans.
+
+    The defaults (0.3, 0.5) are a share of 0.15; real stations that send 8-bit
+    exports (all our real reference scans) may want the model to see more of them.
+    """
+    most = 1.0 - SINGLE_ENERGY_16BIT_SHARE
+    if not 0.0 <= eight_bit_share <= most:
+        raise ValueError(f"the 8-bit share must be within [0, {most:g}], got {eight_bit_share}")
+    drop_low_p = SINGLE_ENERGY_16BIT_SHARE + eight_bit_share
+    return drop_low_p, eight_bit_share / drop_low_p
+
+
 def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     """A draw spread evenly in log between lo and hi: for factors (scale, flux, tone)."""
     return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))

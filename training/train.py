@@ -23,7 +23,15 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.data import Augment, MixedScans, Sample, ScanSource, open_source, summarize
+from training.data import (
+    Augment,
+    MixedScans,
+    Sample,
+    ScanSource,
+    open_source,
+    single_energy_draws,
+    summarize,
+)
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import decode, loss, make_targets
@@ -47,6 +55,9 @@ class TrainConfig:
     # Hiding place (COCO `concealment`) -> weight of its boxes as crop targets,
     # multiplying the category's (absent: 1).
     place_weights: dict[str, float] = field(default_factory=dict)
+    # Share of samples shown as a single-energy scanner's 8-bit JPEG export
+    # (`training.data.single_energy_draws`); 0.15 is what runs before the flag had.
+    eight_bit_share: float = 0.15
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -184,8 +195,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             f"crop weights for hiding places {unseen} that no training annotation has; "
             f"the data's places are {sorted(seen_places) or 'none (no concealment field)'}"
         )
+    drop_low_p, jpeg_p = single_energy_draws(cfg.eight_bit_share)
     augment = Augment(
         crop_hw=(cfg.crop, cfg.crop),
+        drop_low_p=drop_low_p,
+        jpeg_p=jpeg_p,
         target_weights=tuple(cfg.crop_weights.get(c, 1.0) for c in categories)
         if cfg.crop_weights
         else (),

@@ -14,12 +14,14 @@ from PIL import Image
 from inference.preprocess import ATTENUATION_SCALE, attenuation
 from inference.scan import load_scan
 from training.data import (
+    SINGLE_ENERGY_16BIT_SHARE,
     Augment,
     CocoScans,
     MixedScans,
     Sample,
     YoloScans,
     eight_bit_export,
+    single_energy_draws,
     summarize,
 )
 from training.synth.dataset import write_dataset
@@ -395,3 +397,43 @@ def test_eight_bit_export_with_a_log_tone_curve_reads_as_compressed_attenuation(
     assert seen[0] == pytest.approx(-np.log(1 - 0.5 / a_max), abs=0.02)  # ~0.16, not 0.5
     assert seen[1] == pytest.approx(-np.log(1 - 2.0 / a_max), abs=0.05)  # ~0.93, not 2
     assert seen[2] == pytest.approx(np.log(256), abs=0.05)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.15, 0.5])
+def test_eight_bit_share_sets_how_many_samples_are_exports(share: float):
+    drop_low_p, jpeg_p = single_energy_draws(share)
+    aug = Augment(
+        crop_hw=None,
+        flip_p=0,
+        scale_range=(1.0, 1.0),
+        row_gain_sigma=0,
+        noise_p=0,
+        drop_low_p=drop_low_p,
+        jpeg_p=jpeg_p,
+    )
+    ramp = np.linspace(0.1, 3.0, 24 * 40, dtype=np.float32).reshape(24, 40) / ATTENUATION_SCALE
+    s = Sample(
+        np.stack([ramp, ramp]), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), True, "t"
+    )
+    kinds = {"dual": 0, "16-bit single": 0, "8-bit": 0}
+    rng = np.random.default_rng(4)
+    draws = 1500
+    for _ in range(draws):
+        out = aug(s, rng)
+        if out.has_low:
+            kinds["dual"] += 1
+        elif len(np.unique(out.image[0])) <= 256:  # 8-bit counts: at most 256 levels
+            kinds["8-bit"] += 1
+        else:
+            kinds["16-bit single"] += 1
+    assert kinds["8-bit"] / draws == pytest.approx(share, abs=0.04)
+    assert kinds["16-bit single"] / draws == pytest.approx(SINGLE_ENERGY_16BIT_SHARE, abs=0.04)
+
+
+def test_the_default_eight_bit_share_is_what_augment_always_drew():
+    assert single_energy_draws(0.15) == pytest.approx((Augment.drop_low_p, Augment.jpeg_p))
+
+
+def test_eight_bit_share_beyond_what_can_be_drawn_is_refused():
+    with pytest.raises(ValueError, match="within"):
+        single_energy_draws(0.9)

@@ -35,8 +35,10 @@ def test_train_writes_config_metrics_and_checkpoints_then_resumes(synth: Path, t
     }
     place = sorted(places)[0]
     args += ["--crop-weight", "currency=3", "--crop-weight-place", f"{place}=4"]
+    args += ["--eight-bit-share", "0.4"]
     assert main(args) == 0
     config = json.loads((run / "config.json").read_text())
+    assert config["eight_bit_share"] == 0.4
     assert config["data"] == [str(synth)] and config["epochs"] == 2
     assert config["crop_weights"] == {"currency": 3.0}
     assert config["place_weights"] == {place: 4.0}
@@ -113,6 +115,17 @@ def test_train_rejects_a_bad_place_weight(
     assert main([*args, "--crop-weight-place", weight]) == 2
     err = capsys.readouterr().err
     assert message in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("share", ["0.9", "-0.1"])
+def test_train_rejects_an_eight_bit_share_it_cannot_draw(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], share: str
+):
+    # Above 0.85 the 16-bit single-energy samples the single-energy figures rely on would go.
+    args = ["train", "--data", str(synth), "--out", str(tmp_path / "r"), *TINY]
+    assert main([*args, "--eight-bit-share", share]) == 2
+    assert "8-bit share must be within [0, 0.85]" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 
