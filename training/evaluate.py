@@ -15,9 +15,9 @@ finding reaches its category's threshold; the measured scan-level false-alarm
 rate is reported beside the detection rate, since several categories can
 each add false alarms. `by_attenuation` splits the detection rate at the first
 false-alarm rate by how much matter the beam crossed where each threat sits (the
-median high-energy -ln T over its box, in bands): a threat deep in dense cargo
-is hidden by photon noise, and this tells "could not be seen" from "was not
-found". `at_card_thresholds` gives the same figures at the
+median high-energy -ln T over its box, in bands): deep in dense cargo a threat
+is a faint change under photon noise, and the bands show how much of what is
+missed lies there. `at_card_thresholds` gives the same figures at the
 thresholds the model card ships (calibrated on validation data; 8-bit scans
 get the card's 8-bit thresholds), which is what a station will actually see.
 With `eight_bit`, every scan is first turned into what a single-energy
