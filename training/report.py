@@ -158,7 +158,7 @@ def attenuation_bars(by_attenuation: dict[str, Any], out: Path) -> Path:
     groups = {**by_attenuation["categories"], "all threats": by_attenuation["all"]}
     bands = list(by_attenuation["all"])
     fig, ax = _figure()
-    fig.set_size_inches(8, 5)
+    fig.set_size_inches(9, 5)
     width = 0.8 / len(groups)
     for k, (name, per_band) in enumerate(groups.items()):
         xs = np.arange(len(bands)) + (k - (len(groups) - 1) / 2) * width
@@ -174,7 +174,7 @@ def attenuation_bars(by_attenuation: dict[str, Any], out: Path) -> Path:
         "by attenuation where the threat sits"
     )
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars
     path = out / "detection_by_attenuation.png"
     fig.tight_layout()
     fig.savefig(path)
