@@ -164,19 +164,16 @@ def recalibrate(
     """
     engine = Engine.load(model)
     source = open_source(val, engine.categories)
-    tables: list[tuple[dict[str, float], dict[str, Any]]] = []
-    for eight_bit in (False, True):
-        scans = []
-        desc = "calibrate (8-bit)" if eight_bit else "calibrate"
-        for k in tqdm(range(len(source)), desc=desc, unit="scan", disable=not progress):
-            item = source.labelled(k)
-            scan = item.scan
-            if eight_bit:
-                scan = eight_bit_export_of(scan, k)
+    as_recorded: list[ScanFindings] = []
+    as_8bit: list[ScanFindings] = []
+    # Each scan is decoded once and analysed twice: as recorded and as its 8-bit export.
+    for k in tqdm(range(len(source)), desc="calibrate", unit="scan", disable=not progress):
+        item = source.labelled(k)
+        for scan, found in ((item.scan, as_recorded), (eight_bit_export_of(item.scan, k), as_8bit)):
             boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
-            scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
-        tables.append(thresholds_at(scans, engine.categories, far))
-    (thresholds, val_metrics), (thresholds_8bit, val_8bit) = tables
+            found.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
+    thresholds, val_metrics = thresholds_at(as_recorded, engine.categories, far)
+    thresholds_8bit, val_8bit = thresholds_at(as_8bit, engine.categories, far)
     val_metrics["eight_bit"] = val_8bit
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
