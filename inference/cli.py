@@ -158,6 +158,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="share of training samples shown as a single-energy scanner's 8-bit JPEG "
         "export (default 0.15; another 0.15 are 16-bit single-energy scans)",
     )
+    p.add_argument(
+        "--hard-negative-share",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of crops cut around hard negatives: where the model itself fires on "
+        "no threat, mined on whole training scans before each epoch (default 0: none)",
+    )
+    p.add_argument(
+        "--hard-negative-scans",
+        type=int,
+        default=300,
+        metavar="N",
+        help="training scans mined for hard negatives before each epoch, in turn (default 300)",
+    )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -213,6 +228,8 @@ def _run_train(args: argparse.Namespace) -> int:
         crop_weights=crop_weights,
         place_weights=place_weights,
         eight_bit_share=args.eight_bit_share,
+        hard_negative_share=args.hard_negative_share,
+        hard_negative_scans=args.hard_negative_scans,
         lr=args.lr,
         seed=args.seed,
         init=str(args.init) if args.init else None,

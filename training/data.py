@@ -50,6 +50,9 @@ class Sample:
     # Where each box is hidden (COCO `concealment`: "tyre", "floor_cavity", ...);
     # "" where the data set does not say. Empty tuple: unknown for every box.
     places: tuple[str, ...] = ()
+    # A region (x0, y0, x1, y1) to cut the training crop around instead of a threat:
+    # a hard negative, where the model fired on no threat (`training.hard_negatives`).
+    focus: np.ndarray | None = None
 
     @property
     def clean(self) -> bool:
@@ -356,7 +359,8 @@ class Augment:
     - flip along x (the vehicle driving the other way); never up-down (the
       source height makes the two halves of a scan differ);
     - scale (another pixel pitch or vehicle speed);
-    - crop to a fixed size, most often around a threat, for speed; the model
+    - crop to a fixed size, most often around a threat (or around the
+      sample's `focus`, a hard negative, when it has one), for speed; the model
       sees whole scans at inference;
     - residual calibration error: a small additive shift of -ln T per row;
     - extra photon noise: sigma(a) = exp(a/2)/sqrt(N) for a random flux N;
@@ -410,7 +414,9 @@ class Augment:
             # resample only the window: a scan is 2.4 Mpx, a crop a tenth of it.
             ch, cw = self.crop_hw
             target = None
-            if len(boxes) and rng.random() < self.object_crop_p:
+            if s.focus is not None:
+                target = np.asarray(s.focus, np.float32)
+            elif len(boxes) and rng.random() < self.object_crop_p:
                 target = boxes[self._target_index(labels, places, rng)]
                 # Zoom in no further than keeps the threat whole in the crop (a
                 # person is ~350 px tall): the model sees it whole at inference.
@@ -458,6 +464,7 @@ class Augment:
             labels=labels,
             has_low=has_low,
             places=tuple(places),
+            focus=None,  # it was in the scan's pixels, not the crop's
         )
 
     def box_weights(self, labels: np.ndarray, places: Sequence[str]) -> np.ndarray:

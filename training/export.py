@@ -25,10 +25,10 @@ from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from training.data import eight_bit_export_of, open_source, sample_of
 from training.evaluate import findings_arrays
+from training.hard_negatives import whole_scan_findings
 from training.metrics import ScanFindings, detection_rate_at_far
-from training.model import ONNX_OPSET, STRIDE, ExportWrapper, to_onnx
-from training.objective import decode
-from training.train import _pad32, load_checkpoint
+from training.model import ONNX_OPSET, STRIDE, ExportWrapper, pad32, to_onnx
+from training.train import load_checkpoint
 
 CARD_VERSION = "1"
 CALIBRATION_FAR = 0.01
@@ -128,9 +128,7 @@ def calibrate(
             s = sample_of(scan, item.boxes, item.labels, getattr(source, "scale", 1.0), item.name)
         else:
             s = source[k]
-        with torch.no_grad():
-            heat, box, _ = wrapper(_pad32(torch.from_numpy(np.asarray(s.image, np.float32))[None]))
-        boxes, scores, labels = decode(heat, box)[0]
+        boxes, scores, labels = whole_scan_findings(wrapper, s.image, torch.device("cpu"))
         scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
     return thresholds_at(scans, source.categories, far)
 
@@ -206,7 +204,7 @@ def export(
     # Parity on real scans when there are some, else on a synthetic-looking input.
     if source is not None and len(source):
         inputs = [
-            _pad32(torch.from_numpy(np.asarray(source[k].image, np.float32))[None])
+            pad32(torch.from_numpy(np.asarray(source[k].image, np.float32))[None])
             for k in range(min(2, len(source)))
         ]
     else:

@@ -136,6 +136,12 @@ class CargoNet(nn.Module):
         return {"heat": self.heat(y), "box": self.box(y), "anomaly": self.anomaly(y)}
 
 
+def pad32(x: torch.Tensor) -> torch.Tensor:
+    """Zero-pad (air) the last two dimensions to a multiple of 32, the network's coarsest stride."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (-w) % 32, 0, (-h) % 32))
+
+
 class ExportWrapper(nn.Module):
     """What the ONNX file holds: decoded maps the engine can read without torch.
 

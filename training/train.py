@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ from training.data import (
     single_energy_draws,
     summarize,
 )
+from training.hard_negatives import HardNegativePool, mine, scans_to_mine, whole_scan_findings
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
-from training.objective import decode, loss, make_targets
+from training.objective import loss, make_targets
 from training.warm_start import config_of, describe, warm_start
 
 VAL_FAR = 0.01
@@ -58,6 +59,13 @@ class TrainConfig:
     # Share of samples shown as a single-energy scanner's 8-bit JPEG export
     # (`training.data.single_energy_draws`); 0.15 is what runs before the flag had.
     eight_bit_share: float = 0.15
+    # Share of crops cut around hard negatives: regions where the model fires on no
+    # threat, mined before each epoch on `hard_negative_scans` training scans
+    # (`training.hard_negatives`); 0 = none, and no mining.
+    hard_negative_share: float = 0.0
+    hard_negative_scans: int = 300
+    hard_negative_min_score: float = 0.1
+    hard_negatives_per_scan: int = 3
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
@@ -77,29 +85,36 @@ class TrainConfig:
 
 
 class EpochDraws(Dataset):
-    """One epoch: weighted draws from the sources, augmented; this rank's share only."""
+    """One epoch: weighted draws from the sources, augmented; this rank's share only.
+
+    `focus` (N, 4), NaN where none: a region to crop draw k around (a hard negative).
+    """
 
     def __init__(
-        self, source: MixedScans, augment: Augment, indices: np.ndarray, seed: int
+        self,
+        source: MixedScans,
+        augment: Augment,
+        indices: np.ndarray,
+        seed: int,
+        focus: np.ndarray | None = None,
     ) -> None:
         self.source, self.augment, self.indices, self.seed = source, augment, indices, seed
+        self.focus = focus
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> Sample:
         rng = np.random.default_rng([self.seed, int(k)])
-        return self.augment(self.source[int(self.indices[k])], rng)
+        sample = self.source[int(self.indices[k])]
+        if self.focus is not None and np.isfinite(self.focus[k]).all():
+            sample = replace(sample, focus=self.focus[k])
+        return self.augment(sample, rng)
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
     images = torch.from_numpy(np.stack([s.image for s in samples]))
     return images, [s.boxes for s in samples], [s.labels for s in samples]
-
-
-def _pad32(x: torch.Tensor) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    return torch.nn.functional.pad(x, (0, (-w) % 32, 0, (-h) % 32))
 
 
 @torch.no_grad()
@@ -110,9 +125,7 @@ def validate(net: CargoNet, source: ScanSource, device: torch.device) -> dict[st
     scans = []
     for k in range(len(source)):
         s = source[k]
-        image = torch.from_numpy(np.asarray(s.image, np.float32))[None]  # cache: float16
-        heat, box, _ = wrapper(_pad32(image).to(device))
-        boxes, scores, labels = decode(heat.cpu(), box.cpu())[0]
+        boxes, scores, labels = whole_scan_findings(wrapper, s.image, device)
         scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
     net.train(was_training)
     out: dict[str, Any] = {"categories": {}}
@@ -196,6 +209,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             f"the data's places are {sorted(seen_places) or 'none (no concealment field)'}"
         )
     drop_low_p, jpeg_p = single_energy_draws(cfg.eight_bit_share)
+    if not 0.0 <= cfg.hard_negative_share < 1.0:
+        raise ValueError(
+            f"hard-negative share must be within [0, 1), got {cfg.hard_negative_share}"
+        )
+    if cfg.hard_negative_scans < 1:
+        raise ValueError(f"hard-negative scans must be at least 1, got {cfg.hard_negative_scans}")
     augment = Augment(
         crop_hw=(cfg.crop, cfg.crop),
         drop_low_p=drop_low_p,
@@ -224,6 +243,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     start, best = 0, -math.inf
     average: WeightAverage | None = None
+    pool = HardNegativePool.empty()
     if resuming:
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
         # "model" holds the weights to use (the average when there is one);
@@ -235,6 +255,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         if cfg.ema_decay > 0:
             average = WeightAverage(net, cfg.ema_decay, int(ck.get("ema_updates", 0)))
             average.net.load_state_dict(ck["model"])
+        if "hard_negatives" in ck:
+            pool = HardNegativePool.from_state(ck["hard_negatives"])
     elif cfg.ema_decay > 0:
         average = WeightAverage(net, cfg.ema_decay)
     if rank == 0:
@@ -242,13 +264,40 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     for epoch in range(start, cfg.epochs):
+        mined = 0
+        if cfg.hard_negative_share > 0:
+            picked = scans_to_mine(len(source), cfg.hard_negative_scans, epoch, cfg.seed)
+            miner = average.net if average is not None else net
+            was_training = miner.training
+            found = mine(
+                ExportWrapper(miner),
+                source,
+                picked[rank::world],
+                device,
+                cfg.hard_negative_min_score,
+                cfg.hard_negatives_per_scan,
+                progress=progress and rank == 0,
+            )
+            miner.train(was_training)
+            if world > 1:  # every rank draws from the same pool
+                shares: list[Any] = [None] * world
+                dist.all_gather_object(shares, found)
+                found = {k: v for share in shares for k, v in share.items()}
+            for index, regions in found.items():
+                pool.update(index, regions)
+            mined = len(picked)
         draws = source.epoch_indices(
             cfg.steps_per_epoch * cfg.batch_size * world,
             np.random.default_rng([cfg.seed, epoch]),
             augment.scan_weight if cfg.crop_weights or cfg.place_weights else None,
         )
+        focus, hard_crops = _hard_negative_draws(draws, pool, cfg, epoch)
         data = EpochDraws(
-            source, augment, draws[rank::world], seed=cfg.seed * 1_000_003 + epoch * world + rank
+            source,
+            augment,
+            draws[rank::world],
+            seed=cfg.seed * 1_000_003 + epoch * world + rank,
+            focus=None if focus is None else focus[rank::world],
         )
         loader = DataLoader(
             data, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.loader_workers
@@ -275,6 +324,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             continue
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
         record["train"] = {k: v / max(len(loader), 1) for k, v in sums.items()}
+        if cfg.hard_negative_share > 0:
+            record["hard_negatives"] = {
+                "mined_scans": mined,
+                "crops": hard_crops,
+                "pool": pool.summary(categories),
+            }
         score = -record["train"]["total"]
         final = average.net if average is not None else net
         if val is not None:
@@ -296,6 +351,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             "init": init_record,
             "best": max(best, score),
             "metrics": record,
+            "hard_negatives": pool.state(),
         }
         if score > best:
             best = score
@@ -318,6 +374,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if world > 1:
         dist.barrier()
     return out
+
+
+def _hard_negative_draws(
+    draws: np.ndarray, pool: HardNegativePool, cfg: TrainConfig, epoch: int
+) -> tuple[np.ndarray | None, int]:
+    """Turn a `hard_negative_share` of the epoch's draws (in place) into crops around
+    pool regions: their scan indices go into `draws`, their regions into the
+    returned focus array (NaN rows: an ordinary draw); and how many there are."""
+    if cfg.hard_negative_share <= 0 or len(pool) == 0:
+        return None, 0
+    rng = np.random.default_rng([cfg.seed, epoch, 13])
+    chosen = np.flatnonzero(rng.random(len(draws)) < cfg.hard_negative_share)
+    indices, regions = pool.draw(len(chosen), rng)
+    draws[chosen] = indices
+    focus = np.full((len(draws), 4), np.nan, np.float32)
+    focus[chosen] = regions
+    return focus, len(chosen)
 
 
 def _init_samples(source: MixedScans, augment: Augment, cfg: TrainConfig) -> list[torch.Tensor]:

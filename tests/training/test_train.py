@@ -16,6 +16,7 @@ from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
 from training.train import WeightAverage, load_checkpoint
 
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cargoscan-default.onnx"
 TINY = ["--epochs", "2", "--steps", "2", "--batch", "2", "--crop", "128"]
 
 
@@ -135,10 +136,13 @@ def test_distributed_training_runs_on_cpu_with_two_gloo_processes(synth: Path, t
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
         "-m", "training", "train", "--data", str(synth), "--out", str(run), *TINY,
+        "--init", str(DEFAULT_MODEL), "--hard-negative-share", "0.5",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # rank 0 alone writes
+    # Each rank mined its share of the three scans; the pool joins both shares.
+    assert all(json.loads(line)["hard_negatives"]["mined_scans"] == 3 for line in lines)
     assert (run / "last.pt").is_file()
