@@ -10,7 +10,8 @@ set every category's detection rate.
 
 Bootstrapping, as detectors have done since Sung and Poggio: before each epoch
 the current model (the weight average, which is what gets exported) runs over a
-rotating share of the training scans, whole, as the engine runs them; its
+rotating share of the training scans, whole, exported to ONNX and run by ONNX
+Runtime as the engine runs them; its
 findings that hit no labelled threat join a pool, and a set share of the
 epoch's crops is cut around pool regions, drawn by score. A scan's entries are
 replaced each time it is mined again, so regions the model has learnt to leave
@@ -19,22 +20,28 @@ alone drop out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
 from training.metrics import hits
-from training.model import ExportWrapper, pad32
+from training.model import CargoNet, ExportWrapper, pad32, to_onnx
 from training.objective import decode
+
+Findings = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (N, 4), scores (N,), labels (N,)
 
 
 def whole_scan_findings(
     wrapper: ExportWrapper, image: np.ndarray, device: torch.device
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Findings:
     """Boxes, scores and labels on one whole pre-processed scan (2, H, W), through
     the exported graph's maths; the scan is padded to a multiple of 32 as the engine does."""
     x = pad32(torch.from_numpy(np.asarray(image, np.float32))[None])  # cache: float16
@@ -142,11 +149,30 @@ def scans_to_mine(total: int, per_epoch: int, epoch: int, seed: int) -> np.ndarr
     return np.take(order, np.arange(epoch * count, (epoch + 1) * count), mode="wrap")
 
 
+def onnx_findings(net: CargoNet) -> Callable[[np.ndarray], Findings]:
+    """The network as the engine runs it: exported to ONNX, run by ONNX Runtime on the
+    CPU (about ten times faster than torch there on a whole scan, ~0.1 s against
+    1.2 s at 800x2800). Returns a function from a pre-processed scan to its findings."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "mine.onnx"
+        to_onnx(copy.deepcopy(net).cpu(), path)  # a copy: export leaves it in eval mode
+        graph = path.read_bytes()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+    def run(image: np.ndarray) -> Findings:
+        x = pad32(torch.from_numpy(np.asarray(image, np.float32))[None]).numpy()
+        heat, box, _ = session.run(None, {"input": x})
+        return decode(torch.from_numpy(heat), torch.from_numpy(box))[0]
+
+    return run
+
+
 def mine(
-    wrapper: ExportWrapper,
+    findings: Callable[[np.ndarray], Findings],
     source: Any,
     indices: Sequence[int],
-    device: torch.device,
     min_score: float,
     per_scan: int,
     progress: bool = False,
@@ -155,6 +181,6 @@ def mine(
     found = {}
     for index in tqdm(indices, desc="mine hard negatives", unit="scan", disable=not progress):
         s = source[int(index)]
-        boxes, scores, labels = whole_scan_findings(wrapper, s.image, device)
+        boxes, scores, labels = findings(s.image)
         found[int(index)] = false_findings(boxes, scores, labels, s.boxes, min_score, per_scan)
     return found

@@ -32,7 +32,13 @@ from training.data import (
     single_energy_draws,
     summarize,
 )
-from training.hard_negatives import HardNegativePool, mine, scans_to_mine, whole_scan_findings
+from training.hard_negatives import (
+    HardNegativePool,
+    mine,
+    onnx_findings,
+    scans_to_mine,
+    whole_scan_findings,
+)
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import loss, make_targets
@@ -267,18 +273,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         mined = 0
         if cfg.hard_negative_share > 0:
             picked = scans_to_mine(len(source), cfg.hard_negative_scans, epoch, cfg.seed)
-            miner = average.net if average is not None else net
-            was_training = miner.training
             found = mine(
-                ExportWrapper(miner),
+                onnx_findings(average.net if average is not None else net),
                 source,
                 picked[rank::world],
-                device,
                 cfg.hard_negative_min_score,
                 cfg.hard_negatives_per_scan,
                 progress=progress and rank == 0,
             )
-            miner.train(was_training)
             if world > 1:  # every rank draws from the same pool
                 shares: list[Any] = [None] * world
                 dist.all_gather_object(shares, found)

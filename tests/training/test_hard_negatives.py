@@ -14,11 +14,14 @@ from training.data import Augment, Sample, open_source
 from training.hard_negatives import (
     HardNegativePool,
     false_findings,
+    onnx_findings,
     scans_to_mine,
+    whole_scan_findings,
 )
 from training.metrics import hits
+from training.model import ExportWrapper
 from training.synth.dataset import write_dataset
-from training.train import TrainConfig, _hard_negative_draws, train
+from training.train import TrainConfig, _hard_negative_draws, load_checkpoint, train
 from training.warm_start import config_of
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cargoscan-default.onnx"
@@ -154,6 +157,17 @@ def test_training_mines_the_models_own_false_findings_and_keeps_them_on_resume(
         gt = scans[index].boxes  # in the model's pixels, as mining saw them
         if len(gt):  # none of them lies on a labelled threat
             assert not hits(boxes, gt).any()
+
+    # Mining ran the ONNX export in ONNX Runtime: its findings are torch's.
+    net, _ = load_checkpoint(run / "last.pt")
+    image = scans[0].image
+    ort_boxes, ort_scores, ort_labels = onnx_findings(net)(image)
+    boxes, scores, labels = whole_scan_findings(ExportWrapper(net), image, torch.device("cpu"))
+    strong = scores > 0.1
+    assert strong.any()
+    assert np.allclose(ort_scores[strong], scores[strong], atol=1e-4)
+    assert np.array_equal(ort_labels[strong], labels[strong])
+    assert np.allclose(ort_boxes[strong], boxes[strong], atol=0.05)
 
     # Resumed, the pool comes back from the checkpoint: the scan mined before
     # epoch 1 only keeps its regions; the three mined again get their own anew.
