@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from training.data import eight_bit_export_of, open_source, sample_of
 from training.evaluate import findings_arrays
-from training.hard_negatives import whole_scan_findings
+from training.hard_negatives import Findings, onnx_findings
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, pad32, to_onnx
 from training.train import load_checkpoint
@@ -111,9 +112,10 @@ def check_parity(onnx_path: Path, wrapper: ExportWrapper, inputs: list[torch.Ten
 
 
 def calibrate(
-    wrapper: ExportWrapper, source: Any, far: float, *, eight_bit: bool = False
+    findings: Callable[[np.ndarray], Findings], source: Any, far: float, *, eight_bit: bool = False
 ) -> tuple[dict[str, float], dict[str, Any]]:
-    """Per-category thresholds at `far` false alarms on validation data, and their rates.
+    """Per-category thresholds at `far` false alarms on validation data, and their rates,
+    from `findings` on each pre-processed scan (`onnx_findings` of the exported file).
 
     With `eight_bit`, on the same scans as a single-energy scanner's 8-bit JPEG export
     sends them (`eight_bit_export_of`, the same export per scan as `cargoscan evaluate --eight-bit`
@@ -128,7 +130,7 @@ def calibrate(
             s = sample_of(scan, item.boxes, item.labels, getattr(source, "scale", 1.0), item.name)
         else:
             s = source[k]
-        boxes, scores, labels = whole_scan_findings(wrapper, s.image, torch.device("cpu"))
+        boxes, scores, labels = findings(s.image)
         scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
     return thresholds_at(scans, source.categories, far)
 
@@ -218,8 +220,10 @@ def export(
     thresholds_8bit: dict[str, float] | None = None
     val_metrics: dict[str, Any] | None = None
     if source is not None:
-        thresholds, val_metrics = calibrate(wrapper, source, far)
-        thresholds_8bit, val_8bit = calibrate(wrapper, source, far, eight_bit=True)
+        # Calibrated on the file that ships, in ONNX Runtime as the service runs it.
+        findings = onnx_findings(out)
+        thresholds, val_metrics = calibrate(findings, source, far)
+        thresholds_8bit, val_8bit = calibrate(findings, source, far, eight_bit=True)
         val_metrics["eight_bit"] = val_8bit
     train_cfg = ck.get("train_config", {})
     card = {
@@ -267,6 +271,9 @@ def export(
             "crop": train_cfg.get("crop"),
             "crop_weights": train_cfg.get("crop_weights", {}),
             "place_weights": train_cfg.get("place_weights", {}),
+            "eight_bit_share": train_cfg.get("eight_bit_share"),
+            "hard_negative_share": train_cfg.get("hard_negative_share", 0.0),
+            "hard_negative_scans": train_cfg.get("hard_negative_scans"),
             "lr": train_cfg.get("lr"),
             "seed": train_cfg.get("seed"),
             "checkpoint": str(checkpoint),

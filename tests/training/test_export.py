@@ -124,6 +124,17 @@ def test_calibrate_sets_the_cards_thresholds_again_without_touching_the_model(ru
         found = {n: c["threshold_at_far"]["0.01"] for n, c in metrics["categories"].items()}
         assert card[key] == pytest.approx(found)
     assert card["calibration"]["data"] == str(data)
+    # Export's own calibration runs the exported file in ONNX Runtime too: the same thresholds.
+    exported = tmp_path / "calibrated.onnx"
+    assert (
+        main(
+            ["export", "--checkpoint", str(checkpoint), "--out", str(exported), "--val", str(data)]
+        )
+        == 0
+    )
+    at_export = json.loads(exported.with_suffix(".json").read_text())
+    for key in ("thresholds", "thresholds_8bit"):
+        assert at_export[key] == pytest.approx(card[key], abs=1e-5)
 
 
 def test_calibrate_refuses_data_without_clean_scans(
