@@ -11,11 +11,10 @@ set every category's detection rate.
 Bootstrapping, as detectors have done since Sung and Poggio: before each epoch
 the current model (the weight average, which is what gets exported) runs over a
 rotating share of the training scans, whole, exported to ONNX and run by ONNX
-Runtime as the engine runs them; its
-findings that hit no labelled threat join a pool, and a set share of the
-epoch's crops is cut around pool regions, drawn by score. A scan's entries are
-replaced each time it is mined again, so regions the model has learnt to leave
-alone drop out.
+Runtime as the engine runs them; its findings that hit no labelled threat join
+a pool, and a set share of the epoch's crops is cut around pool regions, drawn
+by score. A scan's entries are replaced each time it is mined again, so regions
+the model has learnt to leave alone drop out.
 """
 
 from __future__ import annotations
