@@ -173,6 +173,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="training scans mined for hard negatives before each epoch, in turn (default 300)",
     )
+    p.add_argument(
+        "--hard-negative-min-score",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="weakest false finding that counts as a hard negative (default 0.1)",
+    )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -230,6 +237,7 @@ def _run_train(args: argparse.Namespace) -> int:
         eight_bit_share=args.eight_bit_share,
         hard_negative_share=args.hard_negative_share,
         hard_negative_scans=args.hard_negative_scans,
+        hard_negative_min_score=args.hard_negative_min_score,
         lr=args.lr,
         seed=args.seed,
         init=str(args.init) if args.init else None,

@@ -219,6 +219,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         raise ValueError(
             f"hard-negative share must be within [0, 1), got {cfg.hard_negative_share}"
         )
+    if not 0.0 <= cfg.hard_negative_min_score < 1.0:
+        raise ValueError(
+            f"hard-negative min score must be within [0, 1), got {cfg.hard_negative_min_score}"
+        )
     if cfg.hard_negative_scans < 1:
         raise ValueError(f"hard-negative scans must be at least 1, got {cfg.hard_negative_scans}")
     augment = Augment(

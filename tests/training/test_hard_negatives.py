@@ -187,7 +187,8 @@ def test_training_mines_the_models_own_false_findings_and_keeps_them_on_resume(
 
 @pytest.mark.parametrize(("flag", "value"), [("--hard-negative-share", "1.0"),
                                              ("--hard-negative-share", "-0.2"),
-                                             ("--hard-negative-scans", "0")])  # fmt: skip
+                                             ("--hard-negative-scans", "0"),
+                                             ("--hard-negative-min-score", "1.5")])  # fmt: skip
 def test_train_refuses_hard_negative_settings_it_cannot_use(
     synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
 ):
