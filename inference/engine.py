@@ -61,7 +61,6 @@ class Engine:
 
     @classmethod
     def load(cls, model: Path | str, threads: int = 2) -> Engine:
-        import onnxruntime as ort
 
         model = Path(model)
         card_path = model.with_suffix(".json")
@@ -83,6 +82,14 @@ class Engine:
                 f"{model}: trained with pre-processing v{version}, "
                 f"this runtime has v{PREPROCESS_VERSION}"
             )
+        return cls.from_bytes(data, card, threads)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, card: dict[str, Any], threads: int = 2) -> Engine:
+        """An engine on an ONNX graph and its card as they are, unchecked (`load` checks
+        them): for `export`, which calibrates the file it has just written."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,8 @@ from tqdm import tqdm
 
 from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
-from training.data import eight_bit_export_of, open_source, sample_of
+from training.data import eight_bit_export_of, open_source
 from training.evaluate import findings_arrays
-from training.hard_negatives import Findings, onnx_findings
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, pad32, to_onnx
 from training.train import load_checkpoint
@@ -111,30 +109,6 @@ def check_parity(onnx_path: Path, wrapper: ExportWrapper, inputs: list[torch.Ten
     return worst
 
 
-def calibrate(
-    findings: Callable[[np.ndarray], Findings], source: Any, far: float, *, eight_bit: bool = False
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """Per-category thresholds at `far` false alarms on validation data, and their rates,
-    from `findings` on each pre-processed scan (`onnx_findings` of the exported file).
-
-    With `eight_bit`, on the same scans as a single-energy scanner's 8-bit JPEG export
-    sends them (`eight_bit_export_of`, the same export per scan as `cargoscan evaluate --eight-bit`
-    does): the card's `thresholds_8bit`.
-    """
-    scans = []
-    desc = "calibrate (8-bit)" if eight_bit else "calibrate"
-    for k in tqdm(range(len(source)), desc=desc, unit="scan", disable=len(source) < 50):
-        if eight_bit:
-            item = source.labelled(k)
-            scan = eight_bit_export_of(item.scan, k)
-            s = sample_of(scan, item.boxes, item.labels, getattr(source, "scale", 1.0), item.name)
-        else:
-            s = source[k]
-        boxes, scores, labels = findings(s.image)
-        scans.append(ScanFindings(boxes, scores, labels, s.boxes, s.labels))
-    return thresholds_at(scans, source.categories, far)
-
-
 def thresholds_at(
     scans: list[ScanFindings], categories: list[str], far: float
 ) -> tuple[dict[str, float], dict[str, Any]]:
@@ -151,6 +125,28 @@ def thresholds_at(
     return thresholds, metrics
 
 
+def engine_thresholds(
+    engine: Engine, source: Any, far: float, progress: bool = True
+) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """Per-category thresholds at `far` false alarms on validation scans through the
+    engine (ONNX Runtime, as the service runs them): for the scans as recorded, for
+    their 8-bit exports (`eight_bit_export_of`, the same export per scan as
+    `cargoscan evaluate --eight-bit`: the card's `thresholds_8bit`), and the rates.
+    """
+    as_recorded: list[ScanFindings] = []
+    as_8bit: list[ScanFindings] = []
+    # Each scan is decoded once and analysed twice: as recorded and as its 8-bit export.
+    for k in tqdm(range(len(source)), desc="calibrate", unit="scan", disable=not progress):
+        item = source.labelled(k)
+        for scan, found in ((item.scan, as_recorded), (eight_bit_export_of(item.scan, k), as_8bit)):
+            boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
+            found.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
+    thresholds, val_metrics = thresholds_at(as_recorded, engine.categories, far)
+    thresholds_8bit, val_8bit = thresholds_at(as_8bit, engine.categories, far)
+    val_metrics["eight_bit"] = val_8bit
+    return thresholds, thresholds_8bit, val_metrics
+
+
 def recalibrate(
     model: Path, val: Path, far: float = CALIBRATION_FAR, *, progress: bool = True
 ) -> Path:
@@ -164,17 +160,7 @@ def recalibrate(
     """
     engine = Engine.load(model)
     source = open_source(val, engine.categories)
-    as_recorded: list[ScanFindings] = []
-    as_8bit: list[ScanFindings] = []
-    # Each scan is decoded once and analysed twice: as recorded and as its 8-bit export.
-    for k in tqdm(range(len(source)), desc="calibrate", unit="scan", disable=not progress):
-        item = source.labelled(k)
-        for scan, found in ((item.scan, as_recorded), (eight_bit_export_of(item.scan, k), as_8bit)):
-            boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
-            found.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
-    thresholds, val_metrics = thresholds_at(as_recorded, engine.categories, far)
-    thresholds_8bit, val_8bit = thresholds_at(as_8bit, engine.categories, far)
-    val_metrics["eight_bit"] = val_8bit
+    thresholds, thresholds_8bit, val_metrics = engine_thresholds(engine, source, far, progress)
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
     card["thresholds"] = thresholds
@@ -216,15 +202,6 @@ def export(
         tmp.unlink()
         raise ExportError(f"ONNX differs from torch by {worst:.2e} (> {PARITY_ATOL}): not exported")
     os.replace(tmp, out)
-    thresholds: dict[str, float] | None = None
-    thresholds_8bit: dict[str, float] | None = None
-    val_metrics: dict[str, Any] | None = None
-    if source is not None:
-        # Calibrated on the file that ships, in ONNX Runtime as the service runs it.
-        findings = onnx_findings(out)
-        thresholds, val_metrics = calibrate(findings, source, far)
-        thresholds_8bit, val_8bit = calibrate(findings, source, far, eight_bit=True)
-        val_metrics["eight_bit"] = val_8bit
     train_cfg = ck.get("train_config", {})
     card = {
         "card_version": CARD_VERSION,
@@ -246,9 +223,9 @@ def export(
             "box": "(batch, 4, H/stride, W/stride): pixels to the left, top, right, bottom sides",
             "anomaly": "(batch, 1, H/stride, W/stride): probability",
         },
-        "thresholds": thresholds,
+        "thresholds": None,  # calibrated below when there is validation data
         # For 8-bit scans (single-energy JPEG/PNG exports), whose clean scans score higher.
-        "thresholds_8bit": thresholds_8bit,
+        "thresholds_8bit": None,
         "calibration": {
             "false_alarm_rate": far,
             "data": str(val) if val else None,
@@ -259,7 +236,7 @@ def export(
             "review": "any finding scoring above half its category threshold, or anomaly >= 0.5",
             "clear": "otherwise",
         },
-        "metrics": {"validation": val_metrics, "training": ck.get("metrics")},
+        "metrics": {"validation": None, "training": ck.get("metrics")},
         "training": {
             "data": train_cfg.get("data"),
             "data_summary": ck.get("data_summary"),
@@ -285,6 +262,14 @@ def export(
         "model_config": ck["model_config"],
         "parity_max_abs_diff": worst,
     }
+    if source is not None:
+        # Calibrated on the file that ships, through the engine the service runs.
+        engine = Engine.from_bytes(out.read_bytes(), card, threads=torch.get_num_threads())
+        thresholds, thresholds_8bit, val_metrics = engine_thresholds(
+            engine, source, far, progress=len(source) >= 50
+        )
+        card["thresholds"], card["thresholds_8bit"] = thresholds, thresholds_8bit
+        card["metrics"]["validation"] = val_metrics
     card_path = out.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     return card_path
