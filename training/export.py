@@ -251,6 +251,7 @@ def export(
             "eight_bit_share": train_cfg.get("eight_bit_share"),
             "hard_negative_share": train_cfg.get("hard_negative_share", 0.0),
             "hard_negative_scans": train_cfg.get("hard_negative_scans"),
+            "hard_negative_min_score": train_cfg.get("hard_negative_min_score"),
             "lr": train_cfg.get("lr"),
             "seed": train_cfg.get("seed"),
             "checkpoint": str(checkpoint),

@@ -61,6 +61,7 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
     )
     assert (training["batch_size"], training["crop"], training["crop_weights"]) == (2, 128, {})
     assert training["lr"] == 2e-3
+    assert (training["hard_negative_share"], training["hard_negative_min_score"]) == (0.0, 0.1)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     heat, box, anomaly = session.run(None, {"input": np.zeros((1, 2, 96, 160), np.float32)})
     assert heat.shape == (1, 5, 24, 40) and box.shape == (1, 4, 24, 40)
