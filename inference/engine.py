@@ -61,7 +61,6 @@ class Engine:
 
     @classmethod
     def load(cls, model: Path | str, threads: int = 2) -> Engine:
-
         model = Path(model)
         card_path = model.with_suffix(".json")
         try:
