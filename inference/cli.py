@@ -255,7 +255,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX with its model card")
     p.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/NAME/best.pt")
     p.add_argument("--out", type=Path, required=True, help="e.g. models/NAME.onnx")
-    p.add_argument("--val", type=Path, default=None, help="validation data for the thresholds")
+    p.add_argument(
+        "--val",
+        type=Path,
+        action="append",
+        default=None,
+        help="validation data for the thresholds (repeat to add e.g. a clean-only set)",
+    )
     p.add_argument("--far", type=float, default=0.01, help="false-alarm rate for the thresholds")
     p.set_defaults(handler=_run_export)
 
@@ -282,7 +288,13 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         "validation data; the ONNX file is not touched",
     )
     p.add_argument("--model", type=Path, required=True, help="MODEL.onnx (its card beside it)")
-    p.add_argument("--val", type=Path, required=True, help="validation data (COCO or YOLO)")
+    p.add_argument(
+        "--val",
+        type=Path,
+        action="append",
+        required=True,
+        help="validation data (COCO or YOLO); repeat to add e.g. a clean-only set",
+    )
     p.add_argument("--far", type=float, default=0.01, help="false-alarm rate for the thresholds")
     p.set_defaults(handler=_run_calibrate)
 
@@ -313,7 +325,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, required=True, help="MODEL.onnx (its card beside it)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument(
-        "--data", type=Path, help="labelled scans: a COCO folder (annotations.json) or YOLO folder"
+        "--data",
+        type=Path,
+        action="append",
+        help="labelled scans: a COCO folder (annotations.json) or YOLO folder; repeat to "
+        "read several as one (e.g. a test set and a larger clean-only set)",
     )
     what.add_argument(
         "--clean-scans",

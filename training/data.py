@@ -275,6 +275,36 @@ def open_source(
     )
 
 
+def as_paths(data: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One data folder or several, as a list (the commands take `--data`/`--val` repeated)."""
+    return [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+
+
+def data_label(data: str | Path | Sequence[str | Path]) -> str | list[str]:
+    """How a model card names the data it was measured on: a path, or a list of them."""
+    paths = as_paths(data)
+    return str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+
+
+def open_sources(
+    data: str | Path | Sequence[str | Path], categories: Sequence[str] | None = None
+) -> CocoScans | YoloScans | MixedScans:
+    """One labelled data set, or several read as one, set after set.
+
+    Why: a threshold at 1 % false alarms rests on the few highest clean scores,
+    so evaluation and calibration can add a large clean-only set (`synth
+    --clean-fraction 1`) to a threat set instead of regenerating both.
+    """
+    paths = as_paths(data)
+    if not paths:
+        raise ValueError("no data set given")
+    if len(paths) == 1:
+        return open_source(paths[0], categories)
+    first = open_source(paths[0], categories)
+    rest = [open_source(p, first.categories) for p in paths[1:]]
+    return MixedScans([(s, 1.0) for s in (first, *rest)])
+
+
 def summarize(source: CocoScans | YoloScans) -> dict[str, object]:
     """What a data set holds, for model cards: scans, clean scans, instances per category.
 
@@ -326,9 +356,19 @@ class MixedScans:
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
-    def __getitem__(self, index: int) -> Sample:
+    def _locate(self, index: int) -> tuple[ScanSource, int]:
+        """The part a global index falls in, and the index within that part."""
         part = int(np.searchsorted(self._offsets, index, side="right")) - 1
-        return self.parts[part][0][index - int(self._offsets[part])]
+        return self.parts[part][0], index - int(self._offsets[part])
+
+    def __getitem__(self, index: int) -> Sample:
+        source, local = self._locate(index)
+        return source[local]
+
+    def labelled(self, index: int) -> LabelledScan:
+        """Scan `index` in the original pixels; its name says which data set it came from."""
+        source, local = self._locate(index)
+        return source.labelled(local)
 
     def epoch_indices(
         self,

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ from inference.engine import Analysis, Engine, ModelError
 from inference.preprocess import attenuation
 from inference.result import thresholds_for
 from inference.scan import Scan, load_scan
-from training.data import IMAGE_SUFFIXES, eight_bit_export_of, open_source
+from training.data import IMAGE_SUFFIXES, data_label, eight_bit_export_of, open_sources
 from training.metrics import (
     ATTENUATION_EDGES,
     ScanFindings,
@@ -207,7 +208,7 @@ def _card_figures(
 
 def evaluate(
     model: Path,
-    data: Path,
+    data: Path | Sequence[Path],
     out: Path,
     fars: tuple[float, ...] = FARS,
     *,
@@ -216,13 +217,14 @@ def evaluate(
     pictures: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the model on a labelled COCO or YOLO folder; write metrics.json (and pictures).
+    """Run the model on a labelled COCO or YOLO folder, or several read as one (e.g. a
+    test set and a larger clean-only set); write metrics.json (and pictures).
 
     `single_energy` drops the low channel; `eight_bit` sends each scan as an 8-bit
     single-energy JPEG export instead (seeded by its index, so runs repeat).
     """
     engine = Engine.load(model)
-    source = open_source(data, engine.categories)
+    source = open_sources(data, engine.categories)
     scans: list[ScanFindings] = []
     bit_depths: list[int] = []
     names: list[str] = []
@@ -304,7 +306,7 @@ def evaluate(
     return metrics
 
 
-def record_in_card(model: Path, metrics: dict[str, Any], data: Path) -> Path:
+def record_in_card(model: Path, metrics: dict[str, Any], data: Path | Sequence[Path]) -> Path:
     """Add a test evaluation's headline figures to the model card (`metrics.test...`).
 
     The card is what people read about a model; its figures on held-out data belong
@@ -320,7 +322,7 @@ def record_in_card(model: Path, metrics: dict[str, Any], data: Path) -> Path:
         else "test"
     )
     card.setdefault("metrics", {})[key] = {
-        "data": str(data),
+        "data": data_label(data),
         "clean_scans": metrics["clean_scans"],
         "threat_instances": metrics["threat_instances"],
         "map50": metrics["map50"],

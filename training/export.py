@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
-from training.data import eight_bit_export_of, open_source
+from training.data import data_label, eight_bit_export_of, open_sources
 from training.evaluate import findings_arrays
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, pad32, to_onnx
@@ -148,7 +149,7 @@ def engine_thresholds(
 
 
 def recalibrate(
-    model: Path, val: Path, far: float = CALIBRATION_FAR, *, progress: bool = True
+    model: Path, val: Path | Sequence[Path], far: float = CALIBRATION_FAR, *, progress: bool = True
 ) -> Path:
     """Calibrate an exported model's thresholds again, 16-bit and 8-bit, on `val`.
 
@@ -159,7 +160,7 @@ def recalibrate(
     the card holds, do not change. Returns the card's path.
     """
     engine = Engine.load(model)
-    source = open_source(val, engine.categories)
+    source = open_sources(val, engine.categories)
     thresholds, thresholds_8bit, val_metrics = engine_thresholds(engine, source, far, progress)
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
@@ -167,7 +168,7 @@ def recalibrate(
     card["thresholds_8bit"] = thresholds_8bit
     card["calibration"] = {
         "false_alarm_rate": far,
-        "data": str(val),
+        "data": data_label(val),
         "thresholds_8bit": EIGHT_BIT_CALIBRATION,
         "recalibrated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "through": "the engine (ONNX Runtime), after export",
@@ -180,7 +181,10 @@ def recalibrate(
 
 
 def export(
-    checkpoint: Path, out: Path, val: Path | None = None, far: float = CALIBRATION_FAR
+    checkpoint: Path,
+    out: Path,
+    val: Path | Sequence[Path] | None = None,
+    far: float = CALIBRATION_FAR,
 ) -> Path:
     """Write OUT (.onnx) and its card (.json); returns the card's path."""
     net, ck = load_checkpoint(checkpoint)
@@ -188,7 +192,7 @@ def export(
     tmp = out.with_suffix(".onnx.tmp")
     wrapper = to_onnx(net, tmp)
     categories = list(net.config.categories)
-    source = open_source(val, categories) if val is not None else None
+    source = open_sources(val, categories) if val else None
     # Parity on real scans when there are some, else on a synthetic-looking input.
     if source is not None and len(source):
         inputs = [
@@ -228,7 +232,7 @@ def export(
         "thresholds_8bit": None,
         "calibration": {
             "false_alarm_rate": far,
-            "data": str(val) if val else None,
+            "data": data_label(val) if val else None,
             "thresholds_8bit": EIGHT_BIT_CALIBRATION,
         },
         "verdict": {

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from inference.cli import main
-from inference.engine import ModelError
+from inference.engine import Engine, ModelError
 from inference.preprocess import attenuation
 from inference.scan import load_scan
 from training.data import eight_bit_export
@@ -20,6 +20,7 @@ from training.evaluate import box_attenuation, clean_scan_alarms, evaluate
 from training.export import export
 from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
+from training.synth.scene import SynthConfig
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +270,41 @@ def test_box_attenuation_is_the_median_attenuation_inside_each_box(setup):
     assert got[2] == pytest.approx(float(np.median(a[0:2, 0:3])))  # clipped to the scan
     assert got[0] > got[1]  # a threat crosses more matter than the air in a corner
     assert box_attenuation(scan.high, np.zeros((0, 4))).shape == (0,)
+
+
+def test_a_clean_only_set_read_beside_a_test_set_sets_the_thresholds_of_both(setup, tmp_path: Path):
+    # With n clean scans the 1 % threshold is the floor(0.01 n)-th highest clean score, so
+    # a clean-only set is added to a test set rather than regenerating both; evaluation
+    # and calibration must then read the two as one.
+    model, data = setup
+    clean = tmp_path / "clean"
+    write_dataset(clean, count=3, seed=52, workers=1, progress=False,
+                  config=SynthConfig(clean_fraction=1.0))  # fmt: skip
+    one = evaluate(model, data, tmp_path / "one", pictures=False, progress=False)
+    copy = _with_thresholds(model, tmp_path / "m", 0.5)
+    args = ["evaluate", "--model", str(copy), "--data", str(data), "--data", str(clean)]
+    assert main([*args, "--out", str(tmp_path / "both"), "--no-pictures", "--record-in-card"]) == 0
+    both = json.loads((tmp_path / "both" / "metrics.json").read_text())
+    assert both["clean_scans"] == one["clean_scans"] + 3
+    assert both["threat_instances"] == one["threat_instances"] > 0
+    engine = Engine.load(model)
+    extra = [engine.analyze(load_scan(clean / im["file_name"], clean / im["low_file_name"]))
+             for im in json.loads((clean / "annotations.json").read_text())["images"]]  # fmt: skip
+    for name, cat in both["categories"].items():
+        clean_max = max(
+            (f.score for a in extra for f in a.findings if f.category == name), default=0
+        )
+        # Under 100 clean scans, 1 % allows none above: the threshold is the highest clean score.
+        expected = max(one["categories"][name]["threshold_at_far"]["0.01"], clean_max)
+        assert cat["threshold_at_far"]["0.01"] == pytest.approx(expected, abs=1e-6)
+        rate = cat["detection_rate_at_far"]["0.01"]
+        assert rate is None or rate <= one["categories"][name]["detection_rate_at_far"]["0.01"]
+    assert json.loads(copy.with_suffix(".json").read_text())["metrics"]["test"]["data"] == [
+        str(data), str(clean)
+    ]  # fmt: skip
+    # Calibration on the same two sets, through the same engine, gives the same thresholds.
+    assert main(["calibrate", "--model", str(copy), "--val", str(data), "--val", str(clean)]) == 0
+    card = json.loads(copy.with_suffix(".json").read_text())
+    assert card["calibration"]["data"] == [str(data), str(clean)]
+    for name, cat in both["categories"].items():
+        assert card["thresholds"][name] == pytest.approx(cat["threshold_at_far"]["0.01"], abs=1e-6)
