@@ -189,6 +189,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="start from this model: a checkpoint (.pt) or an exported .onnx beside its card",
     )
+    p.add_argument(
+        "--blocks",
+        default=None,
+        metavar="N,N,N,N,N",
+        help="residual blocks per stage, strides 2 to 32 (default 0,1,2,3,3); with --init, "
+        "at least the model's own: the extra blocks start as identities, so the run "
+        "begins from that model with more depth to learn with",
+    )
     p.set_defaults(handler=_run_train)
 
 
@@ -223,6 +231,14 @@ def _run_train(args: argparse.Namespace) -> int:
     place_weights = _name_weights(args.crop_weight_place, "--crop-weight-place", "PLACE")
     if crop_weights is None or place_weights is None:
         return 2
+    try:
+        blocks = [int(n) for n in args.blocks.split(",")] if args.blocks else None
+    except ValueError:
+        print(
+            f"cargoscan train: --blocks wants counts like 0,1,2,3,3, got {args.blocks!r}",
+            file=sys.stderr,
+        )
+        return 2
     cfg = TrainConfig(
         data=[str(d) for d in args.data],
         weights=args.weight or [],
@@ -241,6 +257,7 @@ def _run_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         init=str(args.init) if args.init else None,
+        blocks=blocks,
     )
     try:
         out = train(cfg, resume=args.resume)

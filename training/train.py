@@ -42,7 +42,7 @@ from training.hard_negatives import (
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import loss, make_targets
-from training.warm_start import config_of, describe, warm_start
+from training.warm_start import config_of, describe, grow, grown_config, warm_start
 
 VAL_FAR = 0.01
 
@@ -87,6 +87,9 @@ class TrainConfig:
     # Start from this model's weights (a checkpoint or an exported .onnx with its card);
     # the network's configuration then comes from it.
     init: str | None = None
+    # Residual blocks per stage (strides 2-32). With `init`: at least that model's;
+    # the extra blocks start as identities (`training.warm_start.grow`).
+    blocks: list[int] | None = None
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
 
 
@@ -188,8 +191,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out)
     resuming = resume and (out / "last.pt").is_file()
-    if cfg.init:
-        cfg.model = config_of(cfg.init).to_dict()
+    init_cfg = config_of(cfg.init) if cfg.init else None
+    if init_cfg is not None:
+        cfg.model = (grown_config(init_cfg, cfg.blocks) if cfg.blocks else init_cfg).to_dict()
+    elif cfg.blocks:  # a fresh network: any depth
+        fresh = ModelConfig.from_dict(cfg.model)
+        if len(cfg.blocks) != len(fresh.blocks) or min(cfg.blocks) < 0:
+            raise ValueError(f"--blocks wants {len(fresh.blocks)} counts >= 0, got {cfg.blocks}")
+        cfg.model = replace(fresh, blocks=tuple(cfg.blocks)).to_dict()
     model_cfg = ModelConfig.from_dict(cfg.model)
     categories = list(model_cfg.categories)
     weights = cfg.weights or [1.0] * len(cfg.data)
@@ -235,8 +244,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         place_weights=tuple(sorted(cfg.place_weights.items())),
     )
     init_record = describe(cfg.init) if cfg.init else None
-    if cfg.init and not resuming:
-        warm_start(net, cfg.init, _init_samples(source, augment, cfg))
+    if cfg.init and init_cfg is not None and not resuming:
+        if init_cfg == model_cfg:
+            warm_start(net, cfg.init, _init_samples(source, augment, cfg))
+        else:
+            smaller = CargoNet(init_cfg).to(device)
+            warm_start(smaller, cfg.init, _init_samples(source, augment, cfg))
+            grow(net, smaller)
         net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = max(cfg.epochs * cfg.steps_per_epoch, 1)

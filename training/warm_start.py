@@ -17,7 +17,8 @@ first steps start from what the model knows rather than from a jolt.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from inference.service.signing import sha256_hex
-from training.model import CargoNet, ModelConfig
+from training.model import CargoNet, ModelConfig, SeparableBlock
 
 
 def config_of(path: Path | str) -> ModelConfig:
@@ -82,6 +83,55 @@ def warm_start(net: CargoNet, path: Path | str, samples: Iterable[torch.Tensor])
     else:
         ck = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(ck["model"])
+
+
+def grown_config(base: ModelConfig, blocks: Sequence[int]) -> ModelConfig:
+    """`base` with more residual blocks per stage (`cargoscan train --init M --blocks ...`).
+
+    Why only more blocks: a block appended to a stage can start as an identity,
+    so a grown network computes exactly what the model it grew from did and the
+    run begins from what that model knows, with room to learn more. Wider
+    layers or fewer blocks have no such start.
+    """
+    blocks = tuple(int(n) for n in blocks)
+    if len(blocks) != len(base.blocks):
+        raise ValueError(
+            f"--blocks wants {len(base.blocks)} counts (one per stage), got {len(blocks)}"
+        )
+    if any(n < old for n, old in zip(blocks, base.blocks, strict=True)):
+        raise ValueError(
+            f"--blocks {','.join(map(str, blocks))}: a stage cannot lose blocks; the "
+            f"--init model has {','.join(map(str, base.blocks))}"
+        )
+    return replace(base, blocks=blocks)
+
+
+def grow(net: CargoNet, smaller: CargoNet) -> None:
+    """Copy `smaller` into `net`, which has its configuration but more blocks per stage.
+
+    The extra blocks go after a stage's own and start with the scale of their
+    last batch norm at zero: the block then returns relu(x) = x (its input is
+    already past a ReLU), so `net` computes what `smaller` does, and that scale
+    still receives a gradient, so the block learns from the first step.
+    """
+    if grown_config(smaller.config, net.config.blocks) != net.config:
+        raise ValueError("grow: the networks differ in more than their blocks per stage")
+    missing, unexpected = net.load_state_dict(smaller.state_dict(), strict=False)
+    new_blocks = [
+        (i, j)
+        for i, (n_old, n_new) in enumerate(
+            zip(smaller.config.blocks, net.config.blocks, strict=True)
+        )
+        for j in range(n_old + 1, n_new + 1)  # index 0 of a stage is its strided conv
+    ]
+    new_prefixes = tuple(f"stages.{i}.{j}." for i, j in new_blocks)
+    if unexpected or any(not k.startswith(new_prefixes) for k in missing):
+        raise ValueError(f"grow: unmatched weights {sorted(unexpected) + sorted(missing)}")
+    with torch.no_grad():
+        for i, j in new_blocks:
+            block = net.stages[i][j]
+            assert isinstance(block, SeparableBlock)
+            block.bn2.weight.zero_()
 
 
 def _convs_in_run_order(net: CargoNet) -> tuple[list[nn.Conv2d], dict[nn.Conv2d, nn.BatchNorm2d]]:

@@ -13,7 +13,7 @@ from inference.cli import main
 from training.model import CargoNet, ModelConfig, to_onnx
 from training.synth.dataset import write_dataset
 from training.train import load_checkpoint
-from training.warm_start import config_of, warm_start
+from training.warm_start import config_of, grow, grown_config, warm_start
 
 SMALL = ModelConfig(widths=(8, 16, 24, 32, 40), blocks=(0, 1, 1, 1, 1), neck_width=16)
 
@@ -109,3 +109,48 @@ def test_train_init_from_onnx_and_from_checkpoint(tmp_path: Path, capsys):
     assert json.loads((ft2 / "config.json").read_text())["model"] == SMALL.to_dict()
     assert main(["train", *common, "--out", str(tmp_path / "x"), "--init", "nope.onnx"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_grown_network_computes_what_it_grew_from_and_its_new_blocks_learn():
+    source = _trained_looking(6)
+    net = CargoNet(grown_config(SMALL, (0, 2, 1, 3, 2)))
+    grow(net, source)
+    x = torch.rand(2, 2, 96, 160) * 3
+    with torch.no_grad():
+        for mode in ("eval", "train"):  # train: batch statistics, the first step's network
+            want = getattr(source, mode)()(x)
+            got = getattr(net, mode)()(x)
+            for key in ("heat", "box", "anomaly"):
+                assert torch.allclose(got[key], want[key], atol=1e-5), (mode, key)
+    net.train()(x)["heat"].sigmoid().sum().backward()
+    new_scale = net.stages[3][3].bn2.weight
+    assert new_scale.grad is not None and new_scale.grad.abs().sum() > 0
+    assert sum(p.numel() for p in net.parameters()) > sum(p.numel() for p in source.parameters())
+    with pytest.raises(ValueError, match="cannot lose blocks"):
+        grown_config(SMALL, (0, 0, 1, 1, 1))
+    with pytest.raises(ValueError, match="one per stage"):
+        grown_config(SMALL, (0, 1, 1, 1))
+
+
+def test_train_init_with_more_blocks_starts_from_the_model(tmp_path: Path, capsys):
+    data = tmp_path / "data"
+    write_dataset(data, count=2, seed=44, workers=1, progress=False)
+    source = _trained_looking(7)
+    model = _export(source, tmp_path / "deployed.onnx")
+    common = ["--data", str(data), "--epochs", "1", "--steps", "1", "--batch", "2", "--crop", "128"]
+    common += ["--lr", "1e-6", "--init", str(model)]
+    out = tmp_path / "grown"
+    assert main(["train", *common, "--out", str(out), "--blocks", "0,2,1,2,1"]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["blocks"] == [0, 2, 1, 2, 1]
+    tuned, _ = load_checkpoint(out / "best.pt")
+    assert tuned.config.blocks == (0, 2, 1, 2, 1)
+    x = torch.rand(1, 2, 128, 192) * 3
+    with torch.no_grad():
+        want = source(x)["heat"]
+        moved = (tuned(x)["heat"] - want).abs().mean()
+        fresh = (CargoNet(tuned.config).eval()(x)["heat"] - want).abs().mean()
+    assert moved < 0.1 * fresh
+    assert main(["train", *common, "--out", str(tmp_path / "x"), "--blocks", "0,0,1,1,1"]) == 2
+    assert "cannot lose blocks" in capsys.readouterr().err
+    assert main(["train", *common, "--out", str(tmp_path / "y"), "--blocks", "two"]) == 2
+    assert "--blocks wants counts" in capsys.readouterr().err
