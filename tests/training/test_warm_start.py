@@ -154,3 +154,9 @@ def test_train_init_with_more_blocks_starts_from_the_model(tmp_path: Path, capsy
     assert "cannot lose blocks" in capsys.readouterr().err
     assert main(["train", *common, "--out", str(tmp_path / "y"), "--blocks", "two"]) == 2
     assert "--blocks wants counts" in capsys.readouterr().err
+    # Without --init, --blocks sets the depth of a fresh network, shallower too.
+    fresh = common[: common.index("--init")]
+    assert main(["train", *fresh, "--out", str(tmp_path / "f"), "--blocks", "0,1,1,1,0"]) == 0
+    assert load_checkpoint(tmp_path / "f" / "best.pt")[0].config.blocks == (0, 1, 1, 1, 0)
+    assert main(["train", *fresh, "--out", str(tmp_path / "g"), "--blocks", "0,1,1"]) == 2
+    assert "--blocks wants 5 counts" in capsys.readouterr().err
