@@ -17,6 +17,7 @@ Everything here is numpy: the torch `Dataset` wrapper lives with the model.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -67,6 +68,18 @@ class LabelledScan:
     boxes: np.ndarray  # float64 (N, 4): x0, y0, x1, y1 in original pixels
     labels: np.ndarray  # int64 (N,)
     name: str  # "<data set>:<image>"
+    # Where each box is hidden ("" unknown), and how much it changes the image
+    # (COCO `contrast`, high-energy -ln T; NaN unknown), as `synth` records them.
+    places: tuple[str, ...] = ()
+    contrasts: np.ndarray | None = None
+
+
+def _number(value: object) -> float:
+    """An annotation's optional number; NaN when it is missing or not a number."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
 
 
 class ScanSource(Protocol):
@@ -144,9 +157,12 @@ class CocoScans:
             ).reshape(-1, 4)
             labels = np.array([index[names[a["category_id"]]] for a in anns], np.int64)
             places = tuple(str(a.get("concealment") or "") for a in anns)
+            contrasts = np.array([_number(a.get("contrast")) for a in anns], np.float64)
             low = image.get("low_file_name")
             size = (int(image.get("height", 0)), int(image.get("width", 0)))
-            self.items.append((image["file_name"], low, boxes, labels, image["id"], size, places))
+            self.items.append(
+                (image["file_name"], low, boxes, labels, image["id"], size, places, contrasts)
+            )
         self.scale = scale
         self.name = self.root.name
 
@@ -158,12 +174,12 @@ class CocoScans:
         return [(item[3], item[6]) for item in self.items]
 
     def labelled(self, index: int) -> LabelledScan:
-        file_name, low, boxes, labels, image_id, _, _ = self.items[index]
+        file_name, low, boxes, labels, image_id, _, places, contrasts = self.items[index]
         scan = load_scan(self.root / file_name, self.root / low if low else None)
-        return LabelledScan(scan, boxes, labels, f"{self.name}:{image_id}")
+        return LabelledScan(scan, boxes, labels, f"{self.name}:{image_id}", places, contrasts)
 
     def __getitem__(self, index: int) -> Sample:
-        file_name, low, boxes, labels, image_id, (height, width), places = self.items[index]
+        file_name, low, boxes, labels, image_id, (height, width), places, _ = self.items[index]
         source = f"{self.name}:{image_id}"
         if self.cache is not None and height and width:
             for has_low in (True, False):

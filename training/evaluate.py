@@ -6,7 +6,8 @@ Writes OUT/metrics.json:
                            "threshold_at_far": {far: threshold}}},
      "scan": {"detection_rate_at_far": {far: rate}, "false_alarm_rate_at_far": {far: rate}},
      "map50", "map", "clean_scans", "threat_instances",
-     "at_card_thresholds": {...}, "by_attenuation": {...},
+     "at_card_thresholds": {...}, "by_attenuation": {...}, "by_contrast": {...},
+     "by_concealment": {...},
      "single_energy": bool, "eight_bit": bool}
 
 Per category, the threshold is the one that lets at most `far` of the clean
@@ -17,7 +18,11 @@ each add false alarms. `by_attenuation` splits the detection rate at the first
 false-alarm rate by how much matter the beam crossed where each threat sits (the
 median high-energy -ln T over its box, in bands): deep in dense cargo a threat
 is a faint change under photon noise, and the bands show how much of what is
-missed lies there. `at_card_thresholds` gives the same figures at the
+missed lies there. `by_contrast` splits it by how much each threat changes the
+image where it lies (`synth`'s per-instance `contrast`, net of the cargo it
+displaced): a miss under 0.1 is one no transmission image shows plainly, above
+it the model could have seen it. `by_concealment` splits it by hiding place.
+`at_card_thresholds` gives the same figures at the
 thresholds the model card ships (calibrated on validation data; 8-bit scans
 get the card's 8-bit thresholds), which is what a station will actually see.
 With `eight_bit`, every scan is first turned into what a single-energy
@@ -27,7 +32,9 @@ ranges and detection limits set for scans (threats from a few pixels to a
 person).
 
 And the pictures people would rather see than read (`training.report`):
-pr_curves.png, detection_vs_far.png, detection_by_attenuation.png and
+pr_curves.png, detection_vs_far.png, detection_by_attenuation.png,
+detection_by_contrast.png and detection_by_concealment.png (where the data set
+records contrast and hiding places, as `cargoscan synth` does) and
 worst_cases.png.
 
 `clean_scan_alarms` is the other check: scans known to hold no contraband
@@ -55,8 +62,11 @@ from inference.scan import Scan, load_scan
 from training.data import IMAGE_SUFFIXES, data_label, eight_bit_export_of, open_sources
 from training.metrics import (
     ATTENUATION_EDGES,
+    CONTRAST_EDGES,
     ScanFindings,
     detection_by_attenuation,
+    detection_by_concealment,
+    detection_by_contrast,
     detection_rate_at_far,
     hits,
 )
@@ -242,7 +252,11 @@ def evaluate(
         boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
         # Measured on the scan as recorded (not its 8-bit export): the same bands throughout.
         depth = box_attenuation(item.scan.high, item.boxes)
-        scans.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels, depth))
+        scans.append(
+            ScanFindings(
+                boxes, scores, labels, item.boxes, item.labels, depth, item.contrasts, item.places
+            )
+        )
         bit_depths.append(int(scan.bit_depth))
         names.append(item.name)
         image_id = k + 1
@@ -286,6 +300,19 @@ def evaluate(
             for c, name in enumerate(engine.categories)
         },
     }
+    for key, split in (
+        ("by_contrast", detection_by_contrast),
+        ("by_concealment", detection_by_concealment),
+    ):
+        metrics[key] = {
+            "far": str(fars[0]),
+            "all": split(scans, None, thresholds[fars[0]]),
+            "categories": {
+                name: split(scans, c, thresholds[fars[0]])
+                for c, name in enumerate(engine.categories)
+            },
+        }
+    metrics["by_contrast"]["edges"] = list(CONTRAST_EDGES)
     metrics["clean_scans"] = sum(s.clean for s in scans)
     metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
     metrics["at_card_thresholds"] = _card_figures(engine, scans, bit_depths)
@@ -298,7 +325,8 @@ def evaluate(
         from training import report
 
         report.curves(scans, engine.categories, thresholds[fars[0]], fars[0], out)
-        report.attenuation_bars(metrics["by_attenuation"], out)
+        for key in report.SPLITS:
+            report.split_bars(metrics[key], key, out)
         report.worst_cases(
             source, scans, names, engine.categories, thresholds[fars[0]], out,
             single_energy=single_energy or eight_bit,
@@ -333,6 +361,8 @@ def record_in_card(model: Path, metrics: dict[str, Any], data: Path | Sequence[P
         "scan": metrics["scan"],
         "at_card_thresholds": metrics.get("at_card_thresholds"),
         "by_attenuation": metrics.get("by_attenuation", {}).get("all"),
+        "by_contrast": metrics.get("by_contrast", {}).get("all"),
+        "by_concealment": metrics.get("by_concealment", {}).get("all"),
     }
     card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     return card_path

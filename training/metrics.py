@@ -12,7 +12,7 @@ or partly hidden, and an officer looks where the centre points).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -33,6 +33,10 @@ class ScanFindings:
     # (M,) how much matter the beam crossed where each instance sits: the median
     # high-energy attenuation (-ln T) over its box; None when not measured.
     gt_attenuation: np.ndarray | None = None
+    # (M,) what each instance changes in the image (`synth`'s `contrast`, NaN unknown)
+    # and where it is hidden ("" unknown); empty when the data set does not say.
+    gt_contrast: np.ndarray | None = None
+    gt_places: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -116,6 +120,48 @@ def band_names(edges: Sequence[float] = ATTENUATION_EDGES) -> list[str]:
     return [f"<{cuts[0]}", *(f"{a}-{b}" for a, b in pairwise(cuts)), f">={cuts[-1]}"]
 
 
+# Band edges of `detection_by_contrast`: how much a threat changes the high-energy
+# -ln T where it lies, net of the cargo it displaced. Under 0.1 (a 10 % change in
+# transmission) it is about as faint as the cargo's own texture; bank notes among
+# paper of their own density change nothing at all.
+CONTRAST_EDGES = (0.1, 0.3, 1.0)
+
+
+def detection_by_group(
+    scans: Sequence[ScanFindings],
+    category: int | None,
+    thresholds: dict[int, float],
+    group_of: Callable[[ScanFindings, int], str | None],
+    groups: Sequence[str] = (),
+) -> dict[str, dict[str, float | int | None]]:
+    """Detection rate at the given thresholds per group of instances, `group_of(scan, m)`
+    naming instance m's group (None: leave it out); all categories when `category` is
+    None. `groups` are listed even when empty, in that order; others follow as found.
+    """
+    found = {g: 0 for g in groups}
+    count = {g: 0 for g in groups}
+    for scan in scans:
+        if scan.clean:
+            continue
+        for m, (box, label) in enumerate(zip(scan.gt_boxes, scan.gt_labels, strict=True)):
+            if category is not None and label != category:
+                continue
+            group = group_of(scan, m)
+            if group is None:
+                continue
+            above = (scan.labels == label) & (scan.scores > thresholds[int(label)])
+            count[group] = count.get(group, 0) + 1
+            found[group] = found.get(group, 0) + bool(hits(scan.boxes[above], box[None]).any())
+    return {
+        g: {
+            "instances": count[g],
+            "detected": found[g],
+            "rate": found[g] / count[g] if count[g] else None,
+        }
+        for g in count
+    }
+
+
 def detection_by_attenuation(
     scans: Sequence[ScanFindings],
     category: int | None,
@@ -129,28 +175,52 @@ def detection_by_attenuation(
     cargo texture; this shows how much of what is missed lies there.
     """
     names = band_names(edges)
-    found = {b: 0 for b in names}
-    count = {b: 0 for b in names}
-    for scan in scans:
-        if scan.clean:
-            continue
-        if scan.gt_attenuation is None:
-            raise ValueError("scans without gt_attenuation: the bands cannot be told")
-        for m, (box, label) in enumerate(zip(scan.gt_boxes, scan.gt_labels, strict=True)):
-            if category is not None and label != category:
-                continue
-            band = names[int(np.searchsorted(edges, scan.gt_attenuation[m], side="right"))]
-            above = (scan.labels == label) & (scan.scores > thresholds[int(label)])
-            count[band] += 1
-            found[band] += bool(hits(scan.boxes[above], box[None]).any())
-    return {
-        b: {
-            "instances": count[b],
-            "detected": found[b],
-            "rate": found[b] / count[b] if count[b] else None,
-        }
-        for b in names
-    }
+    if any(s.gt_attenuation is None for s in scans if not s.clean):
+        raise ValueError("scans without gt_attenuation: the bands cannot be told")
+
+    def band(scan: ScanFindings, m: int) -> str:
+        assert scan.gt_attenuation is not None
+        return names[int(np.searchsorted(edges, scan.gt_attenuation[m], side="right"))]
+
+    return detection_by_group(scans, category, thresholds, band, names)
+
+
+def detection_by_contrast(
+    scans: Sequence[ScanFindings],
+    category: int | None,
+    thresholds: dict[int, float],
+    edges: Sequence[float] = CONTRAST_EDGES,
+) -> dict[str, dict[str, float | int | None]]:
+    """Detection rate per band of how much each instance changes the image (the size of
+    `ScanFindings.gt_contrast`; instances without one are left out).
+
+    Why: it tells a model that misses what it could see from one that misses what no
+    transmission image shows, which no training can find.
+    """
+    names = band_names(edges)
+
+    def band(scan: ScanFindings, m: int) -> str | None:
+        if scan.gt_contrast is None or not np.isfinite(scan.gt_contrast[m]):
+            return None
+        return names[int(np.searchsorted(edges, abs(scan.gt_contrast[m]), side="right"))]
+
+    return detection_by_group(scans, category, thresholds, band, names)
+
+
+def detection_by_concealment(
+    scans: Sequence[ScanFindings], category: int | None, thresholds: dict[int, float]
+) -> dict[str, dict[str, float | int | None]]:
+    """Detection rate per hiding place (`ScanFindings.gt_places`; unknown ones left out).
+
+    Why: a tyre or a floor cavity is a place an officer knows to look at, and a
+    model blind to one of them fails there on every scan.
+    """
+
+    def place(scan: ScanFindings, m: int) -> str | None:
+        return scan.gt_places[m] or None if m < len(scan.gt_places) else None
+
+    result = detection_by_group(scans, category, thresholds, place)
+    return dict(sorted(result.items(), key=lambda kv: -int(kv[1]["instances"] or 0)))
 
 
 def detection_rate_at_far(

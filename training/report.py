@@ -10,6 +10,9 @@ what an ML engineer opens first after `cargoscan evaluate`:
 - detection_by_attenuation.png: the detection rate at the operating point per
   band of attenuation where the threats sit, with the instance counts: what
   the beam could still see through and what it could not;
+- detection_by_contrast.png and detection_by_concealment.png: the same per band
+  of how much each threat changes the image and per hiding place, where the
+  data set records them (`cargoscan synth` does);
 - worst_cases.png: the instances found with the lowest scores (misses) and
   the highest-scoring findings on clean scans (false alarms), cropped from
   the material view with truth in green and findings in red.
@@ -152,30 +155,40 @@ def curves(
     return [pr_path, far_path]
 
 
-def attenuation_bars(by_attenuation: dict[str, Any], out: Path) -> Path:
-    """detection_by_attenuation.png from metrics.json's `by_attenuation`: one group of
-    bars per band, one bar per category and a black one for all threats together."""
-    groups = {**by_attenuation["categories"], "all threats": by_attenuation["all"]}
-    bands = list(by_attenuation["all"])
+SPLITS = {
+    # metrics.json key: (what the groups are, tick label of a group)
+    "by_attenuation": ("attenuation where the threat sits", "-ln T {}"),
+    "by_contrast": ("how much the threat changes the image (|contrast|, -ln T)", "{}"),
+    "by_concealment": ("hiding place", "{}"),
+}
+
+
+def split_bars(split: dict[str, Any], key: str, out: Path) -> Path | None:
+    """detection_<by_...>.png from one of metrics.json's splits (`SPLITS`): one group of
+    bars per band or place, one bar per category and a black one for all threats
+    together. None, and no picture, when no instance has the split's tag."""
+    groups = {**split["categories"], "all threats": split["all"]}
+    bands = list(split["all"])
+    if not any(split["all"][b]["instances"] for b in bands):
+        return None
+    what, tick = SPLITS[key]
     fig, ax = _figure()
-    fig.set_size_inches(9, 5)
+    fig.set_size_inches(max(9, 1.3 * len(bands) + 3), 5)
     width = 0.8 / len(groups)
     for k, (name, per_band) in enumerate(groups.items()):
         xs = np.arange(len(bands)) + (k - (len(groups) - 1) / 2) * width
-        rates = [per_band[b]["rate"] or 0.0 for b in bands]
+        # A category may have no instance in a place at all (no entry there).
+        rates = [(per_band.get(b) or {}).get("rate") or 0.0 for b in bands]
         colour = "black" if name == "all threats" else None
         ax.bar(xs, rates, width, label=name, color=colour)
     for x, b in enumerate(bands):
-        ax.text(x, 1.02, f"n={by_attenuation['all'][b]['instances']}", ha="center", fontsize=8)
-    ax.set_xticks(np.arange(len(bands)), [f"-ln T {b}" for b in bands])
+        ax.text(x, 1.02, f"n={split['all'][b]['instances']}", ha="center", fontsize=8)
+    ax.set_xticks(np.arange(len(bands)), [tick.format(b) for b in bands])
     ax.set(ylabel="detection rate", ylim=(0, 1.1))
-    ax.set_title(
-        f"Detection rate at {100 * float(by_attenuation['far']):g} % false alarms "
-        "by attenuation where the threat sits"
-    )
+    ax.set_title(f"Detection rate at {100 * float(split['far']):g} % false alarms by {what}")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # beside the bars
-    path = out / "detection_by_attenuation.png"
+    path = out / f"detection_{key}.png"
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -65,6 +66,23 @@ def test_metrics_json_has_the_agreed_shape_and_consistent_counts(setup, tmp_path
             for a in coco["annotations"]
         )
         assert sum(b["instances"] for b in per_band.values()) == in_coco
+    # synth records each threat's contrast and hiding place: every threat counts in
+    # one contrast band (by the size of its contrast) and under its own place.
+    by_contrast = m["by_contrast"]["all"]
+    assert list(by_contrast) == ["<0.1", "0.1-0.3", "0.3-1", ">=1"]
+    sizes = np.abs([a["contrast"] for a in coco["annotations"]])
+    assert [b["instances"] for b in by_contrast.values()] == [
+        int(np.sum((sizes >= lo) & (sizes < hi)))
+        for lo, hi in [(0, 0.1), (0.1, 0.3), (0.3, 1.0), (1.0, np.inf)]
+    ]
+    places = m["by_concealment"]["all"]
+    assert {p: b["instances"] for p, b in places.items()} == dict(
+        Counter(a["concealment"] for a in coco["annotations"])
+    )
+    for split in (by_contrast, places):
+        assert sum(b["detected"] for b in split.values()) == sum(
+            b["detected"] for b in bands["all"].values()
+        )
 
 
 def test_evaluate_refuses_a_missing_model(
@@ -170,6 +188,8 @@ def test_evaluation_pictures_are_written(setup, tmp_path: Path):
         "pr_curves.png",
         "detection_vs_far.png",
         "detection_by_attenuation.png",
+        "detection_by_contrast.png",
+        "detection_by_concealment.png",
         "worst_cases.png",
     ):
         image = cv2.imread(str(tmp_path / name))

@@ -9,6 +9,8 @@ from training.metrics import (
     ScanFindings,
     band_names,
     detection_by_attenuation,
+    detection_by_concealment,
+    detection_by_contrast,
     detection_rate_at_far,
     hits,
     iou_matrix,
@@ -123,3 +125,33 @@ def test_detection_by_attenuation_needs_the_attenuations():
     scans = [_scan([], [([0, 0, 10, 10], 0)])]
     with pytest.raises(ValueError, match="gt_attenuation"):
         detection_by_attenuation(scans, None, {0: 0.5})
+
+
+def test_detection_by_contrast_and_by_concealment_count_by_hand():
+    firearm, currency = 0, 3
+    thresholds = {firearm: 0.5, currency: 0.5}
+    scan = _scan(
+        [([0, 0, 10, 10], 0.9, currency), ([50, 50, 60, 60], 0.8, firearm)],
+        [([0, 0, 10, 10], currency), ([50, 50, 60, 60], firearm), ([90, 0, 99, 9], currency)],
+    )
+    # Bank notes packed among paper change nothing (-0.02); a hollow that displaced
+    # denser cargo shows by its size, whatever the sign (-0.5); NaN: not recorded.
+    scan.gt_contrast = np.array([0.2, -0.5, -0.02])
+    scan.gt_places = ("load", "floor_cavity", "load")
+    unknown = _scan([([0, 0, 10, 10], 0.9, firearm)], [([0, 0, 10, 10], firearm)])
+    unknown.gt_contrast = np.array([np.nan])
+    scans = [scan, unknown, _scan([([0, 0, 5, 5], 0.3, firearm)], [])]
+    by_contrast = detection_by_contrast(scans, None, thresholds)
+    assert {b: (v["detected"], v["instances"]) for b, v in by_contrast.items()} == {
+        "<0.1": (0, 1),
+        "0.1-0.3": (1, 1),
+        "0.3-1": (1, 1),
+        ">=1": (0, 0),
+    }
+    only_currency = detection_by_contrast(scans, currency, thresholds)
+    assert sum(v["instances"] for v in only_currency.values()) == 2
+    by_place = detection_by_concealment(scans, None, thresholds)
+    # The most common place first; the instance with no recorded place is left out.
+    assert list(by_place) == ["load", "floor_cavity"]
+    assert by_place["load"] == {"instances": 2, "detected": 1, "rate": 0.5}
+    assert by_place["floor_cavity"]["rate"] == 1.0

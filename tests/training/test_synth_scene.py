@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from training.synth.cargo import COMMODITIES, LoadedItem
-from training.synth.scene import SynthConfig, generate_scan, make_manifests
+from training.synth.physics import linac_spectrum, polychromatic_transmission
+from training.synth.scene import (
+    SynthConfig,
+    ThreatLabel,
+    generate_scan,
+    make_manifests,
+    threat_contrast,
+)
 
 
 def _items(*descriptions: str) -> list[list[LoadedItem]]:
@@ -119,3 +126,53 @@ def test_stanchion_boxes_darken_only_the_trailer_and_leave_the_scene_as_it_was(
     half = darker.shape[0] // 2
     assert np.abs(darker[:half]).max() < 0.02  # roof and load: untouched
     assert darker[half:].max() > 0.3  # the boxes: centimetres of steel
+
+
+def _slab_attenuation(maps: dict[str, float], spectrum) -> float:
+    """-ln T of one ray through the given g/cm^2 of each material."""
+    ray = {k: np.full((1, 1), v, np.float32) for k, v in maps.items()}
+    return float(-np.log(polychromatic_transmission(ray, spectrum)[0, 0]))
+
+
+def test_a_threats_contrast_is_what_it_changes_net_of_the_cargo_it_displaced():
+    cfg = SynthConfig()
+    spectrum = linac_spectrum(cfg.high_mv)
+    size = 300
+    mask = np.zeros((size, size), bool)
+    mask[120:180, 110:190] = True
+    label = ThreatLabel("firearm", "pistol", "load", (110, 120, 80, 60), mask, 1.0)
+    unloaded = {"paper": np.full((size, size), 30.0, np.float32)}
+    # 10 g/cm^2 of steel in the load, well inside the blur's reach.
+    loaded = {
+        "paper": unloaded["paper"],
+        "steel": np.where(mask, 10.0, 0.0).astype(np.float32),
+    }
+    contrast, to_noise = threat_contrast(unloaded, loaded, label, spectrum, cfg.detector)
+    expected = _slab_attenuation({"paper": 30.0, "steel": 10.0}, spectrum) - _slab_attenuation(
+        {"paper": 30.0}, spectrum
+    )
+    assert expected > 0.1
+    assert contrast == pytest.approx(expected, rel=0.03)
+    # Over the photon noise of a pixel behind that much matter.
+    t_with = np.exp(-_slab_attenuation({"paper": 30.0, "steel": 10.0}, spectrum))
+    assert to_noise == pytest.approx(expected * np.sqrt(cfg.detector.air_quanta * t_with), rel=0.05)
+    # The same steel in place of as much paper (mass for mass): at MeV energies the
+    # high channel sees mass, not the material, so it nearly vanishes.
+    swapped = {"paper": np.where(mask, 20.0, 30.0).astype(np.float32), "steel": loaded["steel"]}
+    assert abs(threat_contrast(unloaded, swapped, label, spectrum, cfg.detector)[0]) < 0.05
+    # Bank notes packed among paper of their own density change nothing at all.
+    same = threat_contrast(unloaded, {"paper": unloaded["paper"]}, label, spectrum, cfg.detector)
+    assert same == (0.0, 0.0)
+    # A hollow in denser cargo shows as a negative change.
+    hollow = {"paper": np.where(mask, 10.0, 30.0).astype(np.float32)}
+    assert threat_contrast(unloaded, hollow, label, spectrum, cfg.detector)[0] < -0.1
+
+
+def test_generated_threats_record_a_contrast_and_most_are_plain_to_see():
+    scans = [generate_scan(i, 12, SynthConfig()) for i in range(4)]
+    threats = [t for s in scans for t in s.threats]
+    assert threats
+    contrasts = np.array([t.contrast for t in threats])
+    assert np.isfinite(contrasts).all()
+    assert np.isfinite([t.contrast_to_noise for t in threats]).all()
+    assert np.median(np.abs(contrasts)) > 0.1

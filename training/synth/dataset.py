@@ -131,6 +131,8 @@ def _write_one(args: tuple[int, int, SynthConfig, str]) -> dict[str, Any]:
             "subtype": t.subtype,
             "concealment": t.where,
             "mass_kg": round(t.mass_kg, 3),
+            "contrast": round(t.contrast, 4),
+            "contrast_to_noise": round(t.contrast_to_noise, 2),
         }
         for t in scan.threats
     ]

@@ -151,6 +151,27 @@ class DetectorModel:
     row_gain_sigma: float = 0.015
     read_noise_dn: float = 4.0
 
+    def optics(self, transmission: np.ndarray) -> np.ndarray:
+        """The noise-free image the detectors see: transmission after blur and scatter haze.
+
+        Split from `expose` so a threat's visible contrast can be measured without noise
+        (`scene.threat_contrast`); `expose` adds the source, gain and photon noise to it.
+        """
+        h, w = transmission.shape
+        t = transmission.astype(np.float32)
+        if self.blur_sigma_px > 0:
+            t = cv2.GaussianBlur(t, (0, 0), self.blur_sigma_px, borderType=cv2.BORDER_REPLICATE)
+        if self.scatter_fraction > 0:
+            # Energy-conserving broad kernel: a share of the primary signal is
+            # redistributed over tens of pixels (veiling haze behind dense cargo).
+            small = cv2.resize(t, (max(w // 8, 1), max(h // 8, 1)), interpolation=cv2.INTER_AREA)
+            halo = cv2.GaussianBlur(
+                small, (0, 0), self.scatter_sigma_px / 8, borderType=cv2.BORDER_REPLICATE
+            )
+            halo = cv2.resize(halo, (w, h), interpolation=cv2.INTER_LINEAR)
+            t = (1.0 - self.scatter_fraction) * t + self.scatter_fraction * halo
+        return t
+
     def expose(
         self,
         transmission: np.ndarray,
@@ -167,18 +188,7 @@ class DetectorModel:
         drawn here.
         """
         h, w = transmission.shape
-        t = transmission.astype(np.float32)
-        if self.blur_sigma_px > 0:
-            t = cv2.GaussianBlur(t, (0, 0), self.blur_sigma_px, borderType=cv2.BORDER_REPLICATE)
-        if self.scatter_fraction > 0:
-            # Energy-conserving broad kernel: a share of the primary signal is
-            # redistributed over tens of pixels (veiling haze behind dense cargo).
-            small = cv2.resize(t, (max(w // 8, 1), max(h // 8, 1)), interpolation=cv2.INTER_AREA)
-            halo = cv2.GaussianBlur(
-                small, (0, 0), self.scatter_sigma_px / 8, borderType=cv2.BORDER_REPLICATE
-            )
-            halo = cv2.resize(halo, (w, h), interpolation=cv2.INTER_LINEAR)
-            t = (1.0 - self.scatter_fraction) * t + self.scatter_fraction * halo
+        t = self.optics(transmission)
         if pulse is None:
             pulse = 1.0 + self.pulse_sigma * rng.standard_normal(w)
         if row_gain is None:

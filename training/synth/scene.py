@@ -14,7 +14,12 @@ import numpy as np
 
 from training.synth.cargo import COMMODITIES, LoadedItem, load_container
 from training.synth.geometry import HALF_WIDTH, Canvas, Fan
-from training.synth.physics import DetectorModel, linac_spectrum, polychromatic_transmission
+from training.synth.physics import (
+    DetectorModel,
+    Spectrum,
+    linac_spectrum,
+    polychromatic_transmission,
+)
 from training.synth.threats import CATEGORIES, DRAW, MIN_ROOM, DrawnThreat, Placement
 from training.synth.vehicle import (
     ContainerBox,
@@ -69,6 +74,9 @@ class ThreatLabel:
     bbox: tuple[int, int, int, int]  # x, y, w, h in pixels (COCO)
     mask: np.ndarray  # bool (H, W)
     mass_kg: float
+    # What the threat changes in the high-energy image, noise-free (`threat_contrast`).
+    contrast: float = float("nan")
+    contrast_to_noise: float = float("nan")
 
 
 @dataclass
@@ -396,6 +404,40 @@ def _label(threat: DrawnThreat) -> ThreatLabel | None:
     return ThreatLabel(threat.category, threat.subtype, threat.where, bbox, mask, threat.mass_kg)
 
 
+def threat_contrast(
+    unloaded: dict[str, np.ndarray],
+    loaded: dict[str, np.ndarray],
+    label: ThreatLabel,
+    spectrum: Spectrum,
+    detector: DetectorModel,
+    margin_px: int = 96,
+) -> tuple[float, float]:
+    """How visible a threat is: the median, over its mask, of the change it makes to
+    the high-energy attenuation (-ln T), noise-free, after blur and scatter, net of
+    the cargo it displaced; and that change over the photon noise of a pixel there.
+
+    Why: a threat that displaces as much attenuation as it adds (bank notes packed
+    among paper of the same density) changes nothing a transmission scanner can
+    see, and evaluation should say how much of what is missed is like that. The
+    margin holds the scatter haze's reach (3 of its sigmas); other threats in the
+    window count as part of this one's change (they rarely overlap).
+    """
+    x, y, w, h = label.bbox
+    height, width = label.mask.shape
+    rows = slice(max(y - margin_px, 0), min(y + h + margin_px, height))
+    cols = slice(max(x - margin_px, 0), min(x + w + margin_px, width))
+    mask = label.mask[rows, cols]
+
+    def seen(maps: dict[str, np.ndarray]) -> np.ndarray:
+        window = {k: v[rows, cols] for k, v in maps.items()}
+        return np.maximum(detector.optics(polychromatic_transmission(window, spectrum)), 1e-9)
+
+    t_without, t_with = seen(unloaded), seen(loaded)
+    change = (np.log(t_without) - np.log(t_with))[mask]
+    noise = 1.0 / np.sqrt(detector.air_quanta * t_with[mask])  # Poisson, in -ln T
+    return float(np.median(change)), float(np.median(change / noise))
+
+
 def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     """Generate scan number `index` of the data set with this seed."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
@@ -411,11 +453,17 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     # set holds the intended share of them.
     clean = int((index + 1) * cfg.clean_fraction) > int(index * cfg.clean_fraction)
     n_threats = 0 if clean else int(min(rng.geometric(0.55), cfg.max_threats))
+    # The load as it was before the threats went in, to measure what each one changes.
+    unloaded = {k: v.copy() for k, v in c.maps.items()} if n_threats else {}
     drawn = _place_threats(layout, items, n_threats, rng)
     labels = [lab for t in drawn if (lab := _label(t)) is not None]
 
     high_spec = linac_spectrum(cfg.high_mv)
     low_spec = linac_spectrum(cfg.low_mv)
+    for lab in labels:
+        lab.contrast, lab.contrast_to_noise = threat_contrast(
+            unloaded, c.maps, lab, high_spec, cfg.detector
+        )
     t_high = polychromatic_transmission(c.maps, high_spec)
     t_low = polychromatic_transmission(c.maps, low_spec)
     det = cfg.detector
