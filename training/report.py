@@ -180,7 +180,13 @@ def split_bars(split: dict[str, Any], key: str, out: Path) -> Path | None:
         # A category may have no instance in a place at all (no entry there).
         rates = [(per_band.get(b) or {}).get("rate") or 0.0 for b in bands]
         colour = "black" if name == "all threats" else None
-        ax.bar(xs, rates, width, label=name, color=colour)
+        drawn = ax.bar(xs, rates, width, label=name, color=colour)
+        # Found none of several: mark it, so it does not read as "none there".
+        for x, b in zip(xs, bands, strict=True):
+            if (per_band.get(b) or {}).get("instances") and not (per_band.get(b) or {})["detected"]:
+                ax.text(
+                    x, 0.01, "0", ha="center", fontsize=7, color=drawn.patches[0].get_facecolor()
+                )
     for x, b in enumerate(bands):
         ax.text(x, 1.02, f"n={split['all'][b]['instances']}", ha="center", fontsize=8)
     ax.set_xticks(np.arange(len(bands)), [tick.format(b) for b in bands])
