@@ -291,16 +291,8 @@ def evaluate(
         scan_rates[str(far)], scan_fars[str(far)] = r["detection_rate"], r["false_alarm_rate"]
     metrics["scan"] = {"detection_rate_at_far": scan_rates, "false_alarm_rate_at_far": scan_fars}
     metrics["map50"], metrics["map"] = m50, m
-    metrics["by_attenuation"] = {
-        "far": str(fars[0]),
-        "edges": list(ATTENUATION_EDGES),
-        "all": detection_by_attenuation(scans, None, thresholds[fars[0]]),
-        "categories": {
-            name: detection_by_attenuation(scans, c, thresholds[fars[0]])
-            for c, name in enumerate(engine.categories)
-        },
-    }
     for key, split in (
+        ("by_attenuation", detection_by_attenuation),
         ("by_contrast", detection_by_contrast),
         ("by_concealment", detection_by_concealment),
     ):
@@ -312,6 +304,7 @@ def evaluate(
                 for c, name in enumerate(engine.categories)
             },
         }
+    metrics["by_attenuation"]["edges"] = list(ATTENUATION_EDGES)
     metrics["by_contrast"]["edges"] = list(CONTRAST_EDGES)
     metrics["clean_scans"] = sum(s.clean for s in scans)
     metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))

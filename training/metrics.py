@@ -162,6 +162,26 @@ def detection_by_group(
     }
 
 
+def _detection_by_band(
+    scans: Sequence[ScanFindings],
+    category: int | None,
+    thresholds: dict[int, float],
+    edges: Sequence[float],
+    values_of: Callable[[ScanFindings], np.ndarray | None],
+) -> dict[str, dict[str, float | int | None]]:
+    """`detection_by_group` over bands of a per-instance value (`band_names(edges)`);
+    instances whose value is missing or NaN are left out."""
+    names = band_names(edges)
+
+    def band(scan: ScanFindings, m: int) -> str | None:
+        values = values_of(scan)
+        if values is None or not np.isfinite(values[m]):
+            return None
+        return names[int(np.searchsorted(edges, values[m], side="right"))]
+
+    return detection_by_group(scans, category, thresholds, band, names)
+
+
 def detection_by_attenuation(
     scans: Sequence[ScanFindings],
     category: int | None,
@@ -174,15 +194,9 @@ def detection_by_attenuation(
     Why: deep in dense cargo a threat is a faint change under photon noise and
     cargo texture; this shows how much of what is missed lies there.
     """
-    names = band_names(edges)
     if any(s.gt_attenuation is None for s in scans if not s.clean):
         raise ValueError("scans without gt_attenuation: the bands cannot be told")
-
-    def band(scan: ScanFindings, m: int) -> str:
-        assert scan.gt_attenuation is not None
-        return names[int(np.searchsorted(edges, scan.gt_attenuation[m], side="right"))]
-
-    return detection_by_group(scans, category, thresholds, band, names)
+    return _detection_by_band(scans, category, thresholds, edges, lambda s: s.gt_attenuation)
 
 
 def detection_by_contrast(
@@ -197,14 +211,13 @@ def detection_by_contrast(
     Why: it tells a model that misses what it could see from one that misses what no
     transmission image shows, which no training can find.
     """
-    names = band_names(edges)
-
-    def band(scan: ScanFindings, m: int) -> str | None:
-        if scan.gt_contrast is None or not np.isfinite(scan.gt_contrast[m]):
-            return None
-        return names[int(np.searchsorted(edges, abs(scan.gt_contrast[m]), side="right"))]
-
-    return detection_by_group(scans, category, thresholds, band, names)
+    return _detection_by_band(
+        scans,
+        category,
+        thresholds,
+        edges,
+        lambda s: None if s.gt_contrast is None else np.abs(s.gt_contrast),
+    )
 
 
 def detection_by_concealment(

@@ -178,12 +178,13 @@ def split_bars(split: dict[str, Any], key: str, out: Path) -> Path | None:
     for k, (name, per_band) in enumerate(groups.items()):
         xs = np.arange(len(bands)) + (k - (len(groups) - 1) / 2) * width
         # A category may have no instance in a place at all (no entry there).
-        rates = [(per_band.get(b) or {}).get("rate") or 0.0 for b in bands]
+        entries = [per_band.get(b, {}) for b in bands]
+        rates = [e.get("rate") or 0.0 for e in entries]
         colour = "black" if name == "all threats" else None
         drawn = ax.bar(xs, rates, width, label=name, color=colour)
         # Found none of several: mark it, so it does not read as "none there".
-        for x, b in zip(xs, bands, strict=True):
-            if (per_band.get(b) or {}).get("instances") and not (per_band.get(b) or {})["detected"]:
+        for x, e in zip(xs, entries, strict=True):
+            if e.get("instances") and not e["detected"]:
                 ax.text(
                     x, 0.01, "0", ha="center", fontsize=7, color=drawn.patches[0].get_facecolor()
                 )
