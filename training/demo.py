@@ -35,6 +35,7 @@ from training.simulate import simulate
 from training.synth.scene import SynthConfig
 
 STATION = "demo-station"
+OFFICER = "demo-officer"
 KEYS_FILE = "demo-keys.json"
 HOST = "127.0.0.1"
 STOP_TIMEOUT_S = 45.0  # the service drains for up to 30 s by default
@@ -50,9 +51,10 @@ def _say(text: str) -> None:
 def demo_keys(data_dir: Path, database_url: str) -> dict[str, str]:
     """The admin key and the demo station's name and key: the saved ones when the station's
     key still opens the database, else a new station (a new name if the old one is taken,
-    since a key cannot be recovered from its hash)."""
+    since a key cannot be recovered from its hash). Also an officer account for the viewer,
+    whose password is kept beside them (set anew if the saved one no longer opens it)."""
     from inference.service.app import open_records
-    from inference.service.auth import hash_key, new_key
+    from inference.service.auth import hash_key, hash_password, new_key, verify_password
     from inference.service.settings import Settings
 
     path = data_dir / KEYS_FILE
@@ -72,12 +74,22 @@ def demo_keys(data_dir: Path, database_url: str) -> dict[str, str]:
             name = next(n for n in names if n not in taken)
             key = new_key()
             records.add_station(name, hash_key(key))
+        password = str(saved.get("officer_password") or "")
+        officer = records.user_by_name(OFFICER)
+        if officer is None:
+            password = secrets.token_urlsafe(12)
+            records.add_user(OFFICER, "officer", hash_password(password), actor="demo")
+        elif not (password and verify_password(officer.password_hash, password)):
+            password = secrets.token_urlsafe(12)
+            records.update_user(OFFICER, password_hash=hash_password(password), actor="demo")
     finally:
         records.engine.dispose()
     keys = {
         "admin_key": str(saved.get("admin_key") or secrets.token_urlsafe(24)),
         "station": name,
         "station_key": key,
+        "officer": OFFICER,
+        "officer_password": password,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(keys, indent=1) + "\n")
@@ -248,9 +260,10 @@ def _banner(url: str, pid: int, keys: dict[str, str], data_dir: Path, log: Path)
             f"  API docs        {url}/docs",
             f"  health          {url}/healthz   {url}/readyz   {url}/metrics",
             f"  station         {keys['station']}, key {keys['station_key']}",
-            f"  admin key       {keys['admin_key']}   (both kept in {data_dir / KEYS_FILE})",
+            f"  admin key       {keys['admin_key']}   (all kept in {data_dir / KEYS_FILE})",
             f"  try             curl -H '{bearer}' '{url}/api/v1/scans?limit=5'",
-            f"  officer viewer  will be at {url}/ (not built yet)",
+            f"  officer viewer  {url}/   user {keys['officer']}, "
+            f"password {keys['officer_password']}",
             "Ctrl-C stops the simulator and the service.",
             "",
         ]

@@ -303,6 +303,20 @@ def test_the_demo_stops_cleanly_on_ctrl_c_and_reruns_on_its_data(
     try:
         _read_until(proc, r"^sim-4-000000 ", seen)
         server = int(re.search(r"\(pid (\d+),", "".join(seen)).group(1))
+        # The banner's officer account opens the viewer: the page, then a real log-in.
+        viewer = re.search(r"officer viewer  (\S+)   user (\S+), password (\S+)", "".join(seen))
+        assert viewer, "".join(seen)
+        page, officer, password = viewer.groups()
+        assert httpx.get(page, timeout=10).status_code == 200
+        login = httpx.post(
+            f"{page}api/v1/auth/login",
+            json={"username": officer, "password": password},
+            timeout=10,
+        )
+        assert login.status_code == 200, login.text
+        assert login.json()["user"] == {"name": "demo-officer", "role": "officer"}
+        wrong = {"username": officer, "password": password + "x"}
+        assert httpx.post(f"{page}api/v1/auth/login", json=wrong, timeout=10).status_code == 401
         proc.send_signal(signal.SIGINT)  # what the terminal's Ctrl-C sends the demo
         assert proc.wait(timeout=90) == 0, "".join(seen)
     finally:
@@ -318,4 +332,5 @@ def test_the_demo_stops_cleanly_on_ctrl_c_and_reruns_on_its_data(
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 0, out
     assert "station         demo-station," in out and "(stored before)" in out
+    assert f"user {officer}, password {password}" in out  # the same account, same password
     assert "service stopped (exit 0)" in out
