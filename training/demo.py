@@ -76,12 +76,12 @@ def demo_keys(data_dir: Path, database_url: str) -> dict[str, str]:
             records.add_station(name, hash_key(key))
         password = str(saved.get("officer_password") or "")
         officer = records.user_by_name(OFFICER)
-        if officer is None:
+        if officer is None or not verify_password(officer.password_hash, password):
             password = secrets.token_urlsafe(12)
-            records.add_user(OFFICER, "officer", hash_password(password), actor="demo")
-        elif not (password and verify_password(officer.password_hash, password)):
-            password = secrets.token_urlsafe(12)
-            records.update_user(OFFICER, password_hash=hash_password(password), actor="demo")
+            if officer is None:
+                records.add_user(OFFICER, "officer", hash_password(password), actor="demo")
+            else:
+                records.update_user(OFFICER, password_hash=hash_password(password), actor="demo")
     finally:
         records.engine.dispose()
     keys = {
