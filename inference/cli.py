@@ -122,6 +122,67 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tip(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tip",
+        help="project synthetic threats into real scans (threat image projection), as COCO",
+        description="Projects the synthetic generator's threats physically (added attenuation) "
+        "into the scans under --backgrounds and writes the data set in the layout of synth.",
+    )
+    p.add_argument("--backgrounds", type=Path, required=True, help="folder of real scans")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--count", type=int, required=True, help="number of output scans")
+    p.add_argument("--seed", type=int, default=0, help="seed; same arguments give identical bytes")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs)")
+    p.add_argument(
+        "--clean-fraction", type=float, default=1 / 3, help="share left clean (default: a third)"
+    )
+    p.add_argument(
+        "--tone",
+        type=float,
+        nargs=2,
+        metavar=("A_MAX", "POWER"),
+        default=None,
+        help="8-bit export curve grey = air (1 - a/A_MAX)^POWER (default 3.3 1)",
+    )
+    p.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet PNG")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="also check that whole-image statistics cannot tell clean from projected scans",
+    )
+    p.set_defaults(handler=_run_tip)
+
+
+def _run_tip(args: argparse.Namespace) -> int:
+    from training.tip import TipConfig, TipError, check_dataset, write_tip_dataset, write_tip_sheet
+
+    config = TipConfig(clean_fraction=args.clean_fraction, tone=args.tone)
+    try:
+        summary = write_tip_dataset(
+            args.backgrounds,
+            args.out,
+            count=args.count,
+            seed=args.seed,
+            workers=args.workers,
+            config=config,
+        )
+    except TipError as exc:
+        print(f"cargoscan tip: {exc}", file=sys.stderr)
+        return 1
+    print(summary)
+    try:
+        if args.sheet is not None:
+            write_tip_sheet(args.out, args.backgrounds, args.sheet)
+            print(f"wrote {args.sheet}")
+        if args.check:
+            print(check_dataset(args.out))
+    except ValueError as exc:  # no threats to show, too few scans to check
+        print(f"cargoscan tip: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a detector on COCO/YOLO folders (also under torchrun -m training)"
@@ -333,6 +394,98 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_commission(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "commission",
+        help="a site's operating point from its cleared scans: alarm and review thresholds "
+        "for the rates it wants, written beside the model (model and card untouched)",
+        description="Runs MODEL over scans a site's officers cleared (folders, searched "
+        "recursively; NAME_high/NAME_low pairs are one dual-energy scan) and writes an "
+        "operating-point file: per-category alarm thresholds (never below the card's) for "
+        "--alarm-rate, review thresholds and the anomaly level for --review-rate, per bit "
+        "depth. Serve it with `cargoscan serve --operating-point FILE` or roll it out with "
+        "`cargoscan model activate MODEL --operating-point FILE`. With --projected (a data set "
+        "from `cargoscan tip`), also says what the site's thresholds cost in detection.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="MODEL.onnx (its card beside it)")
+    p.add_argument(
+        "--cleared",
+        type=Path,
+        action="append",
+        required=True,
+        help="a folder of the site's cleared scans; repeat to add more",
+    )
+    p.add_argument("--site", required=True, help="the site's name (shown in every result)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="default MODEL.site-SITE.json beside the model"
+    )
+    p.add_argument("--alarm-rate", type=float, default=0.02, help="share of cleared scans "
+                   "allowed to alarm (default 0.02)")  # fmt: skip
+    p.add_argument("--review-rate", type=float, default=0.10, help="share allowed to alarm "
+                   "or go to review (default 0.10)")  # fmt: skip
+    p.add_argument(
+        "--projected",
+        type=Path,
+        action="append",
+        default=None,
+        help="labelled scans with projected threats (cargoscan tip): detection at the card's "
+        "and at the site's thresholds",
+    )
+    p.add_argument(
+        "--into-card",
+        action="store_true",
+        help="also write the operating point into the model's own card (for a shipped "
+        "default that must carry it; the ONNX file and its sha256 stay)",
+    )
+    p.set_defaults(handler=_run_commission)
+
+
+def _run_commission(args: argparse.Namespace) -> int:
+    import re
+
+    from inference.engine import ModelError
+    from inference.scan import ScanError
+    from training.commission import commission, write_into_card
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", args.site).strip("-") or "site"
+    out = args.out or args.model.with_name(f"{args.model.stem}.site-{safe}.json")
+    try:
+        op = commission(
+            args.model, args.cleared, out, args.site,
+            alarm_rate=args.alarm_rate, review_rate=args.review_rate,
+        )  # fmt: skip
+    except (ModelError, ValueError, ScanError, OSError) as exc:
+        print(f"cargoscan commission: {exc}", file=sys.stderr)
+        return 1
+    for depth, rep in op["report"].items():
+        n = rep["scans"]
+        print(
+            f"{depth}: {n} cleared scans; at the card's thresholds {rep['card']['alarmed']} "
+            f"alarm, {rep['card']['alarm_or_review']} alarm or review; at the site's "
+            f"{rep['site']['alarmed']} alarm, {rep['site']['alarm_or_review']} alarm or review"
+        )
+    if args.projected:
+        from training.evaluate import evaluate
+
+        for label, op_path in (("card", None), ("site", out)):
+            m = evaluate(
+                args.model, args.projected, out.with_suffix("") / label,
+                operating_point=op_path, pictures=False,
+            )  # fmt: skip
+            card = m["at_card_thresholds"] or {}
+            scan = card.get("scan", {})
+            per = {c: v["detection_rate"] for c, v in card.get("categories", {}).items()}
+            print(
+                f"projected threats at the {label}'s thresholds: {scan.get('detection_rate')} "
+                f"of threat scans alarm, {scan.get('false_alarm_rate')} of clean; per "
+                f"category {per}"
+            )
+    if args.into_card:
+        print(f"wrote the operating point into {write_into_card(args.model, op, args.cleared)}")
+    print(f"wrote {out}")
+    return 0
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -366,6 +519,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="send each scan as a single-energy scanner's 8-bit JPEG export would "
         "(simulated tone curve and JPEG; the card's 8-bit thresholds apply)",
     )
+    p.add_argument(
+        "--operating-point",
+        type=Path,
+        default=None,
+        help="a site's operating point (cargoscan commission) in place of the card's thresholds",
+    )
     p.add_argument("--no-pictures", action="store_true", help="metrics only, no PNGs")
     p.add_argument(
         "--record-in-card",
@@ -384,10 +543,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     pictures = not args.no_pictures
     try:
         if args.clean_scans is not None:
-            result = clean_scan_alarms(args.model, args.clean_scans, args.out, pictures=pictures)
+            result = clean_scan_alarms(
+                args.model, args.clean_scans, args.out,
+                operating_point=args.operating_point, pictures=pictures,
+            )  # fmt: skip
+            n = result["scans"]
             print(
-                f"{result['alarmed']} of {result['scans']} clean scans alarm "
-                f"({100 * result['alarm_share']:.1f} %); per category {result['per_category']}"
+                f"{result['alarmed']} of {n} clean scans alarm "
+                f"({100 * result['alarm_share']:.1f} %), "
+                f"{result['alarmed'] + result['reviewed']} alarm or go to review "
+                f"({100 * result['alarm_or_review_share']:.1f} %); "
+                f"{result['findings_per_scan']:.2f} findings a scan "
+                f"({result['anomaly_findings_per_scan']:.2f} anomaly); "
+                f"alarms per category {result['per_category']}"
             )
             print(f"wrote {args.out / 'clean_alarms.json'}")
             return 0
@@ -397,6 +565,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             args.out,
             single_energy=args.single_energy,
             eight_bit=args.eight_bit,
+            operating_point=args.operating_point,
             pictures=pictures,
         )
         if args.record_in_card:
@@ -404,7 +573,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     except (ModelError, ValueError, ScanError) as exc:
         print(f"cargoscan evaluate: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: metrics[k] for k in ("map50", "map", "scan")}, indent=1))
+    print(json.dumps({k: metrics[k] for k in ("map50", "map", "scan", "verdicts")}, indent=1))
     print(f"wrote {args.out / 'metrics.json'}")
     return 0
 
@@ -440,6 +609,12 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
         default=Path("models/cargoscan-default.onnx"),
         help="ONNX model with its .json card (default: the shipped default model)",
     )
+    p.add_argument(
+        "--operating-point",
+        type=Path,
+        default=None,
+        help="a site's operating point (cargoscan commission): its thresholds replace the card's",
+    )
     p.add_argument("--view", choices=VIEW_NAMES, default="material", help="picture view")
     p.add_argument("--single-energy", action="store_true", help="ignore any low channel")
     p.set_defaults(handler=_run_analyze)
@@ -464,7 +639,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     from inference.scan import ScanError, load_scan
 
     try:
-        engine = Engine.load(args.model)
+        engine = Engine.load(args.model, operating_point=args.operating_point)
     except ModelError as exc:
         print(f"cargoscan analyze: {exc}", file=sys.stderr)
         return 2
@@ -519,6 +694,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="default $CARGOSCAN_HOST or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default $CARGOSCAN_PORT or 8000")
     p.add_argument("--model", type=Path, default=None, help="MODEL.onnx to serve at start")
+    p.add_argument(
+        "--operating-point",
+        type=Path,
+        default=None,
+        help="a site's operating point for that model (cargoscan commission)",
+    )
     p.add_argument("--workers", type=int, default=None, help="inference threads (default 1)")
     _add_db_flags(p)
     p.set_defaults(handler=_run_serve)
@@ -528,7 +709,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from inference.service.server import serve
 
     settings = _service_settings(
-        args, host=args.host, port=args.port, model_path=args.model, workers=args.workers
+        args,
+        host=args.host,
+        port=args.port,
+        model_path=args.model,
+        operating_point=args.operating_point,
+        workers=args.workers,
     )
     serve(settings)
     return 0
@@ -596,6 +782,12 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
         "check it on recent scans and swap it in. If a step fails the old model keeps serving.",
     )
     act.add_argument("path", type=Path, help="MODEL.onnx with its .json card beside it")
+    act.add_argument(
+        "--operating-point",
+        type=Path,
+        default=None,
+        help="a site's operating point for that model (a path on the server's machine)",
+    )
     act.add_argument("--url", default=None, help="server URL (default http://HOST:PORT)")
     act.add_argument("--admin-key", default=None, help="default $CARGOSCAN_ADMIN_KEY")
     act.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
@@ -617,7 +809,14 @@ def _run_model_activate(args: argparse.Namespace) -> int:
     url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
     req = urllib.request.Request(
         f"{url}/api/v1/admin/model",
-        data=json.dumps({"path": str(args.path.expanduser().resolve())}).encode(),
+        data=json.dumps(
+            {
+                "path": str(args.path.expanduser().resolve()),
+                "operating_point": str(args.operating_point.expanduser().resolve())
+                if args.operating_point
+                else None,
+            }
+        ).encode(),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
         method="POST",
     )
@@ -966,9 +1165,11 @@ def _run_verify(args: argparse.Namespace) -> int:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_render,
     _add_synth,
+    _add_tip,
     _add_train,
     _add_export,
     _add_calibrate,
+    _add_commission,
     _add_evaluate,
     _add_analyze,
     _add_serve,

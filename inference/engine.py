@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.boxes import iou_matrix
 from inference.preprocess import PREPROCESS_VERSION, ModelInput, preprocess
 from inference.scan import Scan
 
@@ -47,6 +48,8 @@ class Analysis:
     model_input: ModelInput | None = None
     # The scan's bit depth: 8-bit exports have thresholds of their own in the card.
     bit_depth: int = 16
+    # The station's pixel pitch (mm), None when it sent none: sets the smallest finding.
+    pixel_pitch_mm: float | None = None
 
 
 class Engine:
@@ -60,7 +63,13 @@ class Engine:
         self.threads = threads
 
     @classmethod
-    def load(cls, model: Path | str, threads: int = 2) -> Engine:
+    def load(
+        cls, model: Path | str, threads: int = 2, operating_point: Path | str | None = None
+    ) -> Engine:
+        """Load ``model`` (``.onnx`` beside its ``.json`` card), checked against its card;
+        a site's ``operating_point`` file, when given, replaces the card's thresholds."""
+        from inference import operating_point as site_op
+
         model = Path(model)
         card_path = model.with_suffix(".json")
         try:
@@ -81,6 +90,11 @@ class Engine:
                 f"{model}: trained with pre-processing v{version}, "
                 f"this runtime has v{PREPROCESS_VERSION}"
             )
+        if operating_point is not None:
+            try:
+                card = site_op.apply(card, site_op.load(operating_point, card))
+            except site_op.OperatingPointError as exc:
+                raise ModelError(str(exc)) from None
         return cls.from_bytes(data, card, threads)
 
     @classmethod
@@ -125,26 +139,18 @@ class Engine:
             model_input.tensor.shape[-2:],
             model_input,
             bit_depth=int(scan.bit_depth),
+            pixel_pitch_mm=scan.metadata.pixel_pitch_mm,
         )
 
 
 def suppress_duplicates(findings: list[Finding], iou: float = NMS_IOU) -> list[Finding]:
     """Greedy per-category non-maximum suppression; `findings` sorted by falling score."""
     kept: list[Finding] = []
-    boxes: dict[str, list[np.ndarray]] = {}
+    boxes: dict[str, list[tuple[float, float, float, float]]] = {}
     for f in findings:
-        b = np.asarray(f.box, np.float64)
         same = boxes.setdefault(f.category, [])
-        if same:
-            others = np.stack(same)
-            lt = np.maximum(others[:, :2], b[:2])
-            rb = np.minimum(others[:, 2:], b[2:])
-            inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-            area = np.prod(np.clip(b[2:] - b[:2], 0, None))
-            areas = np.prod(np.clip(others[:, 2:] - others[:, :2], 0, None), axis=1)
-            overlap = inter / np.maximum(area + areas - inter, 1e-9)
-            if (overlap > iou).any():
-                continue
-        same.append(b)
+        if same and (iou_matrix([f.box], same) > iou).any():
+            continue
+        same.append(f.box)
         kept.append(f)
     return kept

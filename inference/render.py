@@ -7,6 +7,9 @@ stripes.
 
 - ``grey``: transmission the way the scanner's own console shows it (bright = air),
   with a power-law mapping of attenuation so thin walls and dense cargo are both readable.
+  An 8-bit scan is already a scanner's export, drawn through its own display curve:
+  it is shown as exported (air calibrated to white, grey levels otherwise kept), since
+  the power law on top of that curve would wash the dense cargo out.
 - ``inverse``: the negative of ``grey`` (some officers spot dense items better on white).
 - ``material``: dual-energy pseudo-colour, orange = organic, green = mixed/inorganic,
   blue = metal, from the low/high attenuation ratio and a calibration file.
@@ -204,6 +207,12 @@ def _grey(a: np.ndarray) -> np.ndarray:
     return x
 
 
+def _exported_grey(a: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] of an 8-bit export: its air-calibrated transmission, linear, so
+    the grey levels are those the scanner's export curve gave."""
+    return np.exp(np.negative(a, dtype=np.float32))
+
+
 def _to_u8(x: np.ndarray) -> np.ndarray:
     """[0, 1] float -> uint8 with rounding."""
     y = np.multiply(x, np.float32(255.0))
@@ -300,7 +309,7 @@ def render(
         return _material(scan, a_high, calibration)
     if view == "window":
         return _grey_rgb(_window(a_high, window))
-    g = _grey(a_high)
+    g = _exported_grey(a_high) if scan.bit_depth == 8 else _grey(a_high)
     if view == "inverse":
         np.subtract(np.float32(1.0), g, out=g)
     elif view == "edge":

@@ -1,38 +1,47 @@
 """An engine's analysis -> the result of DESIGN section 3 (torch-free, no web framework).
 
 The same builder serves the HTTP service and the command line, so a scan gets the same
-verdict wherever it is analysed. The card decides, not code:
+verdict wherever it is analysed. The card (or a site's operating point laid over it,
+:mod:`inference.operating_point`) decides, not code:
 
 - ``thresholds`` {category: score}: a finding scoring above its category's threshold is an
-  **alarm**; above half of it, **review**. "Above", strictly, as in `training.metrics`:
-  a threshold calibrated at 1 % false alarms is the highest score among the clean scans
-  allowed to alarm, so the scan that set it must stay clear. A card without thresholds (an
-  uncalibrated model) or a category without one uses :data:`DEFAULT_THRESHOLD`, and the
-  explanation says so.
-- ``thresholds_8bit`` {category: score}, where the card has them, replace ``thresholds``
-  for 8-bit scans (JPEG/PNG exports of single-energy scanners): calibrated at the same
-  false-alarm rate on 8-bit exports of the validation scans, whose clean scans score
-  higher, so the stated false-alarm rate holds for that input too.
-- The anomaly map (probability per stride cell) asks for **review** where it reaches
-  :data:`ANOMALY_LEVEL`; each connected region at or above it becomes a finding with
-  ``source: "anomaly"`` and category ``anomaly``. Anomalies never alarm on their own: the
-  head is trained on synthetic misfits only.
-- Findings under the review level are left out: an officer would only have to dismiss them.
+  **alarm**. "Above", strictly, as in `training.metrics`: a threshold calibrated at 1 %
+  false alarms is the highest score among the clean scans allowed to alarm, so the scan
+  that set it must stay clear. A card without thresholds (an uncalibrated model) or a
+  category without one uses :data:`DEFAULT_THRESHOLD`, and the explanation says so.
+- ``review_thresholds`` {category: score}: above it (and not above the alarm threshold) a
+  finding asks for **review**. Calibrated on clean scans at a stated review rate; a card
+  without them falls back to half the alarm threshold (cards before this rule).
+- ``thresholds_8bit`` / ``review_thresholds_8bit`` replace both for 8-bit scans (JPEG/PNG
+  exports of single-energy scanners), whose clean scans score higher.
+- ``anomaly_level`` (``anomaly_level_8bit``): each connected region of the anomaly map
+  above it becomes a finding with ``source: "anomaly"`` and category ``anomaly`` and asks
+  for review. Anomalies never alarm on their own.
 
-Risk: ``risk = 1 - 2 ** (-r)`` where ``r`` is the largest ``score / threshold`` over the
-detector findings and ``min(anomaly, 0.99)`` for the anomaly map. It is monotone in every
-score, 0 for nothing, and it puts the verdict levels at fixed risks: ``alarm`` <=> risk
-> 0.5, ``review`` <=> risk > 1 - 2 ** -0.5 (about 0.29), so a queue sorted by risk
-lists alarms first, then reviews, then clear scans, whatever the categories' thresholds.
+One region, one finding: overlapping detector findings of different categories are
+merged into the one whose score stands highest over its own threshold; the runner-up is
+named in its explanation, and an anomaly region on the same spot joins it. A finding
+smaller than the smallest threat its category allows at the scan's pixel pitch
+(:data:`MIN_OBJECT_MM`) is dropped: a 4x4 px speck is no pistol.
+
+Risk: ``risk = 1 - 2 ** (-r)`` where ``r`` is the largest level over the findings: a
+score maps piecewise linearly onto 0 (score 0), 0.5 (its review threshold) and 1 (its
+alarm threshold), and ``s / t`` beyond; an anomaly peak onto 0.5 at its level and at most
+0.99. It is monotone in every score, 0 for nothing, and it puts the verdict levels at fixed
+risks: ``alarm`` <=> risk > 0.5, ``review`` <=> risk > 1 - 2 ** -0.5 (about 0.29), so a
+queue sorted by risk lists alarms first, then reviews, then clear scans, whatever the
+categories' thresholds.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from inference.boxes import hits
 from inference.engine import Analysis, Engine
 
 __all__ = [
@@ -52,11 +61,40 @@ __all__ = [
 DEFAULT_THRESHOLD = 0.5
 """Alarm threshold for a category the card gives none for (uncalibrated model)."""
 ANOMALY_LEVEL = 0.5
-"""Anomaly probability from which a region is shown and the scan goes to review."""
+"""Anomaly probability above which a region is shown, where the card sets no level."""
 _ANOMALY_RATIO_CAP = 0.99
 """An anomaly alone never reaches the alarm risk (0.5)."""
 REVIEW_RISK = 1.0 - 2.0**-0.5
 """Smallest risk of a scan whose verdict is review (see the module docstring)."""
+DEFAULT_PITCH_MM = 5.0
+"""Pixel pitch assumed when the station does not send one (the synthetic scanner's)."""
+MIN_OBJECT_MM = {
+    "firearm": 60.0,
+    "narcotics": 60.0,
+    "cigarettes": 120.0,
+    "currency": 50.0,
+    "person": 250.0,
+    "anomaly": 50.0,
+}
+"""Smallest longer side (mm) a finding's box may have: about half the smallest object of
+the category seen from its narrowest side (a pistol's frame or a loose barrel, a 1 kg
+brick, a carton of cigarettes, a thin bundle of notes, a crouching person) so that tilt and
+partial occlusion keep real ones in. Anything smaller is a speck of texture."""
+MERGE_IOU = 0.3
+"""Findings overlap (one region) at this IoU, or when one's centre lies in the other's
+box: the rule that counts a finding as a hit on a threat in evaluation."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """What decides a scan's verdict: per-category alarm and review thresholds and the
+    anomaly level, for one bit depth, as the card (or a site's file over it) sets them."""
+
+    alarm: dict[str, float]
+    review: dict[str, float]
+    anomaly_level: float
+    calibrated: bool  # False: the card had no thresholds (DEFAULT_THRESHOLD used)
+    note: str  # said in each explanation: which table decided
 
 
 def model_version(card: dict[str, Any]) -> str:
@@ -71,12 +109,17 @@ def model_version(card: dict[str, Any]) -> str:
 
 
 def model_info(card: dict[str, Any]) -> dict[str, str]:
-    """The ``model`` part of a result: name, version, sha256."""
-    return {
+    """The ``model`` part of a result: name, version, sha256 (and the site's operating
+    point, where one is laid over the card)."""
+    info = {
         "name": str(card.get("name") or "model"),
         "version": model_version(card),
         "sha256": str((card.get("onnx") or {}).get("sha256") or ""),
     }
+    site = card.get("operating_point_site")
+    if isinstance(site, str) and site:
+        info["operating_point"] = site
+    return info
 
 
 def risk_from_ratio(ratio: float) -> float:
@@ -88,23 +131,75 @@ def risk_from_ratio(ratio: float) -> float:
     return min(1.0, 1.0 - 2.0 ** (-ratio))
 
 
+def _valid(value: Any) -> bool:
+    # 0 is a real threshold: no clean validation scan had a finding of the category.
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+def _table(card: dict[str, Any], key: str, bit_depth: int) -> list[dict[str, Any]]:
+    """The card's tables for ``key``, most specific first (8-bit ones for 8-bit scans)."""
+    tables = [card.get(f"{key}_8bit")] if bit_depth == 8 else []
+    tables.append(card.get(key))
+    return [t for t in tables if isinstance(t, dict)]
+
+
 def thresholds_for(card: dict[str, Any], bit_depth: int = 16) -> tuple[dict[str, float], bool]:
     """Per-category alarm thresholds for a scan of this bit depth, and whether the card
     had them (False: uncalibrated). 8-bit scans use ``thresholds_8bit`` where the card
     has them; a category missing there falls back to ``thresholds``."""
-    raw = card.get("thresholds")
-    eight = card.get("thresholds_8bit") if bit_depth == 8 else None
+    tables = _table(card, "thresholds", bit_depth)
     out: dict[str, float] = {}
     for cat in card.get("categories", []):
-        for table in (eight, raw):
-            value = table.get(cat) if isinstance(table, dict) else None
-            # 0 is a real threshold: no clean validation scan had a finding of the category.
-            if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
-                out[cat] = float(value)
-                break
-        else:
-            out[cat] = DEFAULT_THRESHOLD
-    return out, isinstance(raw, dict) or isinstance(eight, dict)
+        found = [float(t[cat]) for t in tables if _valid(t.get(cat))]
+        out[cat] = found[0] if found else DEFAULT_THRESHOLD
+    return out, bool(tables)
+
+
+def operating_point(card: dict[str, Any], bit_depth: int = 16) -> OperatingPoint:
+    """The card's operating point for a scan of this bit depth (see the module docstring)."""
+    alarm, calibrated = thresholds_for(card, bit_depth)
+    review_tables = _table(card, "review_thresholds", bit_depth)
+    review = {}
+    for cat, t in alarm.items():
+        found = [float(r[cat]) for r in review_tables if _valid(r.get(cat))]
+        review[cat] = min(found[0], t) if found else t / 2
+    levels = [card.get("anomaly_level_8bit")] if bit_depth == 8 else []
+    levels.append(card.get("anomaly_level"))
+    level = next((float(v) for v in levels if _valid(v)), ANOMALY_LEVEL)
+    note = "" if calibrated else " (uncalibrated model: default threshold)"
+    if calibrated and bit_depth == 8 and isinstance(card.get("thresholds_8bit"), dict):
+        note = " (8-bit scan: thresholds for 8-bit exports)"
+    site = card.get("operating_point_site")
+    if calibrated and isinstance(site, str) and site:
+        note += f" (site {site})"
+    return OperatingPoint(alarm, review, level, calibrated, note)
+
+
+def score_level(score: float, review: float, alarm: float) -> float:
+    """A score on the common scale of the risk: 0.5 at its review threshold, 1 at its alarm
+    threshold, piecewise linear between and ``score / alarm`` above."""
+    if not math.isfinite(score) or score <= 0:
+        return 0.0
+    if score > alarm:
+        return score / alarm if alarm > 0 else math.inf
+    if score > review:
+        return 0.5 + 0.5 * (score - review) / max(alarm - review, 1e-12)
+    return 0.5 * score / review if review > 0 else 0.5
+
+
+def anomaly_level_of(peak: float, level: float) -> float:
+    """An anomaly peak on the risk's scale: 0.5 at the level, at most 0.99 (never alarms)."""
+    if not math.isfinite(peak) or peak <= 0:
+        return 0.0
+    if peak <= level:
+        return 0.5 * peak / level if level > 0 else 0.5
+    return min(0.5 + 0.5 * (peak - level) / max(1.0 - level, 1e-6), _ANOMALY_RATIO_CAP)
+
+
+def min_side_px(category: str, pitch_mm: float | None) -> float:
+    """Smallest longer box side (scan pixels) a finding of ``category`` may have."""
+    pitch = pitch_mm if pitch_mm and math.isfinite(pitch_mm) and pitch_mm > 0 else DEFAULT_PITCH_MM
+    return MIN_OBJECT_MM.get(category, MIN_OBJECT_MM["anomaly"]) / pitch
 
 
 def scan_cells(analysis: Analysis, stride: int) -> np.ndarray:
@@ -123,7 +218,7 @@ def scan_cells(analysis: Analysis, stride: int) -> np.ndarray:
 def anomaly_regions(
     analysis: Analysis, stride: int, level: float = ANOMALY_LEVEL
 ) -> list[tuple[float, tuple[float, float, float, float]]]:
-    """(peak probability, box in original pixels) of each connected region >= ``level``.
+    """(peak probability, box in original pixels) of each connected region above ``level``.
 
     8-connected components of the stride-cell map; a cell covers ``stride`` model pixels,
     which :meth:`~inference.preprocess.ModelInput.to_original` maps back to the scan
@@ -134,7 +229,7 @@ def anomaly_regions(
     amap = scan_cells(analysis, stride)
     if amap.ndim != 2 or amap.size == 0:
         return []
-    mask = (np.nan_to_num(amap, nan=0.0) >= level).astype(np.uint8)
+    mask = (np.nan_to_num(amap, nan=0.0) > level).astype(np.uint8)
     if not mask.any():
         return []
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -170,6 +265,32 @@ def _box(box: tuple[float, float, float, float]) -> list[float]:
     return [round(float(v), 1) for v in box]
 
 
+def _longer_side(box: tuple[float, float, float, float]) -> float:
+    return max(box[2] - box[0], box[3] - box[1])
+
+
+def _regions(boxes: list[tuple[float, float, float, float]]) -> list[int]:
+    """Region index of each box: boxes that overlap (either way, by :func:`hits`) share
+    one, transitively (a union-find over the overlap graph)."""
+    n = len(boxes)
+    if n == 0:
+        return []
+    b = np.asarray(boxes, np.float64)
+    touch = hits(b, b)
+    touch |= touch.T
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(touch, 1)), strict=True):
+        parent[root(int(i))] = root(int(j))
+    return [root(i) for i in range(n)]
+
+
 def build_result(
     engine: Engine,
     analysis: Analysis,
@@ -179,73 +300,84 @@ def build_result(
     anomaly_map_url: str | None = None,
 ) -> dict[str, Any]:
     """The DESIGN section-3 result of one analysis (see the module docstring for the rules)."""
-    card = engine.card
-    thresholds, calibrated = thresholds_for(card, analysis.bit_depth)
-    note = "" if calibrated else " (uncalibrated model: default threshold)"
-    if calibrated and analysis.bit_depth == 8 and isinstance(card.get("thresholds_8bit"), dict):
-        note = " (8-bit scan: thresholds for 8-bit exports)"
-    findings: list[dict[str, Any]] = []
-    best_ratio = 0.0
-    alarm = review = False
+    op = operating_point(engine.card, analysis.bit_depth)
+    pitch = analysis.pixel_pitch_mm
+    # Candidates: detector findings over their review threshold, big enough to be a threat.
+    # Those under it stay off the list but still rank a clear scan in the queue (risk).
+    shown: list[tuple[float, str, float, tuple[float, float, float, float], str]] = []
+    best = 0.0
     for f in analysis.findings:
         score = float(f.score)
-        if not math.isfinite(score):
+        if not math.isfinite(score) or _longer_side(f.box) < min_side_px(f.category, pitch):
             continue
-        t = thresholds.get(f.category, DEFAULT_THRESHOLD)
-        ratio = score / t if t > 0 else math.inf
-        best_ratio = max(best_ratio, ratio)
-        if score > t:
-            alarm = True
-            why = f"{f.category} score {score:.2f} above the alarm threshold {t:.2f}{note}"
-        elif score > t / 2:
-            review = True
+        level = score_level(score, op.review[f.category], op.alarm[f.category])
+        best = max(best, level)
+        if score > op.review[f.category]:
+            shown.append((level, f.category, score, f.box, "detector"))
+    for p, box in anomaly_regions(analysis, engine.stride, op.anomaly_level):
+        if _longer_side(box) >= min_side_px("anomaly", pitch):
+            shown.append((anomaly_level_of(p, op.anomaly_level), "anomaly", p, box, "anomaly"))
+
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(_regions([c[3] for c in shown])):
+        groups.setdefault(r, []).append(i)
+    findings: list[dict[str, Any]] = []
+    alarm = False
+    for members in groups.values():
+        # Within a region, detector findings outrank the anomaly map; then the level.
+        ranked = sorted(members, key=lambda i: (shown[i][4] != "detector", -shown[i][0]))
+        level, category, score, box, source = shown[ranked[0]]
+        best = max(best, level)
+        if source == "anomaly":
             why = (
-                f"{f.category} score {score:.2f} above half the alarm threshold "
-                f"{t:.2f}{note}: for review"
+                f"region unlike the cargo around it (anomaly {score:.2f} above "
+                f"{op.anomaly_level:.2f}){op.note}: for review"
+            )
+        elif score > op.alarm[category]:
+            alarm = True
+            why = (
+                f"{category} score {score:.2f} above the alarm threshold "
+                f"{op.alarm[category]:.2f}{op.note}"
             )
         else:
-            continue
+            why = (
+                f"{category} score {score:.2f} above the review threshold "
+                f"{op.review[category]:.2f} (alarm above {op.alarm[category]:.2f}){op.note}"
+                ": for review"
+            )
+        others: dict[str, float] = {}
+        for i in ranked[1:]:
+            other = shown[i]
+            if other[1] != category and other[1] not in others:
+                others[other[1]] = other[2]
+        if others:
+            named = ", ".join(f"{c} {s:.2f}" for c, s in others.items())
+            why += f"; also seen here as {named}"
         findings.append(
             {
-                "category": f.category,
+                "category": category,
                 "score": round(score, 4),
-                "box": _box(f.box),
-                "polygon": None,
-                "source": "detector",
-                "explanation": why,
-            }
-        )
-    findings.sort(key=lambda d: -d["score"])
-
-    amap = scan_cells(analysis, engine.stride)
-    peak = float(np.nanmax(amap)) if amap.size and np.isfinite(amap).any() else 0.0
-    if peak >= ANOMALY_LEVEL:
-        review = True
-    best_ratio = max(best_ratio, min(peak, _ANOMALY_RATIO_CAP))
-    for p, box in anomaly_regions(analysis, engine.stride):
-        findings.append(
-            {
-                "category": "anomaly",
-                "score": round(p, 4),
                 "box": _box(box),
                 "polygon": None,
-                "source": "anomaly",
-                "explanation": (
-                    f"region unlike the cargo around it (anomaly {p:.2f} >= {ANOMALY_LEVEL:.2f})"
-                    ": for review"
-                ),
+                "source": source,
+                "alarm": source == "detector" and score > op.alarm[category],
+                "explanation": why,
+                "_level": level,
             }
         )
-    for k, finding in enumerate(findings, start=1):
-        finding["id"] = k
+    findings.sort(key=lambda d: (-d["_level"], -d["score"]))
+    review = bool(findings) and not alarm
     verdict = "alarm" if alarm else "review" if review else "clear"
     return {
         "scan_id": scan_id,
-        "model": model_info(card),
+        "model": model_info(engine.card),
         "processing_ms": round(float(processing_ms), 1),
-        "risk": risk_from_ratio(best_ratio),  # not rounded: rounding could cross a level
+        "risk": risk_from_ratio(best),  # not rounded: rounding could cross a level
         "verdict": verdict,
-        "findings": [{"id": d.pop("id"), **d} for d in findings],
+        "findings": [
+            {"id": k, **{key: v for key, v in d.items() if key != "_level"}}
+            for k, d in enumerate(findings, start=1)
+        ],
         "cargo_region": None,
         "anomaly_map": anomaly_map_url,
     }

@@ -55,9 +55,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from inference.engine import Analysis, Engine, ModelError
+from inference.engine import Analysis, Engine, Finding, ModelError
 from inference.preprocess import attenuation
-from inference.result import thresholds_for
+from inference.result import build_result, thresholds_for
 from inference.scan import Scan, load_scan
 from training.data import IMAGE_SUFFIXES, data_label, eight_bit_export_of, open_sources
 from training.metrics import (
@@ -216,6 +216,41 @@ def _card_figures(
     return out
 
 
+def verdict_figures(scans: list[ScanFindings], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an officer sees, from the results `cargoscan analyze` and the service give
+    (merged findings, no specks, the card's review rule): the share of threat and of clean
+    scans per verdict, findings per clean scan, and the share of threats an alarm finding
+    (any category) or any shown finding (detector or anomaly) covers."""
+    clean = [r for s, r in zip(scans, results, strict=True) if s.clean]
+    threat = [(s, r) for s, r in zip(scans, results, strict=True) if not s.clean]
+
+    def shares(rs: list[dict[str, Any]]) -> dict[str, float | None]:
+        n = len(rs)
+        return {
+            v: (sum(r["verdict"] == v for r in rs) / n if n else None)
+            for v in ("alarm", "review", "clear")
+        }
+
+    instances = alarm_covered = covered = 0
+    for s, r in threat:
+        instances += len(s.gt_boxes)
+        shown = np.array([f["box"] for f in r["findings"]], np.float64).reshape(-1, 4)
+        alarming = np.array([f["box"] for f in r["findings"] if f["alarm"]], np.float64).reshape(
+            -1, 4
+        )
+        covered += int(hits(shown, s.gt_boxes).any(axis=0).sum())
+        alarm_covered += int(hits(alarming, s.gt_boxes).any(axis=0).sum())
+    return {
+        "threat_scans": shares([r for _, r in threat]),
+        "clean_scans": shares(clean),
+        "findings_per_clean_scan": (
+            sum(len(r["findings"]) for r in clean) / len(clean) if clean else None
+        ),
+        "threats_in_an_alarm_finding": alarm_covered / instances if instances else None,
+        "threats_in_any_finding": covered / instances if instances else None,
+    }
+
+
 def evaluate(
     model: Path,
     data: Path | Sequence[Path],
@@ -224,6 +259,7 @@ def evaluate(
     *,
     single_energy: bool = False,
     eight_bit: bool = False,
+    operating_point: Path | None = None,
     pictures: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -231,13 +267,15 @@ def evaluate(
     test set and a larger clean-only set); write metrics.json (and pictures).
 
     `single_energy` drops the low channel; `eight_bit` sends each scan as an 8-bit
-    single-energy JPEG export instead (seeded by its index, so runs repeat).
+    single-energy JPEG export instead (seeded by its index, so runs repeat). A site's
+    `operating_point` replaces the card's thresholds in `at_card_thresholds` and `verdicts`.
     """
-    engine = Engine.load(model)
+    engine = Engine.load(model, operating_point=operating_point)
     source = open_sources(data, engine.categories)
     scans: list[ScanFindings] = []
     bit_depths: list[int] = []
     names: list[str] = []
+    results: list[dict[str, Any]] = []
     detections: list[dict[str, Any]] = []
     gt: dict[str, Any] = {
         "images": [],
@@ -249,7 +287,9 @@ def evaluate(
         scan = _single_energy(item.scan) if single_energy else item.scan
         if eight_bit:
             scan = eight_bit_export_of(scan, k)
-        boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
+        analysis = engine.analyze(scan)
+        boxes, scores, labels = findings_arrays(engine, analysis)
+        results.append(build_result(engine, analysis, item.name, 0.0))
         # Measured on the scan as recorded (not its 8-bit export): the same bands throughout.
         depth = box_attenuation(item.scan.high, item.boxes)
         scans.append(
@@ -309,6 +349,7 @@ def evaluate(
     metrics["clean_scans"] = sum(s.clean for s in scans)
     metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
     metrics["at_card_thresholds"] = _card_figures(engine, scans, bit_depths)
+    metrics["verdicts"] = verdict_figures(scans, results)
     metrics["single_energy"] = single_energy or eight_bit
     metrics["eight_bit"] = eight_bit
     metrics["model"] = {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]}
@@ -361,55 +402,96 @@ def record_in_card(model: Path, metrics: dict[str, Any], data: Path | Sequence[P
     return card_path
 
 
-def clean_scan_alarms(
-    model: Path, folder: Path, out: Path, *, pictures: bool = True, progress: bool = True
-) -> dict[str, Any]:
-    """Scans known to hold no contraband: the share the model alarms on at its card's thresholds.
+def clean_scan_paths(folder: Path) -> list[Path]:
+    """Every scan under ``folder`` (recursively): its only or high channel's file; a
+    ``<stem>_low`` image beside a ``<stem>_high`` one is its partner, not a scan."""
+    paths = sorted(
+        p for p in Path(folder).rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_low")
+    )  # fmt: skip
+    if not paths:
+        raise ValueError(f"{folder}: no scans ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
 
-    Every image under `folder` (recursively) is one single-energy scan, or a
-    pair when a `<stem>_low` image sits beside a `<stem>_high` one. Writes
-    OUT/clean_alarms.json and, with `pictures`, OUT/clean_alarms.png (the
-    alarmed scans with their findings).
+
+def load_clean_scan(path: Path) -> Scan:
+    """One scan of :func:`clean_scan_paths`, with its low channel when it has one."""
+    low = path.with_name(path.name.replace("_high", "_low")) if "_high" in path.stem else None
+    return load_scan(path, low if low is not None and low.is_file() else None)
+
+
+def clean_scan_alarms(
+    model: Path,
+    folder: Path,
+    out: Path,
+    *,
+    operating_point: Path | None = None,
+    pictures: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Scans known to hold no contraband through `cargoscan analyze`'s own result builder:
+    the share that alarms, the share an officer must look at (alarm or review), and the
+    findings per scan, per category, at the card's operating point (or a site's).
+
+    Every image under `folder` (recursively) is one single-energy scan, or a pair when a
+    `<stem>_low` image sits beside a `<stem>_high` one. Writes OUT/clean_alarms.json and,
+    with `pictures`, OUT/clean_alarms.png (the alarmed scans with their findings).
     """
-    engine = Engine.load(model)
+    engine = Engine.load(model, operating_point=operating_point)
     card_t = engine.card.get("thresholds")
     if not card_t:
         raise ModelError(f"{model}: its card has no thresholds (export it with --val)")
     used: dict[str, dict[str, float]] = {}
-    paths = sorted(
-        p for p in Path(folder).rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_low")
-    )  # fmt: skip
-    if not paths:
-        raise ValueError(f"{folder}: no scans ({', '.join(IMAGE_SUFFIXES)})")
     records, alarmed = [], []
-    for path in tqdm(paths, desc="clean scans", unit="scan", disable=not progress):
-        low = path.with_name(path.name.replace("_high", "_low")) if "_high" in path.stem else None
-        scan = load_scan(path, low if low is not None and low.is_file() else None)
+    for path in tqdm(clean_scan_paths(folder), desc="clean scans", unit="scan",
+                     disable=not progress):  # fmt: skip
+        scan = load_clean_scan(path)
         analysis = engine.analyze(scan)
-        thresholds, _ = thresholds_for(engine.card, analysis.bit_depth)
-        used[f"{analysis.bit_depth}-bit"] = thresholds
-        over = [f for f in analysis.findings if f.score > thresholds[f.category]]
+        used[f"{analysis.bit_depth}-bit"] = thresholds_for(engine.card, analysis.bit_depth)[0]
+        result = build_result(engine, analysis, path.stem, 0.0)
+        listed = [
+            {"category": f["category"], "score": f["score"], "box": f["box"],
+             "source": f["source"]}
+            for f in result["findings"]
+        ]  # fmt: skip
         records.append(
-            {"file": str(path.relative_to(folder)), "alarm": bool(over),
-             "findings": [{"category": f.category, "score": round(f.score, 4),
-                           "box": [round(v, 1) for v in f.box]} for f in over]}
+            {"file": str(path.relative_to(folder)), "verdict": result["verdict"],
+             "alarm": result["verdict"] == "alarm", "risk": round(result["risk"], 4),
+             "findings": listed}
         )  # fmt: skip
-        if over:
+        if result["verdict"] == "alarm":
+            over = [Finding(f["category"], f["score"], tuple(f["box"])) for f in listed]
             alarmed.append((path, scan, over))
+    n = len(records)
+    verdicts = [r["verdict"] for r in records]
+    categories = [*engine.categories, "anomaly"]
     result = {
         "model": {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]},
+        "operating_point": engine.card.get("operating_point_site") or "card",
         "thresholds": card_t,
         "thresholds_used": used,  # per bit depth seen: what decided the alarms
-        "scans": len(records),
-        "alarmed": len(alarmed),
-        "alarm_share": len(alarmed) / len(records),
+        "scans": n,
+        "alarmed": verdicts.count("alarm"),
+        "reviewed": verdicts.count("review"),
+        "alarm_share": verdicts.count("alarm") / n,
+        "review_share": verdicts.count("review") / n,
+        "alarm_or_review_share": (n - verdicts.count("clear")) / n,
+        "findings_per_scan": sum(len(r["findings"]) for r in records) / n,
+        "anomaly_findings_per_scan": sum(
+            f["source"] == "anomaly" for r in records for f in r["findings"]
+        ) / n,
+        # scans with a finding of the category over its alarm threshold
         "per_category": {
-            name: sum(any(f["category"] == name for f in r["findings"]) for r in records)
+            name: sum(r["alarm"] and any(f["category"] == name for f in r["findings"])
+                      for r in records)
             for name in engine.categories
         },
+        "findings_per_scan_by_category": {
+            name: sum(f["category"] == name for r in records for f in r["findings"]) / n
+            for name in categories
+        },
         "per_scan": records,
-    }
+    }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "clean_alarms.json").write_text(json.dumps(result, indent=2) + "\n")
     if pictures:

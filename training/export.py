@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
+from inference.result import ANOMALY_LEVEL
+from training.commission import review_thresholds, scores_of
 from training.data import data_label, eight_bit_export_of, open_sources
 from training.evaluate import findings_arrays
 from training.metrics import ScanFindings, detection_rate_at_far
@@ -32,6 +34,16 @@ from training.train import load_checkpoint
 
 CARD_VERSION = "1"
 CALIBRATION_FAR = 0.01
+REVIEW_RATE = 0.10
+"""Share of clean validation scans allowed to alarm or go to review (the review thresholds
+and the anomaly level are set for it, the alarm thresholds staying at CALIBRATION_FAR)."""
+VERDICT_RULES = {
+    "alarm": "a finding scoring above its category's alarm threshold",
+    "review": "otherwise, a finding above its category's review threshold, or an anomaly "
+    "region above the anomaly level",
+    "clear": "otherwise; findings smaller than the smallest threat of their category at "
+    "the scan's pitch are dropped, and overlapping findings are one",
+}
 EIGHT_BIT_CALIBRATION = (
     "the same scans as simulated 8-bit single-energy JPEG exports "
     "(training.data.eight_bit_export, seeded [EIGHT_BIT_SEED, scan index])"
@@ -128,24 +140,48 @@ def thresholds_at(
 
 def engine_thresholds(
     engine: Engine, source: Any, far: float, progress: bool = True
-) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
-    """Per-category thresholds at `far` false alarms on validation scans through the
-    engine (ONNX Runtime, as the service runs them): for the scans as recorded, for
-    their 8-bit exports (`eight_bit_export_of`, the same export per scan as
-    `cargoscan evaluate --eight-bit`: the card's `thresholds_8bit`), and the rates.
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The card's operating point from validation scans through the engine (ONNX Runtime,
+    as the service runs them), for the scans as recorded and for their 8-bit exports
+    (`eight_bit_export_of`, the same export per scan as `cargoscan evaluate --eight-bit`):
+    per-category alarm thresholds at `far` false alarms, then review thresholds and the
+    anomaly level letting REVIEW_RATE of the clean scans alarm or go to review; and the
+    detection rates. Returns (card keys, validation metrics).
     """
     as_recorded: list[ScanFindings] = []
     as_8bit: list[ScanFindings] = []
+    clean_scores: dict[str, tuple[list[np.ndarray], list[float]]] = {
+        "": ([], []),
+        "_8bit": ([], []),
+    }
     # Each scan is decoded once and analysed twice: as recorded and as its 8-bit export.
     for k in tqdm(range(len(source)), desc="calibrate", unit="scan", disable=not progress):
         item = source.labelled(k)
-        for scan, found in ((item.scan, as_recorded), (eight_bit_export_of(item.scan, k), as_8bit)):
-            boxes, scores, labels = findings_arrays(engine, engine.analyze(scan))
+        for scan, found, key in (
+            (item.scan, as_recorded, ""),
+            (eight_bit_export_of(item.scan, k), as_8bit, "_8bit"),
+        ):
+            analysis = engine.analyze(scan)
+            boxes, scores, labels = findings_arrays(engine, analysis)
             found.append(ScanFindings(boxes, scores, labels, item.boxes, item.labels))
+            if not len(item.labels):
+                det, anomaly = scores_of(engine, analysis)
+                clean_scores[key][0].append(det)
+                clean_scores[key][1].append(anomaly)
     thresholds, val_metrics = thresholds_at(as_recorded, engine.categories, far)
     thresholds_8bit, val_8bit = thresholds_at(as_8bit, engine.categories, far)
     val_metrics["eight_bit"] = val_8bit
-    return thresholds, thresholds_8bit, val_metrics
+    keys: dict[str, Any] = {"thresholds": thresholds, "thresholds_8bit": thresholds_8bit}
+    for suffix, alarm in (("", thresholds), ("_8bit", thresholds_8bit)):
+        det = np.array(clean_scores[suffix][0], np.float64).reshape(-1, len(engine.categories))
+        anomaly = np.array(clean_scores[suffix][1], np.float64)
+        floor = np.array([alarm[c] for c in engine.categories])
+        review, level = review_thresholds(det, anomaly, floor, ANOMALY_LEVEL, REVIEW_RATE)
+        keys[f"review_thresholds{suffix}"] = dict(
+            zip(engine.categories, map(float, review), strict=True)
+        )
+        keys[f"anomaly_level{suffix}"] = level
+    return keys, val_metrics
 
 
 def recalibrate(
@@ -161,13 +197,14 @@ def recalibrate(
     """
     engine = Engine.load(model)
     source = open_sources(val, engine.categories)
-    thresholds, thresholds_8bit, val_metrics = engine_thresholds(engine, source, far, progress)
+    keys, val_metrics = engine_thresholds(engine, source, far, progress)
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
-    card["thresholds"] = thresholds
-    card["thresholds_8bit"] = thresholds_8bit
+    card.update(keys)
+    card["verdict"] = VERDICT_RULES
     card["calibration"] = {
         "false_alarm_rate": far,
+        "review_rate": REVIEW_RATE,
         "data": data_label(val),
         "thresholds_8bit": EIGHT_BIT_CALIBRATION,
         "recalibrated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -232,14 +269,11 @@ def export(
         "thresholds_8bit": None,
         "calibration": {
             "false_alarm_rate": far,
+            "review_rate": REVIEW_RATE,
             "data": data_label(val) if val else None,
             "thresholds_8bit": EIGHT_BIT_CALIBRATION,
         },
-        "verdict": {
-            "alarm": "any finding scoring above its category threshold",
-            "review": "any finding scoring above half its category threshold, or anomaly >= 0.5",
-            "clear": "otherwise",
-        },
+        "verdict": VERDICT_RULES,
         "metrics": {"validation": None, "training": ck.get("metrics")},
         "training": {
             "data": train_cfg.get("data"),
@@ -270,10 +304,8 @@ def export(
     if source is not None:
         # Calibrated on the file that ships, through the engine the service runs.
         engine = Engine.from_bytes(out.read_bytes(), card, threads=torch.get_num_threads())
-        thresholds, thresholds_8bit, val_metrics = engine_thresholds(
-            engine, source, far, progress=len(source) >= 50
-        )
-        card["thresholds"], card["thresholds_8bit"] = thresholds, thresholds_8bit
+        keys, val_metrics = engine_thresholds(engine, source, far, progress=len(source) >= 50)
+        card.update(keys)
         card["metrics"]["validation"] = val_metrics
     card_path = out.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")

@@ -31,7 +31,7 @@ import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
-from training.metrics import hits
+from inference.boxes import hits
 from training.model import CargoNet, ExportWrapper, pad32, to_onnx
 from training.objective import decode
 

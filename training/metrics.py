@@ -18,7 +18,7 @@ from itertools import pairwise
 
 import numpy as np
 
-HIT_IOU = 0.3
+from inference.boxes import hits
 
 
 @dataclass
@@ -41,33 +41,6 @@ class ScanFindings:
     @property
     def clean(self) -> bool:
         return len(self.gt_labels) == 0
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(N, M) intersection over union of two sets of x0, y0, x1, y1 boxes."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def hits(pred: np.ndarray, gt: np.ndarray, iou: float = HIT_IOU) -> np.ndarray:
-    """(N, M) bool: finding n hits instance m (IoU >= iou, or n's centre inside m)."""
-    pred = np.asarray(pred, np.float64).reshape(-1, 4)
-    gt = np.asarray(gt, np.float64).reshape(-1, 4)
-    cx, cy = (pred[:, 0] + pred[:, 2]) / 2, (pred[:, 1] + pred[:, 3]) / 2
-    inside = (
-        (cx[:, None] >= gt[None, :, 0])
-        & (cx[:, None] <= gt[None, :, 2])
-        & (cy[:, None] >= gt[None, :, 1])
-        & (cy[:, None] <= gt[None, :, 3])
-    )
-    return inside | (iou_matrix(pred, gt) >= iou)
 
 
 def threshold_at_far(clean_max_scores: np.ndarray, far: float) -> float:

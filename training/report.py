@@ -28,9 +28,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inference.boxes import hits
 from inference.render import render
 from inference.scan import Scan
-from training.metrics import ScanFindings, category_scores, hits
+from training.metrics import ScanFindings, category_scores
 
 TILE = 300  # px, side of one contact-sheet tile
 GREEN, RED = (40, 220, 40), (255, 50, 50)

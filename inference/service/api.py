@@ -323,6 +323,12 @@ def get_anomaly_map(
 
 class Activate(BaseModel):
     path: str = Field(min_length=1, max_length=4096, description="MODEL.onnx on the server")
+    operating_point: str | None = Field(
+        None,
+        min_length=1,
+        max_length=4096,
+        description="a site's operating-point file for that model (cargoscan commission)",
+    )
 
 
 @router.get("/admin/model", tags=["admin"])
@@ -334,6 +340,7 @@ def current_model(request: Request, _who: AdminCaller) -> dict[str, Any]:
     return {
         "model": model.info if model else None,
         "path": str(model.path) if model else None,
+        "operating_point": str(model.operating_point) if model and model.operating_point else None,
         "status": service.models.status,
         "last_activation": None
         if last is None
@@ -354,8 +361,13 @@ async def activate_model(request: Request, _who: AdminCaller, body: Activate) ->
     path = Path(body.path).expanduser()
     if not path.is_file():
         raise HTTPException(422, f"load: no model file at {str(path)!r} on the server")
+    op = Path(body.operating_point).expanduser() if body.operating_point else None
+    if op is not None and not op.is_file():
+        raise HTTPException(422, f"load: no operating-point file at {str(op)!r} on the server")
     try:
-        return await asyncio.to_thread(service.activate, path.resolve())
+        return await asyncio.to_thread(
+            service.activate, path.resolve(), op.resolve() if op is not None else None
+        )
     except RolloutBusy as exc:
         raise HTTPException(409, str(exc)) from None
     except RolloutError as exc:

@@ -121,32 +121,51 @@ class Service:
         return self.models.current is not None and not self.draining
 
     def load_startup_model(self) -> None:
-        """The model that served last (a roll-out survives a restart) unless the configured
-        model path changed since it was last used: the newest decision wins."""
+        """The model that served last (a roll-out survives a restart, with the site's
+        operating point it had) unless the configured model path or operating point
+        changed since they were last used: the newest decision wins."""
         cfg = self.settings.model_path
         cfg_path = str(cfg.resolve()) if cfg is not None else None
+        cfg_op = self.settings.operating_point
+        cfg_op_path = str(cfg_op.resolve()) if cfg_op is not None else None
         last = self.records.latest_activation()
         last_cfg = self.records.latest_activation("config")
-        candidates: list[tuple[str, str]] = []
-        if cfg_path and (last_cfg is None or last_cfg.path != cfg_path):
-            candidates.append((cfg_path, "config"))
+
+        def op_of(activation: Any) -> str | None:
+            value = (activation.checks or {}).get("operating_point") if activation else None
+            return value if isinstance(value, str) else None
+
+        candidates: list[tuple[str, str, str | None]] = []
+        config = (cfg_path, "config", cfg_op_path)
+        if cfg_path and (
+            last_cfg is None or last_cfg.path != cfg_path or op_of(last_cfg) != cfg_op_path
+        ):
+            candidates.append(config)  # type: ignore[arg-type]
         if last is not None:
-            candidates.append((last.path, last.source))
-        if cfg_path and (cfg_path, "config") not in candidates:
-            candidates.append((cfg_path, "config"))
+            candidates.append((last.path, last.source, op_of(last)))
+        if cfg_path and config not in candidates:
+            candidates.append(config)  # type: ignore[arg-type]
         if not candidates:
             self.models.status = "no model configured: set CARGOSCAN_MODEL_PATH or roll one out"
             return
         errors = []
-        for path, source in candidates:
+        for path, source, op in candidates:
             self.models.status = f"loading {path}"
             try:
-                model, checks = self.models.activate(Path(path), self.settings.engine_threads, [])
+                model, checks = self.models.activate(
+                    Path(path), self.settings.engine_threads, [],
+                    Path(op) if op is not None else None,
+                )  # fmt: skip
             except RolloutError as exc:
                 errors.append(f"{path}: {exc}")
                 log.warning("start-up model %s not usable: %s", path, exc)
                 continue
-            if last is None or last.path != path or last.sha256 != model.info["sha256"]:
+            if (
+                last is None
+                or last.path != path
+                or last.sha256 != model.info["sha256"]
+                or op_of(last) != op
+            ):
                 self.records.add_activation(
                     source=source, path=path, info=model.info, checks=checks
                 )
@@ -159,12 +178,14 @@ class Service:
         self.metrics.ready.set(0 if self.draining else 1)
         log.info("serving model %s from %s", model.version, model.path)
 
-    def activate(self, path: Path) -> dict[str, Any]:
+    def activate(self, path: Path, operating_point: Path | None = None) -> dict[str, Any]:
         """Admin roll-out (runs on a worker thread): raises RolloutError, RolloutBusy."""
         scans = self.check_scans(self.settings.check_scans)
         previous = self.models.current
         try:
-            model, checks = self.models.activate(path, self.settings.engine_threads, scans)
+            model, checks = self.models.activate(
+                path, self.settings.engine_threads, scans, operating_point
+            )
         except RolloutError:
             self.metrics.rollouts.labels("failed").inc()
             raise

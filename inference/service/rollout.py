@@ -46,6 +46,7 @@ class LiveModel:
     engine: Engine
     path: Path
     info: dict[str, str]
+    operating_point: Path | None = None  # a site's thresholds over the card's
     activated_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
@@ -63,17 +64,23 @@ def warmup_scan() -> Scan:
     return Scan.from_arrays(high, (high * 0.9).astype(np.uint16))
 
 
-def load_model(path: Path, threads: int) -> LiveModel:
-    """Step 1: load (refuses a card that does not match the bytes or the pre-processing)."""
+def load_model(path: Path, threads: int, operating_point: Path | None = None) -> LiveModel:
+    """Step 1: load (refuses a card that does not match the bytes or the pre-processing,
+    and a site's operating point made for another model)."""
     try:
-        engine = Engine.load(path, threads=threads)
+        engine = Engine.load(path, threads=threads, operating_point=operating_point)
     except ModelError as exc:
         raise RolloutError("load", str(exc)) from None
     except Exception as exc:  # corrupt ONNX, unreadable file, bad card structure
         raise RolloutError("load", f"{path}: {type(exc).__name__}: {exc}") from None
     if not engine.categories:
         raise RolloutError("load", f"{path}: the card lists no categories")
-    return LiveModel(engine=engine, path=Path(path), info=model_info(engine.card))
+    return LiveModel(
+        engine=engine,
+        path=Path(path),
+        info=model_info(engine.card),
+        operating_point=Path(operating_point) if operating_point is not None else None,
+    )
 
 
 def warm_up(model: LiveModel) -> float:
@@ -124,17 +131,25 @@ class ModelSlot:
         self._lock = threading.Lock()
 
     def activate(
-        self, path: Path, threads: int, scans: list[tuple[str, Scan]]
+        self,
+        path: Path,
+        threads: int,
+        scans: list[tuple[str, Scan]],
+        operating_point: Path | None = None,
     ) -> tuple[LiveModel, dict[str, Any]]:
-        """Load, warm up and check ``path``; swap it in. Raises RolloutError / RolloutBusy."""
+        """Load, warm up and check ``path`` (with a site's ``operating_point`` over its card);
+        swap it in. Raises RolloutError / RolloutBusy."""
         if not self._lock.acquire(blocking=False):
             raise RolloutBusy("another model roll-out is in progress")
         try:
-            model = load_model(path, threads)
+            model = load_model(path, threads, operating_point)
             warm_ms = warm_up(model)
             checked = check(model, scans)
             self.current = model  # the swap
             self.status = "ready"
-            return model, {"warmup_ms": round(warm_ms, 1), "checked": checked}
+            report: dict[str, Any] = {"warmup_ms": round(warm_ms, 1), "checked": checked}
+            if operating_point is not None:
+                report["operating_point"] = str(operating_point)
+            return model, report
         finally:
             self._lock.release()

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         DEFAULT_MODEL, description="ONNX model to serve at start (its .json card beside it)"
     )
+    operating_point: Path | None = Field(
+        None,
+        description="a site's operating point for that model (`cargoscan commission`): "
+        "its thresholds replace the card's",
+    )
     admin_key: SecretStr | None = Field(
         None, description="bearer key of the admin API (roll-out, all stations' scans)"
     )

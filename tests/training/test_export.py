@@ -43,6 +43,15 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
     eight = card["metrics"]["validation"]["eight_bit"]
     assert eight["clean_scans"] == card["metrics"]["validation"]["clean_scans"]
     assert card["calibration"]["false_alarm_rate"] == 0.01
+    # Review has thresholds of its own (never above the alarm ones) and an anomaly level,
+    # for both bit depths, set on the clean validation scans at the card's review rate.
+    for suffix in ("", "_8bit"):
+        review, alarm = card[f"review_thresholds{suffix}"], card[f"thresholds{suffix}"]
+        assert set(review) == set(card["categories"])
+        assert all(min(0.05, alarm[c]) <= review[c] <= alarm[c] for c in card["categories"])
+        assert 0.5 <= card[f"anomaly_level{suffix}"] <= 0.99
+    assert card["calibration"]["review_rate"] == 0.1
+    assert "review threshold" in card["verdict"]["review"]
     assert card["input"]["preprocess_version"] == "2"
     assert card["parity_max_abs_diff"] <= 1e-3
     # The training data summary counts what the data set's labels hold.

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from inference.boxes import hits
 from inference.cli import main
 from training.data import Augment, Sample, open_source
 from training.hard_negatives import (
@@ -18,7 +19,6 @@ from training.hard_negatives import (
     scans_to_mine,
     whole_scan_findings,
 )
-from training.metrics import hits
 from training.model import ExportWrapper
 from training.synth.dataset import write_dataset
 from training.train import TrainConfig, _hard_negative_draws, load_checkpoint, train

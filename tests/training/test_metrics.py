@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inference.boxes import hits, iou_matrix
 from training.metrics import (
     ScanFindings,
     band_names,
@@ -12,8 +13,6 @@ from training.metrics import (
     detection_by_concealment,
     detection_by_contrast,
     detection_rate_at_far,
-    hits,
-    iou_matrix,
     threshold_at_far,
 )
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.metrics import hits
+from inference.boxes import hits
 from training.model import STRIDE, CargoNet, ExportWrapper, ModelConfig
 from training.objective import decode, loss, make_targets
 

@@ -37,6 +37,9 @@ def _export(root: Path, name: str, heat_bias: float, anomaly_bias: float | None 
     net = CargoNet(ModelConfig())
     with torch.no_grad():
         net.heat.out.bias.fill_(heat_bias)
+        # Box sides of about 30 px (exp(2) strides): findings the size of a threat at the
+        # default pitch, not specks the result builder drops.
+        net.box.out.bias.fill_(2.0)
         if anomaly_bias is not None:
             net.anomaly.out.bias.fill_(anomaly_bias)
     ckpt = root / f"{name}.pt"

@@ -189,3 +189,66 @@ def test_draining_refuses_new_scans_but_still_answers_reads(
         assert client.get(f"{API}/scans/{sid}", headers=key).status_code == 200
         retry = _post(client, key, station_scan_id="D-1")  # needs no model: still answered
         assert retry.status_code == 200 and retry.json() == first
+
+
+def _site_file(model: Path, tmp_path: Path, threshold: float, site: str = "gate 1") -> Path:
+    """A site's operating point for `model` setting every category's threshold."""
+    card = json.loads(model.with_suffix(".json").read_text())
+    op = {
+        "kind": "cargoscan-operating-point",
+        "site": site,
+        "model_sha256": card["onnx"]["sha256"],
+        "thresholds": dict.fromkeys(card["categories"], threshold),
+        "review_thresholds": dict.fromkeys(card["categories"], threshold),
+    }
+    path = tmp_path / f"site-{threshold}.json"
+    path.write_text(json.dumps(op))
+    return path
+
+
+def test_a_site_operating_point_rolls_out_and_survives_a_restart(
+    make_settings: Callable[..., Settings], models: dict[str, Path], tmp_path: Path
+):
+    # The "alarm" model alarms on every scan at its card's thresholds (0.01); the site's
+    # operating point (0.99) clears them, and results name the site.
+    settings = make_settings()
+    key = add_station(settings, "gate-1")
+    strict = _site_file(models["alarm"], tmp_path, 0.99)
+    with running(settings) as client:
+        assert _post(client, key).json()["verdict"] == "alarm"
+        body = {"path": str(models["alarm"]), "operating_point": str(strict)}
+        r = client.post(f"{API}/admin/model", json=body, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.json()["model"]["operating_point"] == "gate 1"
+        after = _post(client, key, seed=1).json()
+        assert after["verdict"] == "clear" and after["model"]["operating_point"] == "gate 1"
+        state = client.get(f"{API}/admin/model", headers=ADMIN).json()
+        assert state["operating_point"] == str(strict.resolve())
+        # One made for another model is refused; the site's stays.
+        other = _site_file(models["alarm"], tmp_path, 0.5)
+        doc = json.loads(other.read_text())
+        doc["model_sha256"] = "0" * 64
+        other.write_text(json.dumps(doc))
+        r = client.post(
+            f"{API}/admin/model",
+            json={"path": str(models["alarm"]), "operating_point": str(other)},
+            headers=ADMIN,
+        )
+        assert r.status_code == 422 and "commission the site again" in r.json()["detail"]
+        missing = {"path": str(models["alarm"]), "operating_point": str(tmp_path / "no.json")}
+        r = client.post(f"{API}/admin/model", json=missing, headers=ADMIN)
+        assert r.status_code == 422 and "no operating-point file" in r.json()["detail"]
+        assert _post(client, key, seed=2).json()["model"]["operating_point"] == "gate 1"
+    with running(settings) as client:  # a restart keeps the site's operating point
+        assert _post(client, key, seed=3).json()["model"].get("operating_point") == "gate 1"
+
+
+def test_serve_takes_an_operating_point_from_its_settings(
+    make_settings: Callable[..., Settings], models: dict[str, Path], tmp_path: Path
+):
+    strict = _site_file(models["alarm"], tmp_path, 0.99, site="north")
+    settings = make_settings(operating_point=strict)
+    key = add_station(settings, "gate-1")
+    with running(settings) as client:
+        res = _post(client, key).json()
+        assert res["verdict"] == "clear" and res["model"]["operating_point"] == "north"

@@ -58,8 +58,14 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def post_scan(client: TestClient, key: dict[str, str], seed: int = 0, **meta: Any) -> str:
-    files = scan_pngs(seed=seed)
+def post_scan(
+    client: TestClient,
+    key: dict[str, str],
+    seed: int = 0,
+    size: tuple[int, int] = (96, 256),
+    **meta: Any,
+) -> str:
+    files = scan_pngs(h=size[0], w=size[1], seed=seed)
     r = client.post(f"{API}/scans", files=files, data={"metadata": json.dumps(meta)}, headers=key)
     assert r.status_code == 201, r.text
     return r.json()["scan_id"]
@@ -416,7 +422,8 @@ def test_an_officer_sees_only_their_own_reviews_and_supervisors_see_all(world: W
 
 def test_a_review_stores_decisions_added_boxes_verdict_officer_time_and_model(world: World):
     c, who = world.client, world.who
-    sid = post_scan(c, who["gate-1"], seed=5, manifest=[
+    # 192 x 768 px: room for several separate regions (overlapping findings merge)
+    sid = post_scan(c, who["gate-1"], seed=5, size=(192, 768), manifest=[
         {"hs_code": "0901.21", "description": "coffee", "declared_weight_kg": 9000}
     ])  # fmt: skip
     scan = c.get(f"{API}/scans/{sid}", headers=who["olga"]).json()
@@ -699,7 +706,10 @@ def test_reviews_export_writes_the_synth_layout_with_the_officers_truth(
     with running(settings) as c:
         olga = bearer(login(c, "olga")["token"])
         sue = bearer(login(c, "sue")["token"])
-        sids = [post_scan(c, key, seed=20 + k, station_scan_id=f"E-{k}") for k in range(6)]
+        sids = [
+            post_scan(c, key, seed=20 + k, size=(192, 768), station_scan_id=f"E-{k}")
+            for k in range(6)
+        ]
 
         def review(sid: str, body: dict[str, Any], who: dict[str, str] = olga) -> None:
             r = c.post(f"{API}/scans/{sid}/reviews", json=body, headers=who)
@@ -756,8 +766,8 @@ def test_reviews_export_writes_the_synth_layout_with_the_officers_truth(
     # the original bytes, unchanged, named like synth's
     im = by_scan[sids[1]]
     assert im["file_name"] == f"images/{im['id']:06d}_high.png"
-    assert (out / im["file_name"]).read_bytes() == scan_pngs(seed=21)["high"][1]
-    assert (out / im["low_file_name"]).read_bytes() == scan_pngs(seed=21)["low"][1]
+    assert (out / im["file_name"]).read_bytes() == scan_pngs(h=192, w=768, seed=21)["high"][1]
+    assert (out / im["low_file_name"]).read_bytes() == scan_pngs(h=192, w=768, seed=21)["low"][1]
     # training reads it as it is, with the model's category list
     data = CocoScans(out, cats)
     assert len(data) == 3 and sorted(len(data[k].labels) for k in range(3)) == [0, 1, 2]

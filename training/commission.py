@@ -1,0 +1,288 @@
+"""`cargoscan commission`: a site's operating point from its own cleared traffic.
+
+A model's card is calibrated where the model was made (synthetic validation scans and
+whatever real scans were at hand). A site's traffic differs: its scanner, its export
+curve, its cargo. Commissioning runs the model over scans the site's officers cleared
+(a folder, or the service's released reviews exported as a data set) and sets, for the
+alarm rate and the review rate the site wants:
+
+- per-category **alarm thresholds**, never below the card's (the model's own calibrated
+  operating point): the same per-category clean-scan quantile for every category,
+  raised until at most ``alarm_rate`` of the cleared scans alarm;
+- per-category **review thresholds** and the **anomaly level**, likewise, until at most
+  ``review_rate`` of them alarm or go to review;
+
+for each bit depth the cleared scans hold (8-bit exports and 16-bit scans score
+differently). Scores are those the result builder acts on: findings big enough to be a
+threat (:func:`inference.result.min_side_px`), anomaly regions likewise. The result is
+an operating-point file (:mod:`inference.operating_point`) beside the model; the model
+and its card stay as they are. With projected threats at hand (`cargoscan tip`) the
+report says what the site's thresholds cost in detection against the card's.
+
+A rate needs scans: with ``n`` cleared scans, ``floor(rate * n)`` may alarm; under one
+allowed scan the threshold would only be "above everything seen", which says nothing of
+the rate, so commissioning refuses and says how many scans it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from inference import operating_point as site_op
+from inference.engine import Analysis, Engine, ModelError
+from inference.result import (
+    ANOMALY_LEVEL,
+    anomaly_regions,
+    min_side_px,
+    operating_point,
+)
+
+__all__ = [
+    "ClearedScores",
+    "alarm_thresholds",
+    "commission",
+    "review_thresholds",
+    "scores_of",
+    "site_thresholds",
+]
+
+MIN_REVIEW_SCORE = 0.05
+"""Review thresholds never go below the engine's own floor for listing a finding."""
+_ANOMALY_GRID = np.round(np.arange(0.30, 1.0, 0.01), 2)
+
+
+@dataclass
+class ClearedScores:
+    """What the result builder would act on, per cleared scan of one bit depth."""
+
+    categories: list[str]
+    detector: list[np.ndarray] = field(default_factory=list)  # (C,) best eligible score
+    anomaly: list[float] = field(default_factory=list)  # highest level with a sizable region
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        det = np.array(self.detector, np.float64).reshape(-1, len(self.categories))
+        return det, np.array(self.anomaly, np.float64)
+
+
+def scores_of(engine: Engine, analysis: Analysis) -> tuple[np.ndarray, float]:
+    """(best score per category among findings big enough to count, anomaly score): the
+    anomaly score is the highest level (0.01 steps) at which the anomaly map still has a
+    region big enough to be shown (0 when none even at 0.30)."""
+    best = np.zeros(len(engine.categories), np.float64)
+    pitch = analysis.pixel_pitch_mm
+    for f in analysis.findings:
+        x0, y0, x1, y1 = f.box
+        if max(x1 - x0, y1 - y0) >= min_side_px(f.category, pitch):
+            c = engine.categories.index(f.category)
+            best[c] = max(best[c], f.score)
+    amap = np.asarray(analysis.anomaly)
+    anomaly = 0.0
+    if amap.size and float(np.nanmax(amap)) > _ANOMALY_GRID[0]:
+        smallest = min_side_px("anomaly", pitch)
+        for level in _ANOMALY_GRID[::-1]:
+            regions = anomaly_regions(analysis, engine.stride, float(level))
+            if any(max(b[2] - b[0], b[3] - b[1]) >= smallest for _, b in regions):
+                anomaly = float(level)
+                break
+    return best, anomaly
+
+
+def _quantile_threshold(column: np.ndarray, allowed: int) -> float:
+    """The score that leaves exactly the ``allowed`` highest of ``column`` above it
+    (strictly): the (allowed+1)-th highest value."""
+    ordered = np.sort(column)[::-1]
+    return float(ordered[min(allowed, len(ordered) - 1)]) if len(ordered) else 0.0
+
+
+def alarm_thresholds(det: np.ndarray, floor: np.ndarray, rate: float) -> np.ndarray:
+    """Per-category alarm thresholds, never below ``floor``, letting at most ``rate`` of
+    the cleared scans (scores ``det``, (N, C)) alarm: the same per-category quantile k
+    for every category (k scans above per category), as large as the joint rate allows."""
+    allowed = math.floor(rate * det.shape[0] + 1e-9)
+
+    def at(k: int) -> np.ndarray:
+        cut = np.array([_quantile_threshold(det[:, c], k) for c in range(det.shape[1])])
+        return np.maximum(cut, floor)
+
+    best = 0
+    for k in range(allowed + 1):
+        if int((det > at(k)).any(axis=1).sum()) <= allowed:
+            best = k
+    return at(best)
+
+
+def review_thresholds(
+    det: np.ndarray, anomaly: np.ndarray, alarm: np.ndarray, floor_anomaly: float, rate: float
+) -> tuple[np.ndarray, float]:
+    """Per-category review thresholds (at most the ``alarm`` ones) and the anomaly level
+    (at least ``floor_anomaly``) letting at most ``rate`` of the cleared scans alarm or
+    go to review, by the same common quantile as :func:`alarm_thresholds`."""
+    allowed = math.floor(rate * det.shape[0] + 1e-9)
+
+    def at(k: int) -> tuple[np.ndarray, float]:
+        cut = np.array([_quantile_threshold(det[:, c], k) for c in range(det.shape[1])])
+        # An anomaly score is the highest 0.01 level with a region: flagged at level L
+        # when the score reaches L, so one step above the (k+1)-th highest leaves k.
+        level = max(_quantile_threshold(anomaly, k) + 0.01, floor_anomaly)
+        return np.clip(cut, MIN_REVIEW_SCORE, alarm), round(min(level, 0.99), 2)
+
+    best = 0
+    for k in range(allowed + 1):
+        review, level = at(k)
+        if int(flagged_scans(det, anomaly, alarm, review, level).sum()) <= allowed:
+            best = k
+    return at(best)
+
+
+def flagged_scans(
+    det: np.ndarray, anomaly: np.ndarray, alarm: np.ndarray, review: np.ndarray, level: float
+) -> np.ndarray:
+    """(N,) bool: which scans an officer must look at (alarm or review)."""
+    return (det > alarm).any(axis=1) | (det > review).any(axis=1) | (anomaly >= level)
+
+
+def site_thresholds(
+    det: np.ndarray,
+    anomaly: np.ndarray,
+    floor_alarm: np.ndarray,
+    floor_anomaly: float,
+    alarm_rate: float,
+    review_rate: float,
+) -> dict[str, Any]:
+    """Alarm and review thresholds per category and the anomaly level (see the module
+    docstring) for cleared scans' scores ``det`` (N, C) and ``anomaly`` (N,)."""
+    alarm = alarm_thresholds(det, floor_alarm, alarm_rate)
+    review, level = review_thresholds(det, anomaly, alarm, floor_anomaly, review_rate)
+    return {
+        "alarm": alarm,
+        "review": review,
+        "anomaly_level": level,
+        "alarmed": int((det > alarm).any(axis=1).sum()),
+        "alarm_or_review": int(flagged_scans(det, anomaly, alarm, review, level).sum()),
+        "anomaly_flagged": int((anomaly >= level).sum()),
+        "scans": det.shape[0],
+    }
+
+
+def needed_scans(rate: float) -> int:
+    """Cleared scans needed for one of them to be allowed over the threshold at ``rate``."""
+    return math.ceil(1.0 / rate - 1e-9)
+
+
+def commission(
+    model: Path,
+    cleared: list[Path],
+    out: Path,
+    site: str,
+    *,
+    alarm_rate: float = 0.02,
+    review_rate: float = 0.10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Set ``site``'s operating point on ``cleared`` scans (folders, searched recursively)
+    and write it to ``out`` (JSON); returns what it wrote. Raises ValueError with what is
+    missing when there are too few scans for the rates."""
+    from training.evaluate import clean_scan_paths, load_clean_scan
+
+    if not (0 < alarm_rate < 1 and 0 < review_rate < 1 and alarm_rate <= review_rate):
+        raise ValueError(
+            f"rates must satisfy 0 < alarm rate <= review rate < 1, got {alarm_rate} and "
+            f"{review_rate}"
+        )
+    engine = Engine.load(model)
+    if not engine.card.get("thresholds"):
+        raise ModelError(f"{model}: its card has no thresholds (export it with --val)")
+    paths = [p for folder in cleared for p in clean_scan_paths(folder)]
+    need = needed_scans(alarm_rate)
+    if len(paths) < need:
+        raise ValueError(
+            f"{len(paths)} cleared scans cannot set a threshold at an alarm rate of "
+            f"{alarm_rate:g}: it needs at least {need} (one of them allowed to alarm)"
+        )
+    by_depth: dict[int, ClearedScores] = {}
+    for path in tqdm(paths, desc="cleared scans", unit="scan", disable=not progress):
+        analysis = engine.analyze(load_clean_scan(path))
+        det, anomaly = scores_of(engine, analysis)
+        s = by_depth.setdefault(analysis.bit_depth, ClearedScores(engine.categories))
+        s.detector.append(det)
+        s.anomaly.append(anomaly)
+    op: dict[str, Any] = {
+        "kind": site_op.KIND,
+        "site": site,
+        "model": engine.card.get("name"),
+        "model_sha256": engine.card["onnx"]["sha256"],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "target": {"alarm_rate": alarm_rate, "review_rate": review_rate},
+        "cleared_scans": {},
+        "report": {},
+    }
+    for depth, scores in sorted(by_depth.items()):
+        det, anomaly = scores.matrix()
+        n = det.shape[0]
+        if n < need:
+            raise ValueError(
+                f"{n} cleared {depth}-bit scans cannot set {depth}-bit thresholds at an alarm "
+                f"rate of {alarm_rate:g}: it needs at least {need}"
+            )
+        card_op = operating_point(engine.card, depth)
+        floor = np.array([card_op.alarm[c] for c in engine.categories])
+        card_level = max(card_op.anomaly_level, ANOMALY_LEVEL)
+        set_ = site_thresholds(det, anomaly, floor, card_level, alarm_rate, review_rate)
+        suffix = "_8bit" if depth == 8 else ""
+        names = engine.categories
+        op[f"thresholds{suffix}"] = dict(zip(names, map(float, set_["alarm"]), strict=True))
+        op[f"review_thresholds{suffix}"] = dict(zip(names, map(float, set_["review"]), strict=True))
+        op[f"anomaly_level{suffix}"] = float(set_["anomaly_level"])
+        card_review = np.array([card_op.review[c] for c in names])
+        card_alarmed = (det > floor).any(axis=1)
+        card_flagged = flagged_scans(det, anomaly, floor, card_review, card_op.anomaly_level)
+        op["cleared_scans"][f"{depth}-bit"] = n
+        op["report"][f"{depth}-bit"] = {
+            "scans": n,
+            "card": {
+                "alarmed": int(card_alarmed.sum()),
+                "alarm_or_review": int(card_flagged.sum()),
+            },
+            "site": {
+                "alarmed": set_["alarmed"],
+                "alarm_or_review": set_["alarm_or_review"],
+                "anomaly_flagged": set_["anomaly_flagged"],
+            },
+        }
+    site_op.validate(op, engine.card, str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(op, indent=2) + "\n")
+    return op
+
+
+def write_into_card(model: Path, op: dict[str, Any], data: list[Path]) -> Path:
+    """Lay an operating point into the model's own card (the ONNX file and its sha256 stay):
+    for a shipped default whose card must already carry what real traffic taught."""
+    card_path = Path(model).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    site_op.validate(op, card, str(card_path))
+    for key in site_op.KEYS:
+        if key in op:
+            card[key] = op[key]
+    card.setdefault("calibration", {})["commissioned"] = {
+        "site": op["site"],
+        "data": [str(d) for d in data],
+        "target": op["target"],
+        "cleared_scans": op["cleared_scans"],
+        "report": op["report"],
+        "created": op["created"],
+        "keys": [k for k in site_op.KEYS if k in op],
+    }
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, card_path)
+    return card_path
