@@ -401,7 +401,8 @@ def _add_commission(sub: argparse._SubParsersAction) -> None:
         "for the rates it wants, written beside the model (model and card untouched)",
         description="Runs MODEL over scans a site's officers cleared (folders, searched "
         "recursively; NAME_high/NAME_low pairs are one dual-energy scan) and writes an "
-        "operating-point file: per-category alarm thresholds (never below the card's) for "
+        "operating-point file: per-category alarm thresholds (never below the card's unless "
+        "--below-card) for "
         "--alarm-rate, review thresholds and the anomaly level for --review-rate, per bit "
         "depth. Serve it with `cargoscan serve --operating-point FILE` or roll it out with "
         "`cargoscan model activate MODEL --operating-point FILE`. With --projected (a data set "
@@ -432,6 +433,12 @@ def _add_commission(sub: argparse._SubParsersAction) -> None:
         "and at the site's thresholds",
     )
     p.add_argument(
+        "--below-card",
+        action="store_true",
+        help="let alarm thresholds go below the card's where the cleared scans allow (needs "
+        "many cleared scans: a few hundred give thresholds that do not hold on new traffic)",
+    )
+    p.add_argument(
         "--into-card",
         action="store_true",
         help="also write the operating point into the model's own card (for a shipped "
@@ -453,6 +460,7 @@ def _run_commission(args: argparse.Namespace) -> int:
         op = commission(
             args.model, args.cleared, out, args.site,
             alarm_rate=args.alarm_rate, review_rate=args.review_rate,
+            below_card=args.below_card,
         )  # fmt: skip
     except (ModelError, ValueError, ScanError, OSError) as exc:
         print(f"cargoscan commission: {exc}", file=sys.stderr)
@@ -530,7 +538,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--record-in-card",
         action="store_true",
         help="also write the headline figures into the model card (metrics.test, "
-        "test_single_energy or test_8bit)",
+        "test_single_energy or test_8bit; metrics.clean_scans with --clean-scans)",
+    )
+    p.add_argument(
+        "--record-as",
+        default=None,
+        metavar="KEY",
+        help="with --record-in-card: the key under metrics (e.g. test_projected_real)",
     )
     p.set_defaults(handler=_run_evaluate)
 
@@ -538,7 +552,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from inference.engine import ModelError
     from inference.scan import ScanError
-    from training.evaluate import clean_scan_alarms, evaluate, record_in_card
+    from training.evaluate import (
+        clean_scan_alarms,
+        evaluate,
+        record_clean_in_card,
+        record_in_card,
+    )
 
     pictures = not args.no_pictures
     try:
@@ -558,6 +577,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 f"alarms per category {result['per_category']}"
             )
             print(f"wrote {args.out / 'clean_alarms.json'}")
+            if args.record_in_card:
+                where = record_clean_in_card(
+                    args.model, result, args.clean_scans, args.record_as or "clean_scans"
+                )
+                print(f"recorded in {where}")
             return 0
         metrics = evaluate(
             args.model,
@@ -569,7 +593,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             pictures=pictures,
         )
         if args.record_in_card:
-            print(f"recorded in {record_in_card(args.model, metrics, args.data)}")
+            where = record_in_card(args.model, metrics, args.data, args.record_as)
+            print(f"recorded in {where}")
     except (ModelError, ValueError, ScanError) as exc:
         print(f"cargoscan evaluate: {exc}", file=sys.stderr)
         return 2

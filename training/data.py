@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -345,7 +345,20 @@ def summarize(source: CocoScans | YoloScans) -> dict[str, object]:
         places = Counter(p for item in source.items for p in item[6] if p)
         if places:
             summary["concealments"] = dict(sorted(places.items()))
+        summary["origin"] = data_origin(source.root)
     return summary
+
+
+def data_origin(folder: Path | str) -> dict[str, Any] | None:
+    """Where a COCO data set's scans come from and under which terms, from its
+    annotations' ``info`` (real backgrounds projected by `cargoscan tip` carry their
+    licences): for model cards. None for a folder without annotations.json."""
+    path = Path(folder) / "annotations.json"
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text()).get("info") or {}
+    keep = ("description", "generator", "seed", "count", "backgrounds", "background_licences")
+    return {k: info[k] for k in keep if k in info}
 
 
 class MixedScans:

@@ -368,15 +368,18 @@ def evaluate(
     return metrics
 
 
-def record_in_card(model: Path, metrics: dict[str, Any], data: Path | Sequence[Path]) -> Path:
-    """Add a test evaluation's headline figures to the model card (`metrics.test...`).
+def record_in_card(
+    model: Path, metrics: dict[str, Any], data: Path | Sequence[Path], key: str | None = None
+) -> Path:
+    """Add a test evaluation's headline figures to the model card (`metrics.KEY`; by
+    default test, test_single_energy or test_8bit).
 
     The card is what people read about a model; its figures on held-out data belong
     there. The ONNX bytes (and so the sha256 the card holds) do not change.
     """
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
-    key = (
+    key = key or (
         "test_8bit"
         if metrics.get("eight_bit")
         else "test_single_energy"
@@ -397,6 +400,23 @@ def record_in_card(model: Path, metrics: dict[str, Any], data: Path | Sequence[P
         "by_attenuation": metrics.get("by_attenuation", {}).get("all"),
         "by_contrast": metrics.get("by_contrast", {}).get("all"),
         "by_concealment": metrics.get("by_concealment", {}).get("all"),
+        "by_concealment_per_category": metrics.get("by_concealment", {}).get("categories"),
+        "verdicts": metrics.get("verdicts"),
+    }
+    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    return card_path
+
+
+def record_clean_in_card(
+    model: Path, result: dict[str, Any], folder: Path, key: str = "clean_scans"
+) -> Path:
+    """Add a clean-scan check's figures (`clean_scan_alarms`) to the model card
+    (`metrics.KEY`): alarm and review shares, findings per scan, per category."""
+    card_path = Path(model).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    card.setdefault("metrics", {})[key] = {
+        "data": str(folder),
+        **{k: v for k, v in result.items() if k not in ("per_scan", "model", "thresholds")},
     }
     card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
     return card_path
@@ -451,7 +471,7 @@ def clean_scan_alarms(
         result = build_result(engine, analysis, path.stem, 0.0)
         listed = [
             {"category": f["category"], "score": f["score"], "box": f["box"],
-             "source": f["source"]}
+             "source": f["source"], "alarm": f["alarm"]}
             for f in result["findings"]
         ]  # fmt: skip
         records.append(
@@ -460,7 +480,9 @@ def clean_scan_alarms(
              "findings": listed}
         )  # fmt: skip
         if result["verdict"] == "alarm":
-            over = [Finding(f["category"], f["score"], tuple(f["box"])) for f in listed]
+            over = [
+                Finding(f["category"], f["score"], tuple(f["box"])) for f in listed if f["alarm"]
+            ]
             alarmed.append((path, scan, over))
     n = len(records)
     verdicts = [r["verdict"] for r in records]
@@ -482,7 +504,7 @@ def clean_scan_alarms(
         ) / n,
         # scans with a finding of the category over its alarm threshold
         "per_category": {
-            name: sum(r["alarm"] and any(f["category"] == name for f in r["findings"])
+            name: sum(any(f["alarm"] and f["category"] == name for f in r["findings"])
                       for r in records)
             for name in engine.categories
         },

@@ -26,7 +26,7 @@ from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from inference.result import ANOMALY_LEVEL
 from training.commission import review_thresholds, scores_of
-from training.data import data_label, eight_bit_export_of, open_sources
+from training.data import data_label, data_origin, eight_bit_export_of, open_sources
 from training.evaluate import findings_arrays
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, pad32, to_onnx
@@ -278,6 +278,10 @@ def export(
         "training": {
             "data": train_cfg.get("data"),
             "data_summary": ck.get("data_summary"),
+            # Each training set's origin and licences, read again where it still exists.
+            "sources": [
+                {"path": str(d), "origin": data_origin(d)} for d in train_cfg.get("data") or []
+            ],
             "weights": train_cfg.get("weights"),
             "epochs": train_cfg.get("epochs"),
             "steps_per_epoch": train_cfg.get("steps_per_epoch"),

@@ -166,3 +166,22 @@ def test_an_operating_point_for_another_model_is_refused_at_load(site, tmp_path)
         Engine.load(model, operating_point=bad)
     with pytest.raises(ModelError, match="no such operating-point file"):
         Engine.load(model, operating_point=tmp_path / "missing.json")
+
+
+def test_thresholds_go_below_the_card_only_when_asked(site, tmp_path):
+    # The card (0.1) is far below these clean scores, so lower the card to 0.9 on a copy:
+    # the floor then holds every threshold at 0.9 unless --below-card.
+    model, cleared = site
+    copy = tmp_path / "m.onnx"
+    shutil.copy(model, copy)
+    card = json.loads(model.with_suffix(".json").read_text())
+    card["thresholds"] = dict.fromkeys(card["categories"], 0.9)
+    copy.with_suffix(".json").write_text(json.dumps(card))
+    kept = commission(copy, [cleared], tmp_path / "a.json", "s", alarm_rate=0.1,
+                      review_rate=0.3, progress=False)  # fmt: skip
+    lowered = commission(copy, [cleared], tmp_path / "b.json", "s", alarm_rate=0.1,
+                         review_rate=0.3, below_card=True, progress=False)  # fmt: skip
+    assert all(v == 0.9 for v in kept["thresholds"].values())
+    assert all(v < 0.9 for v in lowered["thresholds"].values())
+    assert lowered["report"]["16-bit"]["site"]["alarmed"] <= 1
+    assert lowered["target"]["below_card"] and not kept["target"]["below_card"]

@@ -269,6 +269,23 @@ def test_test_figures_can_be_recorded_in_the_card_without_touching_the_model(set
     recorded = card["metrics"]["test_single_energy"]
     assert recorded["map50"] == metrics["map50"] and recorded["scan"] == metrics["scan"]
     assert recorded["by_attenuation"] == metrics["by_attenuation"]["all"]
+    assert recorded["verdicts"] == metrics["verdicts"]
+    # Under a key of one's own (e.g. threats projected into real scans) ...
+    assert main([*args, "--no-pictures", "--record-in-card", "--record-as", "projected"]) == 0
+    card = json.loads(copy.with_suffix(".json").read_text())
+    both = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert card["metrics"]["projected"]["scan"] == both["scan"]
+    assert card["metrics"]["test_single_energy"] == recorded  # kept beside it
+    # ... and a clean-scan check's figures.
+    clean = ["evaluate", "--model", str(copy), "--clean-scans", str(data / "images"),
+             "--out", str(tmp_path / "c"), "--no-pictures", "--record-in-card"]  # fmt: skip
+    assert main(clean) == 0
+    card = json.loads(copy.with_suffix(".json").read_text())
+    result = json.loads((tmp_path / "c" / "clean_alarms.json").read_text())
+    got = card["metrics"]["clean_scans"]
+    assert got["scans"] == result["scans"] == 6 and got["data"] == str(data / "images")
+    assert got["alarm_or_review_share"] == result["alarm_or_review_share"]
+    assert "per_scan" not in got
     assert copy.read_bytes() == before
     from inference.engine import Engine
 

@@ -55,6 +55,8 @@ def backgrounds(tmp_path_factory: pytest.TempPathFactory, synthetic_scans: list)
         cv2.imwrite(str(folder / f"scan{i}.jpg"), counts, [cv2.IMWRITE_JPEG_QUALITY, 85])
         cv2.imwrite(str(root / "sixteen" / f"scan{i}_high.png"), scan.high)
         cv2.imwrite(str(root / "sixteen" / f"scan{i}_low.png"), scan.low)
+    # The 8-bit scans come under a licence, two folders above the deeper one.
+    (root / "LICENSE").write_text("\n   Example Scans Licence 1.0\nterms...\n")
     return root
 
 
@@ -329,3 +331,18 @@ def test_an_existing_folder_that_is_not_tip_output_is_left_alone(
     )
     assert code == 1 and "not an earlier" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_the_backgrounds_licence_travels_to_the_annotations_and_the_summary(
+    outputs: dict[str, Path],
+):
+    from training.data import data_origin, open_source, summarize
+
+    origin = data_origin(outputs["eight"])
+    assert origin is not None and origin["generator"] == "cargoscan tip"
+    (licence,) = origin["background_licences"]
+    assert licence["title"] == "Example Scans Licence 1.0"
+    assert licence["file"].endswith("LICENSE")
+    summary = summarize(open_source(outputs["eight"], list(CATEGORIES)))
+    assert summary["origin"] == origin
+    assert data_origin(outputs["eight"] / "images") is None

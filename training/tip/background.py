@@ -254,3 +254,27 @@ def jpeg_quality(path: Path | str) -> int | None:
     table = np.asarray(tables[0], np.float64)
     errors = [np.abs(_ijg_table(q) - table).sum() for q in range(1, 101)]
     return int(np.argmin(errors)) + 1
+
+
+LICENCE_NAMES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING")
+
+
+def background_licences(files: list[BackgroundFile]) -> list[dict[str, str]]:
+    """The licences the backgrounds come under, for the model card: a LICENSE (or COPYING)
+    file beside a scan's real file (links followed) or up to two folders above it; its
+    title is its first non-empty line. Real scans may carry terms (GPL-3.0 for the shared
+    AJNA scans) that a model trained on them must name."""
+    found: dict[str, str] = {}
+    for f in files:
+        folder = f.high.resolve().parent
+        for place in (folder, folder.parent, folder.parent.parent):
+            for name in LICENCE_NAMES:
+                path = place / name
+                if str(path) in found or not path.is_file():
+                    continue
+                try:
+                    lines = path.read_text(errors="replace").splitlines()
+                except OSError:
+                    continue
+                found[str(path)] = next((ln.strip() for ln in lines if ln.strip()), "")
+    return [{"file": k, "title": v} for k, v in sorted(found.items())]
