@@ -90,19 +90,31 @@ def scores_of(engine: Engine, analysis: Analysis) -> tuple[np.ndarray, float]:
     anomaly = 0.0
     if amap.size and float(np.nanmax(amap)) > _ANOMALY_GRID[0]:
         smallest = min_side_px("anomaly", pitch)
-        for level in _ANOMALY_GRID[::-1]:
-            regions = anomaly_regions(analysis, engine.stride, float(level))
-            if any(max(b[2] - b[0], b[3] - b[1]) >= smallest for _, b in regions):
-                anomaly = float(level)
-                break
+
+        def shown_at(level: float) -> bool:
+            regions = anomaly_regions(analysis, engine.stride, level)
+            return any(max(b[2] - b[0], b[3] - b[1]) >= smallest for _, b in regions)
+
+        # A region above a level lies inside one above any lower level, so "a region big
+        # enough is shown" holds up to some level and not beyond: bisect the grid for it.
+        lo, hi = -1, len(_ANOMALY_GRID)  # shown at grid[lo] (or below the grid), not at hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if shown_at(float(_ANOMALY_GRID[mid])) else (lo, mid)
+        anomaly = float(_ANOMALY_GRID[lo]) if lo >= 0 else 0.0
     return best, anomaly
 
 
-def _quantile_threshold(column: np.ndarray, allowed: int) -> float:
-    """The score that leaves exactly the ``allowed`` highest of ``column`` above it
-    (strictly): the (allowed+1)-th highest value."""
-    ordered = np.sort(column)[::-1]
-    return float(ordered[min(allowed, len(ordered) - 1)]) if len(ordered) else 0.0
+def _kth_highest(ordered: np.ndarray, k: int) -> np.ndarray:
+    """From scores sorted highest first (along axis 0), the score that leaves exactly the
+    ``k`` highest above it (strictly): the (k+1)-th highest, per column."""
+    if not len(ordered):
+        return np.zeros(ordered.shape[1:], np.float64)
+    return ordered[min(k, len(ordered) - 1)]
+
+
+def _highest_first(scores: np.ndarray) -> np.ndarray:
+    return np.sort(scores, axis=0)[::-1]
 
 
 def alarm_thresholds(det: np.ndarray, floor: np.ndarray, rate: float) -> np.ndarray:
@@ -110,10 +122,10 @@ def alarm_thresholds(det: np.ndarray, floor: np.ndarray, rate: float) -> np.ndar
     the cleared scans (scores ``det``, (N, C)) alarm: the same per-category quantile k
     for every category (k scans above per category), as large as the joint rate allows."""
     allowed = math.floor(rate * det.shape[0] + 1e-9)
+    ordered = _highest_first(det)
 
     def at(k: int) -> np.ndarray:
-        cut = np.array([_quantile_threshold(det[:, c], k) for c in range(det.shape[1])])
-        return np.maximum(cut, floor)
+        return np.maximum(_kth_highest(ordered, k), floor)
 
     best = 0
     for k in range(allowed + 1):
@@ -129,13 +141,15 @@ def review_thresholds(
     (at least ``floor_anomaly``) letting at most ``rate`` of the cleared scans alarm or
     go to review, by the same common quantile as :func:`alarm_thresholds`."""
     allowed = math.floor(rate * det.shape[0] + 1e-9)
+    ordered, ordered_anomaly = _highest_first(det), _highest_first(anomaly)
 
     def at(k: int) -> tuple[np.ndarray, float]:
-        cut = np.array([_quantile_threshold(det[:, c], k) for c in range(det.shape[1])])
         # An anomaly score is the highest 0.01 level with a region: flagged at level L
         # when the score reaches L, so one step above the (k+1)-th highest leaves k.
-        level = max(_quantile_threshold(anomaly, k) + 0.01, floor_anomaly)
-        return np.clip(cut, MIN_REVIEW_SCORE, alarm), round(min(level, 0.99), 2)
+        level = max(float(_kth_highest(ordered_anomaly, k)) + 0.01, floor_anomaly)
+        return np.clip(_kth_highest(ordered, k), MIN_REVIEW_SCORE, alarm), round(
+            min(level, 0.99), 2
+        )
 
     best = 0
     for k in range(allowed + 1):

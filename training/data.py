@@ -137,6 +137,7 @@ class CocoScans:
             ) from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        self.info: dict[str, Any] = coco.get("info") or {}
         names = {c["id"]: c["name"] for c in coco.get("categories", [])}
         self.categories = list(categories) if categories is not None else list(names.values())
         index = {name: k for k, name in enumerate(self.categories)}
@@ -345,8 +346,15 @@ def summarize(source: CocoScans | YoloScans) -> dict[str, object]:
         places = Counter(p for item in source.items for p in item[6] if p)
         if places:
             summary["concealments"] = dict(sorted(places.items()))
-        summary["origin"] = data_origin(source.root)
+        summary["origin"] = _origin(source.info)
     return summary
+
+
+_ORIGIN_KEYS = ("description", "generator", "seed", "count", "backgrounds", "background_licences")
+
+
+def _origin(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: info[k] for k in _ORIGIN_KEYS if k in info}
 
 
 def data_origin(folder: Path | str) -> dict[str, Any] | None:
@@ -356,9 +364,7 @@ def data_origin(folder: Path | str) -> dict[str, Any] | None:
     path = Path(folder) / "annotations.json"
     if not path.is_file():
         return None
-    info = json.loads(path.read_text()).get("info") or {}
-    keep = ("description", "generator", "seed", "count", "backgrounds", "background_licences")
-    return {k: info[k] for k in keep if k in info}
+    return _origin(json.loads(path.read_text()).get("info") or {})
 
 
 class MixedScans:

@@ -136,15 +136,15 @@ class Service:
             return value if isinstance(value, str) else None
 
         candidates: list[tuple[str, str, str | None]] = []
-        config = (cfg_path, "config", cfg_op_path)
-        if cfg_path and (
+        config = (cfg_path, "config", cfg_op_path) if cfg_path else None
+        if config and (
             last_cfg is None or last_cfg.path != cfg_path or op_of(last_cfg) != cfg_op_path
         ):
-            candidates.append(config)  # type: ignore[arg-type]
+            candidates.append(config)
         if last is not None:
             candidates.append((last.path, last.source, op_of(last)))
-        if cfg_path and config not in candidates:
-            candidates.append(config)  # type: ignore[arg-type]
+        if config and config not in candidates:
+            candidates.append(config)
         if not candidates:
             self.models.status = "no model configured: set CARGOSCAN_MODEL_PATH or roll one out"
             return

@@ -68,9 +68,20 @@ def write_contact_sheet(
         tiles.append(tile)
     if not tiles:
         raise ValueError(f"no scans in {data_dir}")
+    return write_grid(tiles, columns, out)
+
+
+def write_grid(tiles: list[np.ndarray], columns: int, out: Path) -> Path:
+    """Tiles (BGR) in rows of ``columns`` on white, each padded to the largest tile plus a
+    6 px gutter, written as one picture."""
     height = max(t.shape[0] for t in tiles)
+    width = max(t.shape[1] for t in tiles)
     padded = [
-        np.pad(t, ((0, height - t.shape[0] + 6), (0, 6), (0, 0)), constant_values=255)
+        np.pad(
+            t,
+            ((0, height - t.shape[0] + 6), (0, width - t.shape[1] + 6), (0, 0)),
+            constant_values=255,
+        )
         for t in tiles
     ]
     while len(padded) % columns:

@@ -15,6 +15,7 @@ import numpy as np
 
 from inference.render import render
 from inference.scan import load_scan
+from training.synth.contact_sheet import write_grid
 
 _TILE = 200  # crop height on the sheet, pixels
 
@@ -81,13 +82,4 @@ def write_tip_sheet(
         tiles.append(cv2.cvtColor(_caption(tile, text), cv2.COLOR_RGB2BGR))
     if not tiles:
         raise ValueError(f"{data_dir}: no projected threats to show")
-    width = max(t.shape[1] for t in tiles)
-    padded = [
-        np.pad(t, ((0, 6), (0, width - t.shape[1] + 6), (0, 0)), constant_values=255) for t in tiles
-    ]
-    while len(padded) % columns:
-        padded.append(np.full_like(padded[0], 255))
-    rows = [np.concatenate(padded[i : i + columns], axis=1) for i in range(0, len(padded), columns)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out), np.concatenate(rows, axis=0))
-    return out
+    return write_grid(tiles, columns, out)
