@@ -3,19 +3,29 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-STAMP  := $(VENV)/.installed
+# Each set-up installs what its job runs, with its own stamp: the demo only the base
+# dependencies (service, runtime, station), everything else also the training extra
+# (torch, several GB) and the dev tools.
+STAMP      := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test lint bench clean-data
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[training,dev]'
 	touch $(STAMP)
 
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e .
+	touch $(DEMO_STAMP)
+
 # The service on localhost (data/demo) with a simulated scanner station posting to it;
 # Ctrl-C stops both. Without models/cargoscan-default.onnx the service waits for one.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/cargoscan demo
 
 test: $(STAMP)

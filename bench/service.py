@@ -10,7 +10,7 @@ queue of 8), serving `models/cargoscan-default.onnx` when it exists, else an unt
 CargoNet of the default configuration exported with its card (speed only; the printout
 says which). A few full-size scans (about 3000x800, 16-bit, both energies) are generated
 once and posted again and again under fresh station scan ids, so every post is analysed
-and stored. The stations are the simulator's client (`training.simulate.post_scan`): they
+and stored. The stations are the simulator's client (`station.client.post_scan`): they
 honour Retry-After and back off like a real station.
 
 Figures, side by side with their peer, the engine alone in-process on the same scans:
@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from training.simulate import PostOutcome, RetryPolicy, Upload, post_scan, station_client
+from station.client import PostOutcome, RetryPolicy, Upload, post_scan, station_client
 from training.synth.scene import SynthConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def untrained_model(root: Path) -> Path:
 def full_size_uploads(count: int, seed: int, cfg: SynthConfig, min_width: int) -> list[Upload]:
     """The first ``count`` generated scans at least ``min_width`` long (40 ft and 2x20 ft
     loads: about 3000x800 at 5 mm), so the figures are for the scans a portal sends."""
-    from training.simulate import make_upload
+    from station.client import make_upload
 
     out: list[Upload] = []
     for i in range(count * 20):
@@ -185,7 +185,7 @@ def start_server(model: Path, data: Path, stations: int, env_extra: dict[str, st
     log = data / "serve.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "inference.cli", "serve"],
+            [sys.executable, "-m", "cargoscan", "serve"],
             cwd=ROOT,
             env=env,
             stdout=out,

@@ -1,1 +1,2 @@
-"""CargoScan runtime: scan decoding, pre-processing, rendering (torch-free)."""
+"""The torch-free CargoScan runtime: scan decoding, pre-processing, the ONNX model engine,
+results and renderings, and the scanner-facing HTTP service (``inference.service``)."""

@@ -224,7 +224,7 @@ def _grey_rgb(g: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(_to_u8(g), cv2.COLOR_GRAY2RGB)
 
 
-def _auto_window(a: np.ndarray) -> tuple[float, float]:
+def auto_window(a: np.ndarray) -> tuple[float, float]:
     """(level, width) from robust percentiles of the non-air pixels (a subsample is plenty)."""
     step = max(1, int(math.sqrt(a.size / 1_000_000)))
     sample = a[::step, ::step]
@@ -239,7 +239,7 @@ def _auto_window(a: np.ndarray) -> tuple[float, float]:
 
 def _window(a: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
     if window is None:
-        level, width = _auto_window(a)
+        level, width = auto_window(a)
     else:
         try:
             level, width = (float(v) for v in window)

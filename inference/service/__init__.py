@@ -1,5 +1,6 @@
-"""The scanner-facing HTTP service (`cargoscan serve`): FastAPI app, storage, roll-out.
+"""The scanner-facing HTTP service (``cargoscan serve``): the FastAPI app and its routers, the
+database records, blob storage, signing and model roll-out.
 
-Imported only by `cargoscan serve` / `station` / `model` and by tests, so the rest of the
-runtime (and `cargoscan --help`) never pays for FastAPI and SQLAlchemy.
+Only what runs or administers the service (and the tests) imports it, so the rest of the
+runtime and ``cargoscan --help`` never pay for FastAPI and SQLAlchemy.
 """

@@ -1,13 +1,12 @@
 """The scanner API (``/api/v1``): post a scan, read results, views and anomaly maps; admin.
 
-Station isolation is in the queries, not in filters after them: a station's lookups
-carry its id, so another station's scan is simply not found (404, never 403, which would
-confirm the id exists). Users (officers, supervisors, admins) and the admin key read every
-station's scans; the officers' own endpoints (queue, reviews) are in ``reviews.py``.
+A station reads only its own scans, users (officers, supervisors, admins) and the admin
+key every station's (``deps.owned_scan``); the officers' own endpoints (queue, reviews)
+are in ``reviews.py``.
 
 Records and signatures: the router's lifespan loads (or, on the first start, makes) the
 service's Ed25519 key once the database is open, so every result and review stored from
-then on is signed in its own transaction (``records.py``). A scan's evidence package
+then on is signed in its own transaction (``records``). A scan's evidence package
 (``evidence.py``) and its DICOS Threat Detection Report (``dicos.py``) are read here.
 """
 
@@ -16,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -29,17 +27,17 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from inference.render import VIEWS, render
+from inference.render import render
 from inference.scan import ScanMetadata
-from inference.service.app import API, Service, ServiceUnavailable
 from inference.service.auth import (
     AdminCaller,
     AnyCaller,
-    Principal,
     StationCaller,
     SupervisorCaller,
 )
+from inference.service.core import API, Service, ServiceUnavailable
 from inference.service.db import ResultRecord, ScanRecord, iso
+from inference.service.deps import Verdict, View, get_service, owned_scan, station_name_for
 from inference.service.rollout import RolloutBusy, RolloutError
 
 
@@ -55,14 +53,6 @@ async def _signing_key(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix=API, lifespan=_signing_key)
 MAX_STATION_SCAN_ID = 200  # the column's size
-
-Verdict = Literal["clear", "review", "alarm"]
-View = Literal["grey", "inverse", "material", "window", "edge"]
-assert set(View.__args__) == set(VIEWS)  # type: ignore[attr-defined]
-
-
-def _service(request: Request) -> Service:
-    return request.app.state.service
 
 
 def scan_summary(scan: ScanRecord, station_name: str) -> dict[str, Any]:
@@ -88,23 +78,6 @@ def _body(scan: ScanRecord, result: ResultRecord | None, station_name: str) -> d
     body: dict[str, Any] = dict(result.body) if result is not None else {"scan_id": scan.id}
     body["scan"] = scan_summary(scan, station_name)
     return body
-
-
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def _owned(
-    service: Service, who: Principal, scan_id: str
-) -> tuple[ScanRecord, ResultRecord | None]:
-    # Scan ids are UUIDs: anything else cannot exist (and never reaches the database).
-    found = service.records.get_scan(scan_id, who.station_id) if _UUID.match(scan_id) else None
-    if found is None:
-        raise HTTPException(404, f"no scan {scan_id[:80]!r}")
-    return found
-
-
-def _station_name(scan: ScanRecord, who: Principal) -> str:
-    return who.name if who.is_station else scan.station.name
 
 
 def _sha(data: bytes | None) -> str | None:
@@ -149,7 +122,7 @@ async def post_scan(
 ) -> JSONResponse:
     """Analyse a scan: 201 with the result; 200 with the stored one for a repeated
     ``station_scan_id`` (a retry after a timeout), nothing stored twice."""
-    service = _service(request)
+    service = get_service(request)
     meta = ScanMetadata.from_dict(metadata)  # ScanError -> 422 naming the fields
     _check_station_scan_id(meta.station_scan_id)
     high_bytes = await high.read()
@@ -201,7 +174,7 @@ def list_scans(
 ) -> dict[str, Any]:
     """The caller's scans (users and the admin: every station's), newest first, with their
     verdicts."""
-    service = _service(request)
+    service = get_service(request)
     if who.is_station and station is not None and station != who.name:
         return {"items": [], "total": 0, "limit": limit, "offset": offset, "next": None}
     page = service.records.list_scans(
@@ -218,7 +191,7 @@ def list_scans(
         items.append(
             {
                 "scan_id": scan.id,
-                "station": _station_name(scan, who),
+                "station": station_name_for(scan, who),
                 "station_scan_id": scan.station_scan_id,
                 "received_at": iso(scan.received_at),
                 "scan_time": iso(scan.scan_time),
@@ -241,9 +214,9 @@ def list_scans(
 def get_scan(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
     """The scan's newest result (DESIGN section 3) with what was received; users also get
     its ``review_status`` (pending, reviewed, reopened)."""
-    service = _service(request)
-    scan, result = _owned(service, who, scan_id)
-    body = _body(scan, result, _station_name(scan, who))
+    service = get_service(request)
+    scan, result = owned_scan(service, who, scan_id)
+    body = _body(scan, result, station_name_for(scan, who))
     if not who.is_station:
         body["review_status"] = service.records.review_state(scan.id).status
     return body
@@ -252,8 +225,8 @@ def get_scan(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
 @router.get("/scans/{scan_id}/results", tags=["scans"])
 def get_results(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
     """Every result the scan has had, oldest first (one per model version)."""
-    service = _service(request)
-    scan, _ = _owned(service, who, scan_id)
+    service = get_service(request)
+    scan, _ = owned_scan(service, who, scan_id)
     return {"scan_id": scan.id, "results": [r.body for r in service.records.results(scan.id)]}
 
 
@@ -272,8 +245,8 @@ async def get_image(
     width: Annotated[float | None, Query(gt=0, description="window view: width")] = None,
 ) -> Response:
     """The scan drawn as an officer view (PNG, full resolution)."""
-    service = _service(request)
-    scan, _ = await run_in_threadpool(_owned, service, who, scan_id)
+    service = get_service(request)
+    scan, _ = await run_in_threadpool(owned_scan, service, who, scan_id)
     if (level is None) != (width is None):
         raise HTTPException(422, "window: give both level and width, or neither")
     window = (level, width) if level is not None and width is not None else None
@@ -304,8 +277,8 @@ def get_anomaly_map(
 ) -> Response:
     """The anomaly probability map as a grey PNG (0-255 = 0-1), one pixel per model stride
     cell, covering the whole scan (stretch it over the image to overlay)."""
-    service = _service(request)
-    scan, result = _owned(service, who, scan_id)
+    service = get_service(request)
+    scan, result = owned_scan(service, who, scan_id)
     if model_version is not None:
         result = service.records.result_for(scan.id, model_version)
     if result is None or not result.anomaly_sha256:
@@ -334,7 +307,7 @@ class Activate(BaseModel):
 @router.get("/admin/model", tags=["admin"])
 def current_model(request: Request, _who: AdminCaller) -> dict[str, Any]:
     """The serving model and the last roll-outs."""
-    service = _service(request)
+    service = get_service(request)
     model = service.models.current
     last = service.records.latest_activation()
     return {
@@ -357,7 +330,7 @@ def current_model(request: Request, _who: AdminCaller) -> dict[str, Any]:
 async def activate_model(request: Request, _who: AdminCaller, body: Activate) -> dict[str, Any]:
     """Roll out ``path``: load, warm up, check on recent scans, swap. 422 if a step fails
     (the serving model stays), 409 while another roll-out runs."""
-    service = _service(request)
+    service = get_service(request)
     path = Path(body.path).expanduser()
     if not path.is_file():
         raise HTTPException(422, f"load: no model file at {str(path)!r} on the server")
@@ -390,7 +363,7 @@ def _signer(service: Service):  # -> signing.Signer
 def signing_key(request: Request, _who: AnyCaller) -> dict[str, Any]:
     """The public key that signs results, reviews and evidence packages, and its
     fingerprint (SHA-256 of the raw key): publish it for whoever checks the packages."""
-    signer = _signer(_service(request))
+    signer = _signer(get_service(request))
     return {
         "algorithm": "Ed25519",
         "key_sha256": signer.key_sha256,
@@ -411,16 +384,16 @@ def get_evidence(request: Request, who: SupervisorCaller, scan_id: str) -> Respo
     from inference.service.audit import actor_of
     from inference.service.evidence import export_package
 
-    service = _service(request)
+    service = get_service(request)
     _signer(service)
-    scan, result = _owned(service, who, scan_id)
+    scan, result = owned_scan(service, who, scan_id)
     if result is None:
         raise HTTPException(409, f"scan {scan.id} has no result to put in a package")
     package = export_package(
         service.records,
         service.blobs,
         scan,
-        scan_summary(scan, _station_name(scan, who)),
+        scan_summary(scan, station_name_for(scan, who)),
         actor_of(who),
     )
     return Response(
@@ -450,14 +423,14 @@ def get_dicos(
     from inference.preprocess import PREPROCESS_VERSION
     from inference.service.dicos import tdr_bytes, tdr_dataset
 
-    service = _service(request)
-    scan, result = _owned(service, who, scan_id)
+    service = get_service(request)
+    scan, result = owned_scan(service, who, scan_id)
     if model_version is not None:
         result = service.records.result_for(scan.id, model_version)
     if result is None:
         raise HTTPException(404, f"no result for scan {scan_id!r}")
     ds = tdr_dataset(
-        scan_summary(scan, _station_name(scan, who)),
+        scan_summary(scan, station_name_for(scan, who)),
         result.body,
         result_id=result.id,
         result_created_at=result.created_at,

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from inference.scan import _sniff
+from inference.scan.formats import sniff_format
 from inference.service.db import Review, ScanRecord
 from inference.service.records import Records
 from inference.service.storage import BlobStore
@@ -113,7 +113,7 @@ def _image(
 ) -> dict[str, Any]:
     image: dict[str, Any] = {
         "id": review.id,
-        "file_name": f"{stem}_high{_SUFFIX.get(_sniff(high), '.bin')}",
+        "file_name": f"{stem}_high{_SUFFIX.get(sniff_format(high), '.bin')}",
         "width": scan.width,
         "height": scan.height,
         "bit_depth": scan.bit_depth,
@@ -128,7 +128,7 @@ def _image(
         "high_sha256": scan.high_sha256,
     }
     if low is not None:
-        image["low_file_name"] = f"{stem}_low{_SUFFIX.get(_sniff(low), '.bin')}"
+        image["low_file_name"] = f"{stem}_low{_SUFFIX.get(sniff_format(low), '.bin')}"
         image["low_sha256"] = scan.low_sha256
     return image
 

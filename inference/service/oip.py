@@ -20,8 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from inference.service.app import Service, _version
 from inference.service.auth import AnyCaller
+from inference.service.core import Service, service_version
+from inference.service.deps import get_service
 from inference.service.rollout import LiveModel
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
@@ -38,10 +39,6 @@ class OIPError(Exception):
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _service(request: Request) -> Service:
-    return request.app.state.service
 
 
 def _model(service: Service, name: str, version: str | None = None) -> LiveModel:
@@ -68,7 +65,7 @@ def _tensors(items: Any) -> list[dict[str, Any]]:
 
 @router.get("")
 def server_metadata() -> dict[str, Any]:
-    return {"name": "cargoscan", "version": _version(), "extensions": []}
+    return {"name": "cargoscan", "version": service_version(), "extensions": []}
 
 
 @router.get("/health/live")
@@ -78,13 +75,13 @@ def live() -> dict[str, bool]:
 
 @router.get("/health/ready")
 def ready(request: Request) -> JSONResponse:
-    ok = _service(request).ready
+    ok = get_service(request).ready
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
 def _metadata(request: Request, name: str, version: str | None) -> JSONResponse:
     try:
-        model = _model(_service(request), name, version)
+        model = _model(get_service(request), name, version)
     except OIPError as exc:
         return _error(exc.status, exc.message)
     session = model.engine.session
@@ -120,7 +117,7 @@ def model_version_metadata(
 @router.get("/models/{name}/ready")
 def model_ready(request: Request, name: str) -> JSONResponse:
     try:
-        _model(_service(request), name)
+        _model(get_service(request), name)
     except OIPError as exc:
         return JSONResponse({"name": name, "ready": False, "error": exc.message}, exc.status)
     return JSONResponse({"name": name, "ready": True})
@@ -185,7 +182,7 @@ def _parse_request(raw: bytes, model: LiveModel, max_pixels: int) -> tuple[Any, 
 
 
 async def _infer(request: Request, name: str, version: str | None) -> JSONResponse:
-    service = _service(request)
+    service = get_service(request)
     try:
         model = _model(service, name, version)
         raw = await request.body()

@@ -30,20 +30,16 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from inference.service.api import Verdict, _owned, _station_name
-from inference.service.app import API, Service, ServiceUnavailable
 from inference.service.auth import AccountCaller, SupervisorAccount, UserCaller
+from inference.service.core import API, Service, ServiceUnavailable
 from inference.service.db import Review, ScanRecord, iso
+from inference.service.deps import Verdict, get_service, owned_scan, station_name_for
 from inference.service.evidence import review_dict
 
 router = APIRouter(prefix=API)
 
 MAX_COMMENT = 4000
 DECLARED_CHARS = 120
-
-
-def _service(request: Request) -> Service:
-    return request.app.state.service
 
 
 def model_categories(service: Service) -> list[str]:
@@ -57,7 +53,7 @@ def model_categories(service: Service) -> list[str]:
 @router.get("/categories", tags=["reviews"])
 def get_categories(request: Request, _who: UserCaller) -> dict[str, Any]:
     """The categories a review may give a finding or an added box."""
-    service = _service(request)
+    service = get_service(request)
     model = service.models.current
     return {"categories": model_categories(service), "model_version": model and model.version}
 
@@ -93,7 +89,7 @@ def get_queue(
 ) -> dict[str, Any]:
     """Every station's scans, riskiest first then newest; "pending" includes re-opened ones.
     Poll with ``since`` = the newest ``received_at`` seen (inclusive: dedupe by id)."""
-    page = _service(request).records.queue(
+    page = get_service(request).records.queue(
         status=status,
         verdict=verdict,
         station_name=station,
@@ -232,8 +228,8 @@ def post_review(
     """Review the scan's current result; 201 with the stored review (appended, never
     replacing an earlier one). 422 names what is wrong; 409 if another officer's review
     closed the scan (a supervisor can re-open it)."""
-    service = _service(request)
-    scan, result = _owned(service, who, scan_id)
+    service = get_service(request)
+    scan, result = owned_scan(service, who, scan_id)
     if result is None:
         raise HTTPException(409, f"scan {scan_id} has no result to review")
     cats = model_categories(service)
@@ -277,14 +273,14 @@ def post_review(
 def get_reviews(request: Request, who: UserCaller, scan_id: str) -> dict[str, Any]:
     """The scan's reviews, oldest first: every one for supervisors and admins, an officer's
     own for an officer."""
-    service = _service(request)
-    scan, _ = _owned(service, who, scan_id)
+    service = get_service(request)
+    scan, _ = owned_scan(service, who, scan_id)
     mine = None if who.has_role("supervisor") else who.user_id
     reviews = service.records.reviews(scan.id, user_id=mine)
     state = service.records.review_state(scan.id)
     return {
         "scan_id": scan.id,
-        "station": _station_name(scan, who),
+        "station": station_name_for(scan, who),
         "review_status": state.status,
         "items": [review_dict(r) for r in reviews],
     }
@@ -295,8 +291,8 @@ def reopen(
     request: Request, who: SupervisorAccount, scan_id: str, body: ReopenBody | None = None
 ) -> dict[str, Any]:
     """Send a reviewed scan back to the queue (its reviews stay); 409 if not reviewed."""
-    service = _service(request)
-    scan, _ = _owned(service, who, scan_id)
+    service = get_service(request)
+    scan, _ = owned_scan(service, who, scan_id)
     reason = _no_nul(body.reason if body else "", "reason")
     state = service.records.review_state(scan.id)
     if state.status != "reviewed":

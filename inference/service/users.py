@@ -15,7 +15,6 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from inference.service.app import API, Service
 from inference.service.audit import actor_of
 from inference.service.auth import (
     CSRF_COOKIE,
@@ -34,16 +33,14 @@ from inference.service.auth import (
     principal,
     verify_password,
 )
+from inference.service.core import API
 from inference.service.db import User, iso, utcnow
+from inference.service.deps import get_service
 from inference.service.records import DuplicateName
 
 router = APIRouter(prefix=API)
 
 Role = Literal["officer", "supervisor", "admin"]
-
-
-def _service(request: Request) -> Service:
-    return request.app.state.service
 
 
 # --------------------------------------------------------------------------- login
@@ -89,7 +86,7 @@ def login(request: Request, body: Login) -> JSONResponse:
     401 for a wrong name or password, said the same way for both; 429 with Retry-After
     after too many failures for the name from this address, or from this address at all
     (checked before the password is, so guessing costs no Argon2 time)."""
-    service = _service(request)
+    service = get_service(request)
     records = service.records
     address = request.client.host if request.client else "unknown"
     wait = service.login_limits.retry_after(body.username, address)
@@ -150,7 +147,7 @@ def logout(request: Request) -> JSONResponse:
         auth = request.headers.get("authorization")
         token = auth.partition(" ")[2].strip() if auth else request.cookies.get(SESSION_COOKIE)
         if token:
-            _service(request).records.revoke_token(hash_key(token))
+            get_service(request).records.revoke_token(hash_key(token))
     _clear_cookies(response)
     return response
 
@@ -195,7 +192,7 @@ def _valid_password(password: str) -> None:
 @router.get("/admin/users", tags=["admin"])
 def list_users(request: Request, _who: AdminCaller) -> dict[str, Any]:
     """Every account (never a password hash)."""
-    return {"items": [user_json(u) for u in _service(request).records.users()]}
+    return {"items": [user_json(u) for u in get_service(request).records.users()]}
 
 
 @router.post("/admin/users", tags=["admin"], status_code=201)
@@ -206,7 +203,7 @@ def add_user(request: Request, _who: AdminCaller, body: NewUser) -> dict[str, An
         raise HTTPException(422, f"name: {problem}")
     _valid_password(body.password)
     try:
-        user = _service(request).records.add_user(
+        user = get_service(request).records.add_user(
             body.name, body.role, hash_password(body.password), actor=actor_of(_who)
         )
     except DuplicateName as exc:
@@ -226,7 +223,7 @@ def change_user(request: Request, who: AdminCaller, name: str, body: UserChange)
         and ((body.role is not None and body.role != "admin") or body.active is False)
     ):
         raise HTTPException(409, "an admin cannot demote or deactivate their own account")
-    user = _service(request).records.update_user(
+    user = get_service(request).records.update_user(
         name,
         role=body.role,
         password_hash=hash_password(body.password) if body.password is not None else None,
@@ -248,7 +245,7 @@ class NewStation(BaseModel):
 @router.get("/admin/stations", tags=["admin"])
 def list_stations(request: Request, _who: AdminCaller) -> dict[str, Any]:
     """Every station (never a key)."""
-    stations = _service(request).records.stations()
+    stations = get_service(request).records.stations()
     return {"items": [{"name": s.name, "created_at": iso(s.created_at)} for s in stations]}
 
 
@@ -260,7 +257,7 @@ def add_station(request: Request, _who: AdminCaller, body: NewStation) -> dict[s
         raise HTTPException(422, "name: must not be blank")
     key = new_key()
     try:
-        station = _service(request).records.add_station(name, hash_key(key), actor_of(_who))
+        station = get_service(request).records.add_station(name, hash_key(key), actor_of(_who))
     except DuplicateName as exc:
         raise HTTPException(409, str(exc)) from None
     return {"name": station.name, "created_at": iso(station.created_at), "key": key}

@@ -14,7 +14,7 @@ a time (the dozen tile requests of a fresh view wait for the same rendering inst
 each drawing it) and at most :data:`RENDER_SLOTS` renderings at once, so officers
 switching views cannot starve the scanner stations' inference of CPU.
 
-Who may read tiles is decided exactly as for the scan itself (``api._owned``): a station
+Who may read tiles is decided exactly as for the scan itself (``deps.owned_scan``): a station
 its own scans, the admin and officers every scan.
 """
 
@@ -36,12 +36,12 @@ from starlette.concurrency import run_in_threadpool
 
 from inference.annotate import CATEGORY_COLOURS
 from inference.preprocess import attenuation
-from inference.render import VIEWS, _auto_window, render
+from inference.render import VIEWS, auto_window, render
 from inference.scan import Scan
-from inference.service.api import View, _owned
-from inference.service.app import API, Service
 from inference.service.auth import AnyCaller
+from inference.service.core import API, Service
 from inference.service.db import ScanRecord
+from inference.service.deps import View, get_service, owned_scan
 
 STATIC_DIR = Path(__file__).with_name("static")
 TILE_SIZE = 512
@@ -261,7 +261,7 @@ def encode_png(img: np.ndarray) -> bytes:
 def _auto(service: Service, rec: ScanRecord) -> tuple[float, float]:
     return _cache(service).get(
         ("auto-window", rec.id),
-        lambda: _auto_window(attenuation(_scan(service, rec).high)),
+        lambda: auto_window(attenuation(_scan(service, rec).high)),
         lambda _: 64,
     )
 
@@ -272,16 +272,12 @@ Level = Annotated[float | None, Query(description="window view: attenuation leve
 Width = Annotated[float | None, Query(gt=0, description="window view: width")]
 
 
-def _service(request: Request) -> Service:
-    return request.app.state.service
-
-
 @router.get(f"{API}/viewer/config", tags=["viewer"])
 def viewer_config(request: Request, _who: AnyCaller) -> dict[str, Any]:
     """What the page needs besides the scans: the serving model's categories (the only
     ones a review may re-label to or draw; empty while no model is loaded), a colour per
     category (as in ``cargoscan analyze`` pictures; ``anomaly`` included), the views."""
-    model = _service(request).models.current
+    model = get_service(request).models.current
     categories = list(model.engine.categories) if model is not None else []
     colours = {
         c: "#{:02x}{:02x}{:02x}".format(*CATEGORY_COLOURS.get(c, (255, 255, 255)))
@@ -300,8 +296,8 @@ def viewer_config(request: Request, _who: AnyCaller) -> dict[str, Any]:
 async def tiles_info(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
     """The scan's size, its DZI levels and views, and the automatic contrast window
     (where the window view's sliders start)."""
-    service = _service(request)
-    rec, _ = await run_in_threadpool(_owned, service, who, scan_id)
+    service = get_service(request)
+    rec, _ = await run_in_threadpool(owned_scan, service, who, scan_id)
     level, width = await run_in_threadpool(_auto, service, rec)
     base = f"{API}/scans/{rec.id}/tiles"
     return {
@@ -333,7 +329,7 @@ async def dzi(
     """The Deep Zoom descriptor of a view (the window view takes ``level`` and ``width``,
     which the tile URLs then carry too)."""
     _window(level, width)
-    rec, _ = await run_in_threadpool(_owned, _service(request), who, scan_id)
+    rec, _ = await run_in_threadpool(owned_scan, get_service(request), who, scan_id)
     return Response(
         dzi_xml(rec.width, rec.height),
         media_type="application/xml",
@@ -360,8 +356,8 @@ async def tile(
 ) -> Response:
     """One DZI tile (PNG, at most 514 x 514 with the overlap)."""
     window = _window(window_level, window_width)
-    service = _service(request)
-    rec, _ = await run_in_threadpool(_owned, service, who, scan_id)
+    service = get_service(request)
+    rec, _ = await run_in_threadpool(owned_scan, service, who, scan_id)
     top = max_level(rec.width, rec.height)
     if not 0 <= level <= top:
         raise HTTPException(404, f"no level {level}: this scan has levels 0 to {top}")

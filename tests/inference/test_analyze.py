@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from cargoscan.cli import main
 from inference.annotate import CATEGORY_COLOURS, annotate
-from inference.cli import main
 from inference.render import VIEWS
 from inference.scan import Scan
 from tests.inference.service.service_helpers import scan_pngs
@@ -77,6 +77,6 @@ def test_findings_are_drawn_in_their_category_colour():
 
 
 def test_the_cli_knows_every_view():
-    from inference.cli import VIEW_NAMES
+    from cargoscan.cli import VIEW_NAMES
 
     assert set(VIEW_NAMES) == set(VIEWS)

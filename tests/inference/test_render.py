@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.render import VIEWS, MaterialCalibration, render, render_to_file
 from inference.scan import Scan
 

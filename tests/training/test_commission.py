@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.engine import Engine, ModelError
 from inference.operating_point import KIND, OperatingPointError, validate
 from training.commission import commission, needed_scans, site_thresholds

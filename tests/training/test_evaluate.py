@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.engine import Engine, ModelError
 from inference.preprocess import attenuation
 from inference.scan import load_scan

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from inference.cli import main
+from cargoscan.cli import main
 from training.export import check_parity
 from training.model import CargoNet, ExportWrapper, ModelConfig, to_onnx
 from training.synth.dataset import write_dataset

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from cargoscan.cli import main
 from inference.boxes import hits
-from inference.cli import main
 from training.data import Augment, Sample, open_source
 from training.hard_negatives import (
     HardNegativePool,

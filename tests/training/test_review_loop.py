@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.service.app import open_records
 from inference.service.auth import hash_password
 from inference.service.settings import Settings

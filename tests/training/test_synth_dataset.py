@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.preprocess import attenuation
 from inference.scan import load_scan
 from training.synth.dataset import write_dataset

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.preprocess import attenuation
 from inference.scan import load_scan
 from training.data import Augment, CocoScans, open_source

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.cli import main
+from cargoscan.cli import main
 from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
 from training.train import WeightAverage, load_checkpoint

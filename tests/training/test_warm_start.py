@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference.cli import main
+from cargoscan.cli import main
 from training.model import CargoNet, ModelConfig, to_onnx
 from training.synth.dataset import write_dataset
 from training.train import load_checkpoint

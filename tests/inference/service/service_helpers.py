@@ -138,7 +138,7 @@ def start_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """`cargoscan serve` as a subprocess of this Python, its output appended to `log`."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "inference.cli", "serve"],
+            [sys.executable, "-m", "cargoscan", "serve"],
             cwd=REPO,
             env=env,
             stdout=out,

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.service import evidence
 from inference.service.app import open_records
 from inference.service.audit import APPEND_ONLY_TABLES, verify_chain

@@ -39,8 +39,9 @@ import pytest
 
 from inference.result import anomaly_png, model_info
 from inference.scan import ScanMetadata
-from inference.service.app import API, _result_record, open_records
+from inference.service.app import open_records
 from inference.service.auth import hash_key, new_key
+from inference.service.core import API, result_record
 from inference.service.db import ScanRecord
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
@@ -136,7 +137,7 @@ def _first_scan_with(cfg: Any, *categories: str) -> tuple[int, Any]:
 def _seed(settings: Settings, model_card: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Two stations, the synthetic scans with their results; returns a station key and
     what the riskiest scan holds."""
-    from training.simulate import scan_metadata
+    from station.client import scan_metadata
     from training.synth.scene import SynthConfig
 
     records = open_records(settings)
@@ -193,7 +194,7 @@ def _seed(settings: Settings, model_card: dict[str, Any]) -> tuple[str, dict[str
             low_bytes=len(low),
             meta=ScanMetadata.from_dict(meta).to_dict(),
         )
-        records.add_scan(rec, _result_record(result, blobs.put(anomaly_png(cells))))
+        records.add_scan(rec, result_record(result, blobs.put(anomaly_png(cells))))
         return scan_id
 
     try:
@@ -282,7 +283,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
     env.pop("CARGOSCAN_DATABASE_URL", None)
     env.pop("CARGOSCAN_ADMIN_KEY", None)
     for name, role in ((OFFICER, "officer"), (SUPERVISOR, "supervisor")):
-        cli = [sys.executable, "-m", "inference.cli", "user", "add", name, "--role", role]
+        cli = [sys.executable, "-m", "cargoscan", "user", "add", name, "--role", role]
         added = subprocess.run(
             [*cli, "--password-stdin"],
             input=PASSWORD,
@@ -296,7 +297,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
     log = root / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "inference.cli", "serve"],
+            [sys.executable, "-m", "cargoscan", "serve"],
             cwd=REPO,
             env=env,
             stdout=out,

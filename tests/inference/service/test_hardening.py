@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from fuzz.cases import hostile_cases
-from inference.service.app import sweep_partial_files
 from inference.service.auth import hash_password
+from inference.service.core import sweep_partial_files
 from inference.service.headers import page_csp
 from inference.service.limits import LoginLimiter, TokenBuckets
 from inference.service.settings import Settings

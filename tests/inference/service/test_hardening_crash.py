@@ -214,7 +214,7 @@ def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
     if importlib.util.find_spec("inference.service.audit") is None:
         pytest.skip("no inference/service/audit.py: the audit chain was not checked")
     audit = subprocess.run(
-        [sys.executable, "-m", "inference.cli", "audit", "verify"],
+        [sys.executable, "-m", "cargoscan", "audit", "verify"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -65,7 +65,7 @@ def test_serve_drains_on_sigterm_and_restarts_with_its_data(
 
         # roll out through the CLI, which talks to the admin endpoint
         cli = subprocess.run(
-            [sys.executable, "-m", "inference.cli", "model", "activate", str(models["clear"])],
+            [sys.executable, "-m", "cargoscan", "model", "activate", str(models["clear"])],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -75,7 +75,7 @@ def test_serve_drains_on_sigterm_and_restarts_with_its_data(
         assert cli.returncode == 0, cli.stderr
         assert "serving clear@" in cli.stdout
         bad = subprocess.run(
-            [sys.executable, "-m", "inference.cli", "model", "activate", str(models["nan"])],
+            [sys.executable, "-m", "cargoscan", "model", "activate", str(models["nan"])],
             cwd=REPO,
             env=env,
             capture_output=True,

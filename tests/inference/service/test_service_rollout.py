@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.service.settings import Settings
 from tests.inference.service.service_helpers import ADMIN, add_station, running, scan_pngs
 

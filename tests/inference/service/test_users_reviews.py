@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.service.app import open_records
 from inference.service.auth import CSRF_COOKIE, SESSION_COOKIE, hash_password
 from inference.service.db import make_engine

@@ -27,12 +27,11 @@ import httpx
 import pytest
 import uvicorn
 
-from inference.cli import main
+from cargoscan.cli import main
 from inference.scan import ScanMetadata
 from inference.service.app import Service, create_app
 from inference.service.settings import Settings
-from tests.inference.service.service_helpers import add_station
-from training.simulate import (
+from station.client import (
     RetryPolicy,
     SimSummary,
     iso6346_check_digit,
@@ -42,6 +41,7 @@ from training.simulate import (
     simulate,
     station_client,
 )
+from tests.inference.service.service_helpers import add_station
 from training.synth.scene import SynthConfig
 
 SMALL = SynthConfig(pitch_mm=25.0)  # 160 px high, ~550 px long
@@ -266,7 +266,7 @@ def _demo(args: list[str]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOSCAN_")}
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
     return subprocess.Popen(
-        [sys.executable, "-m", "inference.cli", "demo", *args],
+        [sys.executable, "-m", "cargoscan", "demo", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

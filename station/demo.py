@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from training.simulate import simulate
+from station.client import simulate
 from training.synth.scene import SynthConfig
 
 STATION = "demo-station"
@@ -137,7 +137,7 @@ def start_server(
     cmd = [
         sys.executable,
         "-m",
-        "inference.cli",
+        "cargoscan",
         "serve",
         "--host",
         HOST,

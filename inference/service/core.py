@@ -1,0 +1,304 @@
+"""One running service (``Service``): settings, database, blob store, inference pool and
+the serving model, and the work behind the endpoints that is not HTTP: choosing the
+start-up model, rolling out a new one, analysing and storing an upload.
+
+The routers (``api``, ``oip``, ``reviews``, ``users``, ``viewer``) and the app factory
+(``app.py``) import this module; it imports none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Counter
+
+from inference.result import anomaly_png, build_result, scan_cells
+from inference.scan import Scan, ScanError, ScanMetadata, decode_scan
+from inference.service.db import ResultRecord, ScanRecord, make_engine, migrate
+from inference.service.limits import LoginLimiter, TokenBuckets
+from inference.service.metrics import Metrics
+from inference.service.pool import InferencePool
+from inference.service.records import Records
+from inference.service.rollout import LiveModel, ModelSlot, RolloutError
+from inference.service.settings import Settings
+from inference.service.storage import BlobStore
+
+log = logging.getLogger("cargoscan.service")
+
+API = "/api/v1"
+
+
+def open_records(settings: Settings) -> Records:
+    """The database of ``settings``, migrated to the newest revision (also for the CLI)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url())
+    migrate(engine)
+    return Records(engine)
+
+
+@dataclass
+class Outcome:
+    """What one analysed upload produced (or found already stored)."""
+
+    scan: ScanRecord
+    result: dict[str, Any]
+    created: bool
+
+
+class Service:
+    """One running service: settings, database, blob store, pool and the serving model."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.models = ModelSlot()
+        self.draining = False
+        self.started = time.time()
+        self.records: Records = None  # type: ignore[assignment]  # set by open()
+        self.blobs: BlobStore = None  # type: ignore[assignment]
+        self.pool: InferencePool = None  # type: ignore[assignment]
+        # Per-caller limits (limits.py): in memory, so they start empty at a restart.
+        self.station_buckets = TokenBuckets(settings.station_rate_per_min, settings.station_burst)
+        self.login_limits = LoginLimiter(
+            settings.login_max_failures,
+            settings.login_window_s,
+            settings.login_max_failures_per_address,
+        )
+        self.rate_limited = Counter(
+            "cargoscan_rate_limited",
+            "requests answered 429 by a per-caller limit (not the queue)",
+            ["kind"],
+            registry=self.metrics.registry,
+        )
+
+    # ----------------------------------------------------------------- life cycle
+
+    def open(self) -> None:
+        """Database and files (fast); the model comes after, in the background."""
+        self.records = open_records(self.settings)
+        self.blobs = BlobStore(self.settings.data_dir / "blobs")
+        removed = sweep_partial_files(self.blobs.root, PARTIAL_FILE_AGE_S)
+        if removed:
+            log.info("removed %d half-written file(s) left by an earlier run", removed)
+        self.pool = InferencePool(
+            self.settings.workers,
+            self.settings.queue_size,
+            min_retry_after=self.settings.retry_after_s,
+            on_depth=self.metrics.queue_depth.set,
+        )
+
+    def close(self) -> None:
+        self.draining = True
+        self.metrics.ready.set(0)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        if self.records is not None:
+            self.records.engine.dispose()
+
+    @property
+    def ready(self) -> bool:
+        return self.models.current is not None and not self.draining
+
+    def load_startup_model(self) -> None:
+        """The model that served last (a roll-out survives a restart, with the site's
+        operating point it had) unless the configured model path or operating point
+        changed since they were last used: the newest decision wins."""
+        cfg = self.settings.model_path
+        cfg_path = str(cfg.resolve()) if cfg is not None else None
+        cfg_op = self.settings.operating_point
+        cfg_op_path = str(cfg_op.resolve()) if cfg_op is not None else None
+        last = self.records.latest_activation()
+        last_cfg = self.records.latest_activation("config")
+
+        def op_of(activation: Any) -> str | None:
+            value = (activation.checks or {}).get("operating_point") if activation else None
+            return value if isinstance(value, str) else None
+
+        candidates: list[tuple[str, str, str | None]] = []
+        config = (cfg_path, "config", cfg_op_path) if cfg_path else None
+        if config and (
+            last_cfg is None or last_cfg.path != cfg_path or op_of(last_cfg) != cfg_op_path
+        ):
+            candidates.append(config)
+        if last is not None:
+            candidates.append((last.path, last.source, op_of(last)))
+        if config and config not in candidates:
+            candidates.append(config)
+        if not candidates:
+            self.models.status = "no model configured: set CARGOSCAN_MODEL_PATH or roll one out"
+            return
+        errors = []
+        for path, source, op in candidates:
+            self.models.status = f"loading {path}"
+            try:
+                model, checks = self.models.activate(
+                    Path(path), self.settings.engine_threads, [],
+                    Path(op) if op is not None else None,
+                )  # fmt: skip
+            except RolloutError as exc:
+                errors.append(f"{path}: {exc}")
+                log.warning("start-up model %s not usable: %s", path, exc)
+                continue
+            if (
+                last is None
+                or last.path != path
+                or last.sha256 != model.info["sha256"]
+                or op_of(last) != op
+            ):
+                self.records.add_activation(
+                    source=source, path=path, info=model.info, checks=checks
+                )
+            self._went_live(model)
+            return
+        self.models.status = "no usable model: " + "; ".join(errors)
+
+    def _went_live(self, model: LiveModel) -> None:
+        self.metrics.set_model(model.info)
+        self.metrics.ready.set(0 if self.draining else 1)
+        log.info("serving model %s from %s", model.version, model.path)
+
+    def activate(self, path: Path, operating_point: Path | None = None) -> dict[str, Any]:
+        """Admin roll-out (runs on a worker thread): raises RolloutError, RolloutBusy."""
+        scans = self.check_scans(self.settings.check_scans)
+        previous = self.models.current
+        try:
+            model, checks = self.models.activate(
+                path, self.settings.engine_threads, scans, operating_point
+            )
+        except RolloutError:
+            self.metrics.rollouts.labels("failed").inc()
+            raise
+        self.records.add_activation(source="admin", path=str(path), info=model.info, checks=checks)
+        self.metrics.rollouts.labels("succeeded").inc()
+        self._went_live(model)
+        return {
+            "model": model.info,
+            "previous": previous.info if previous else None,
+            "path": str(path),
+            **checks,
+        }
+
+    def check_scans(self, n: int) -> list[tuple[str, Scan]]:
+        """The newest stored scans, decoded, for checking a new model on real input."""
+        out = []
+        for rec in self.records.recent_scans(n):
+            try:
+                out.append((rec.id, self.load_scan(rec)))
+            except (OSError, ScanError) as exc:
+                log.warning("check scan %s unreadable: %s", rec.id, exc)
+        return out
+
+    # ----------------------------------------------------------------- scans
+
+    def load_scan(self, rec: ScanRecord) -> Scan:
+        high = self.blobs.get(rec.high_sha256)
+        low = self.blobs.get(rec.low_sha256) if rec.low_sha256 else None
+        return decode_scan(high, low, max_pixels=self.settings.max_pixels)
+
+    def analyze_upload(
+        self,
+        station_id: int,
+        high: bytes,
+        low: bytes | None,
+        meta: ScanMetadata,
+    ) -> Outcome:
+        """Decode, store the bytes, analyse, store scan + result (a pool thread)."""
+        model = self.models.current
+        if model is None:
+            raise ServiceUnavailable("no model is loaded yet")
+        start = time.perf_counter()
+        scan = decode_scan(high, low, meta, max_pixels=self.settings.max_pixels)
+        high_sha = self.blobs.put(high)
+        low_sha = self.blobs.put(low) if low is not None else None
+        analysis = model.engine.analyze(scan)
+        scan_id = str(uuid.uuid4())
+        anomaly_sha = self.blobs.put(anomaly_png(scan_cells(analysis, model.engine.stride)))
+        took_ms = (time.perf_counter() - start) * 1000.0
+        result = build_result(
+            model.engine,
+            analysis,
+            scan_id,
+            took_ms,
+            anomaly_map_url=f"{API}/scans/{scan_id}/anomaly-map",
+        )
+        h, w = scan.shape
+        rec = ScanRecord(
+            id=scan_id,
+            station_id=station_id,
+            station_scan_id=meta.station_scan_id,
+            received_at=datetime.now(timezone.utc),
+            scan_time=meta.scan_time,
+            width=w,
+            height=h,
+            bit_depth=int(scan.bit_depth),
+            high_sha256=high_sha,
+            high_bytes=len(high),
+            low_sha256=low_sha,
+            low_bytes=len(low) if low is not None else None,
+            meta=meta.to_dict(),
+        )
+        stored, created = self.records.add_scan(rec, result_record(result, anomaly_sha))
+        self.metrics.inference.observe(took_ms / 1000.0)
+        if not created:  # a concurrent retry stored it first
+            found = self.records.get_scan(stored.id, station_id)
+            body = found[1].body if found and found[1] else result
+            return Outcome(stored, body, False)
+        self.metrics.count_result(result)
+        return Outcome(rec, result, True)
+
+
+PARTIAL_FILE_AGE_S = 600
+"""A temporary blob file this old is a leftover of a killed process: no write takes that
+long. Younger ones may be another process's write in progress (a shared store), so they
+are left; nothing reads them either way (blobs are only opened by their SHA-256 name)."""
+
+
+def sweep_partial_files(root: Path, older_than_s: float) -> int:
+    """Delete ``.*.tmp`` files (``BlobStore.put``'s half-written files) older than
+    ``older_than_s`` under ``root``; returns how many went."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in root.glob("*/.*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    return removed
+
+
+class ServiceUnavailable(Exception):
+    """The service cannot take work now (no model, draining): 503 with Retry-After."""
+
+
+def result_record(result: dict[str, Any], anomaly_sha: str | None) -> ResultRecord:
+    """The database row of a result built by ``build_result`` (its body kept whole)."""
+    model = result["model"]
+    return ResultRecord(
+        scan_id=result["scan_id"],
+        model_name=model["name"],
+        model_version=model["version"],
+        model_sha256=model["sha256"],
+        verdict=result["verdict"],
+        risk=float(result["risk"]),
+        processing_ms=float(result["processing_ms"]),
+        anomaly_sha256=anomaly_sha,
+        body=result,
+    )
+
+
+def service_version() -> str:
+    """The installed cargoscan package's version ("0" when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cargoscan")
+    except PackageNotFoundError:
+        return "0"
