@@ -2,33 +2,8 @@
 
 Not a pass/fail test. The detector is trained on synthetic scans and must work
 on real ones, so we want numbers (and a picture) for the gap between the two.
-The script:
-
-1. generates N synthetic scans in-process (or reads a `cargoscan synth` data
-   set with --data) and loads the real reference scans (8-bit single-energy
-   JPEGs with YOLO boxes of the container body, see ../shared/real-cargo);
-2. renders the synthetic high-energy channel the way the real exports look:
-   attenuation a = -ln(I / air) through the product's own air calibration
-   (inference.preprocess.attenuation: per row, then per pulse), a tone curve
-   v = f(a) whose parameters are *fitted* (quantile matching of the pooled
-   container-region grey levels against the real ones, over three monotone
-   families with air -> the measured real air level), then JPEG q90
-   encode/decode so compression artefacts are alike;
-3. measures, for both sets: grey-level histograms (whole image and container
-   region; Wasserstein-1, Jensen-Shannon and chi-square on 64 bins), Canny
-   edge density, mean gradient and high-frequency energy inside the container,
-   container-region geometry, and air noise. Each distance is printed next to
-   a real-vs-real baseline (the same distance between random halves of the real
-   set, averaged over many splits) so that "close" has a scale;
-4. writes a contact sheet (real | synthetic pairs) and a JSON of all figures
-   under out/bench/. The real scans are never copied anywhere else; the contact
-   sheet contains them and must stay under the git-ignored out/ folder.
-
-Pixel pitch: synthetic scans are kept at their own 5 mm pitch. Both sets are
-~800 px high, so rescaling synthetic to the real ~4.3 mm pitch would make them
-~930 px high, unlike any real export; the resulting difference in container
-size (px) is reported as a figure, and --pitch-mm resamples synthetic scans if
-you want to compare texture at equal pitch.
+How it measures (steps, pitch): docs/benchmarks.md. Real scans are never copied; the
+contact sheet holds them and stays under the git-ignored out/ folder.
 
 Run from the project root:  .venv/bin/python bench/realism.py
 """
@@ -49,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inference.preprocess import attenuation
+from training.synth.contact_sheet import write_grid
 from training.synth.dataset import worker_pool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -531,31 +507,20 @@ def contact_sheet(real: list[Scan8], synth: list[Scan8], path: Path, seed: int) 
         synth[i] for i in sorted(rng.choice(len(synth), min(SHEET_ROWS, len(synth)), replace=False))
     ]
     unused = list(range(len(real)))
-    rows = []
+    tiles = []
     for s in picks:
         x0, y0, x1, y1 = s.box
         m = np.median(s.img[y0:y1, x0:x1])
-        j = min(
-            unused,
-            key=lambda i: abs(
-                np.median(
-                    real[i].img[real[i].box[1] : real[i].box[3], real[i].box[0] : real[i].box[2]]
-                )
-                - m
-            ),
-        )
+        j = min(unused, key=lambda i: abs(np.median(_container(real[i])) - m))
         unused.remove(j)
-        r = _labelled(real[j].img, f"REAL {real[j].name}", SHEET_HEIGHT)
-        sy = _labelled(s.img, f"SYNTHETIC {s.name}", SHEET_HEIGHT)
-        gap = np.full((r.shape[0], 12), 128, np.uint8)
-        rows.append(np.hstack([r, gap, sy]))
-    width = max(r.shape[1] for r in rows)
-    padded = []
-    for r in rows:
-        padded.append(np.hstack([r, np.full((r.shape[0], width - r.shape[1]), 255, np.uint8)]))
-        padded.append(np.full((8, width), 128, np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.vstack(padded))
+        tiles.append(_labelled(real[j].img, f"REAL {real[j].name}", SHEET_HEIGHT))
+        tiles.append(_labelled(s.img, f"SYNTHETIC {s.name}", SHEET_HEIGHT))
+    write_grid([cv2.cvtColor(t, cv2.COLOR_GRAY2BGR) for t in tiles], 2, path)
+
+
+def _container(scan: Scan8) -> np.ndarray:
+    x0, y0, x1, y1 = scan.box
+    return scan.img[y0:y1, x0:x1]
 
 
 def _jsonable(x: Any) -> Any:

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from inference import DEFAULT_MODEL
 from station.client import simulate
 from training.synth.scene import SynthConfig
 
@@ -278,7 +279,7 @@ def run_demo(
     *,
     data_dir: Path = Path("data/demo"),
     port: int = 8000,
-    model: Path = Path("models/cargoscan-default.onnx"),
+    model: Path = DEFAULT_MODEL,
     rate_per_min: float = 12.0,
     count: int = 0,
     seed: int | None = None,

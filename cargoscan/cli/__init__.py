@@ -9,10 +9,11 @@ commands reach into `training`.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 from cargoscan.cli import scans, service, station, training
-from cargoscan.cli.common import Subcommands
+from cargoscan.cli.common import Subcommands, fail
 from cargoscan.cli.scans import VIEW_NAMES
 
 __all__ = ["SUBCOMMANDS", "VIEW_NAMES", "build_parser", "main"]
@@ -53,4 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except OSError as exc:
+        # A file that cannot be read or written (missing, a folder, no permission, disk
+        # full) is the user's to fix: one line naming it, not a traceback.
+        # CARGOSCAN_DEBUG=1 keeps the traceback for developers.
+        if os.environ.get("CARGOSCAN_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(args.command, f"{where}{exc.strerror or exc}", 1)

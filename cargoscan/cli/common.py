@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +26,39 @@ def fail(command: str, message: str, status: int = 2) -> int:
     return status
 
 
+def _nearest_existing(path: Path) -> Path:
+    """The path itself or its closest ancestor that exists (what `mkdir -p` would write in)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def writable_folder(value: str) -> Path:
+    """argparse type for an output folder: refuse a file or an unwritable place at once, not
+    after minutes of work and with a traceback."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a file, not a folder")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{value}: {base} is not writable")
+    return path
+
+
+def writable_file(value: str) -> Path:
+    """argparse type for an output file: its folder must be (or become) a writable folder."""
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder, not a file")
+    writable_folder(str(path.parent) if str(path.parent) else ".")
+    return path
+
+
 def add_output_folder(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=writable_folder, required=True, help="output folder")
 
 
 def add_model_with_card(p: argparse.ArgumentParser) -> None:

@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from cargoscan.cli.common import Subcommands, add_output_folder, fail
+from cargoscan.cli.common import Subcommands, add_output_folder, fail, writable_file
+from inference import DEFAULT_MODEL
 
 # The officer views (inference.render.VIEWS, which a test keeps equal): here as plain
 # names so that `cargoscan --help` imports no NumPy or OpenCV.
@@ -36,7 +37,7 @@ def add_render(sub: Subcommands) -> None:
         default=None,
         help="contrast window on attenuation -ln(T) for --view window (default: automatic)",
     )
-    p.add_argument("--out", type=Path, required=True, help="output picture (PNG or JPEG)")
+    p.add_argument("--out", type=writable_file, required=True, help="output picture (PNG or JPEG)")
     p.set_defaults(handler=_run_render)
 
 
@@ -65,7 +66,7 @@ def add_analyze(sub: Subcommands) -> None:
     p.add_argument(
         "--model",
         type=Path,
-        default=Path("models/cargoscan-default.onnx"),
+        default=DEFAULT_MODEL,
         help="ONNX model with its .json card (default: the shipped default model)",
     )
     p.add_argument(

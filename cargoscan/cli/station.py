@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from cargoscan.cli.common import Subcommands, fail
+from inference import DEFAULT_MODEL
 
 
 def add_simulate(sub: Subcommands) -> None:
@@ -95,7 +96,10 @@ def add_demo(sub: Subcommands) -> None:
     p.add_argument("--data-dir", type=Path, default=Path("data/demo"), help="default data/demo")
     p.add_argument("--port", type=int, default=8000, help="default 8000 (next free one if taken)")
     p.add_argument(
-        "--model", type=Path, default=Path("models/cargoscan-default.onnx"), help="MODEL.onnx"
+        "--model",
+        type=Path,
+        default=DEFAULT_MODEL,
+        help="MODEL.onnx (default: the shipped default model)",
     )
     p.add_argument(
         "--rate", type=float, default=12.0, help="scans per minute (default 12; 0: flat out)"

@@ -15,6 +15,8 @@ from cargoscan.cli.common import (
     add_model_with_card,
     add_output_folder,
     fail,
+    writable_file,
+    writable_folder,
 )
 
 
@@ -143,10 +145,16 @@ def add_train(sub: Subcommands) -> None:
     p.add_argument("--data", type=Path, action="append", required=True, help="data set (repeat)")
     p.add_argument("--weight", type=float, action="append", default=None, help="per --data")
     p.add_argument("--val", type=Path, default=None, help="held-out data set for validation")
-    p.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/NAME")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--out", type=writable_folder, required=True, help="run folder, e.g. runs/NAME")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=30,
+        help="epochs of --steps optimiser steps; validation, hard-negative mining and "
+        "last.pt after each (default 30)",
+    )
     p.add_argument("--steps", type=int, default=200, help="optimiser steps per epoch")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8, help="crops per optimiser step (default 8)")
     p.add_argument("--crop", type=int, default=512, help="training crop size (px)")
     p.add_argument(
         "--crop-weight",
@@ -194,8 +202,19 @@ def add_train(sub: Subcommands) -> None:
         metavar="S",
         help="weakest false finding that counts as a hard negative (default 0.1)",
     )
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=2e-3,
+        help="peak AdamW learning rate: linear warm-up over the first 5 %% of steps, then "
+        "cosine to 2 %% of it (default 2e-3; fine-tuning with --init: about 1e-4 to 3e-4)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the sampling, crops and augmentation (default 0)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument(
         "--init",
@@ -274,7 +293,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def add_export(sub: Subcommands) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX with its model card")
     p.add_argument("--checkpoint", type=Path, required=True, help="e.g. runs/NAME/best.pt")
-    p.add_argument("--out", type=Path, required=True, help="e.g. models/NAME.onnx")
+    p.add_argument("--out", type=writable_file, required=True, help="e.g. models/NAME.onnx")
     p.add_argument(
         "--val",
         type=Path,
@@ -356,7 +375,10 @@ def add_commission(sub: Subcommands) -> None:
     )
     p.add_argument("--site", required=True, help="the site's name (shown in every result)")
     p.add_argument(
-        "--out", type=Path, default=None, help="default MODEL.site-SITE.json beside the model"
+        "--out",
+        type=writable_file,
+        default=None,
+        help="default MODEL.site-SITE.json beside the model",
     )
     p.add_argument("--alarm-rate", type=float, default=0.02, help="share of cleared scans "
                    "allowed to alarm (default 0.02)")  # fmt: skip

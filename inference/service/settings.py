@@ -12,9 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from inference import DEFAULT_MODEL
 from inference.scan import DEFAULT_MAX_PIXELS
-
-DEFAULT_MODEL = Path("models/cargoscan-default.onnx")
 
 
 class Settings(BaseSettings):

@@ -80,3 +80,44 @@ def test_the_cli_knows_every_view():
     from cargoscan.cli import VIEW_NAMES
 
     assert set(VIEW_NAMES) == set(VIEWS)
+
+
+def test_the_default_model_is_found_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The shipped model is found from the source tree, not `models/` under the cwd."""
+    scan = _write_pair(tmp_path, "s", 2)
+    monkeypatch.chdir(tmp_path)
+    assert main(["analyze", str(scan), "--out", "out"]) == 0
+    result = json.loads((tmp_path / "out" / "s.json").read_text())
+    assert result["model"]["name"] == "cargoscan-default"
+
+
+@pytest.mark.parametrize("command", ["analyze", "render", "synth"])
+def test_an_output_that_is_a_file_is_refused_before_any_work(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    scan = _write_pair(tmp_path, "s", 4)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    args = {
+        "analyze": ["analyze", str(scan), "--out", str(a_file)],
+        "render": ["render", str(scan), "--out", str(a_file / "x.png")],
+        "synth": ["synth", "--count", "1", "--out", str(a_file)],
+    }[command]
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    assert "a-file is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+
+
+def test_an_output_that_cannot_be_made_is_one_line_not_a_traceback(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A place the checks let through but the kernel refuses (even to root): /proc."""
+    scan = _write_pair(tmp_path, "s", 5)
+    out = "/proc/cargoscan-out"
+    assert main(["analyze", str(scan), "--model", str(models["clear"]), "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cargoscan analyze: /proc/cargoscan-out") and "Traceback" not in err
