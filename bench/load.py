@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.service import DEFAULT_MODEL, Server, start_server, untrained_model  # noqa: E402
+from bench.service import DEFAULT_MODEL, Server, bench_server, untrained_model  # noqa: E402
 
 
 def scan_files(h: int, w: int, seed: int) -> dict[str, tuple[str, bytes, str]]:
@@ -247,13 +247,11 @@ def main() -> int:
                     env["CARGOSCAN_STATION_BURST"] = str(args.burst)
             data = tmpdir / name
             data.mkdir()
-            server = start_server(model, data, args.stations, env)
-            try:
+            with bench_server(model, data, args.stations, env) as server:
                 phase = flood(
                     server, name, args.seconds, args.stations, args.per_station, payloads, admin_key
                 )
-            finally:
-                code = server.stop()
+            code = server.process.returncode
             print(report(phase), flush=True)
             fives = phase.count(lambda a: a.status >= 500)
             if fives or phase.lost or phase.transport_errors or code != 0:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from inference.coco import read_coco
 from inference.preprocess import attenuation
 from training.synth.contact_sheet import write_grid
 from training.synth.dataset import worker_pool
@@ -139,16 +140,14 @@ def generate_synth(count: int, seed: int, workers: int) -> list[SynthRaw]:
 
 def load_dataset(data_dir: Path, count: int | None) -> list[SynthRaw]:
     """Read high channels + cargo regions from a COCO data set written by `cargoscan synth`."""
-    coco = json.loads((data_dir / "annotations.json").read_text())
-    images = coco["images"][:count] if count else coco["images"]
+    images = read_coco(data_dir).images
     out = []
-    for im in tqdm(images, desc="data", unit="scan"):
-        high = cv2.imread(str(data_dir / im["file_name"]), cv2.IMREAD_UNCHANGED)
+    for im in tqdm(images[:count] if count else images, desc="data", unit="scan"):
+        high = cv2.imread(str(data_dir / im.file_name), cv2.IMREAD_UNCHANGED)
         if high is None:
             continue
-        out.append(
-            SynthRaw(Path(im["file_name"]).stem, high, tuple(im["cargo_region"]), _is_empty(im))
-        )
+        region = tuple(im.entry["cargo_region"])
+        out.append(SynthRaw(Path(im.file_name).stem, high, region, _is_empty(im.entry)))
     return out
 
 

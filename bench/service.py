@@ -26,23 +26,20 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 from station.client import PostOutcome, RetryPolicy, Upload, post_scan, station_client
+from station.server import ServerProcess, free_port, serving
 from training.synth.scene import SynthConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,29 +108,21 @@ def in_process(model: Path, uploads: list[Upload], threads: int, runs: int) -> I
     return InProcess(eng, dec)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
 @dataclass
 class Server:
     """A `cargoscan serve` child process and the station keys made for it."""
 
-    proc: subprocess.Popen[bytes]
-    url: str
+    process: ServerProcess
     keys: list[str]
-    log: Path
+
+    @property
+    def url(self) -> str:
+        return self.process.url
 
     def peak_rss_mb(self) -> float | None:
         """VmHWM: the highest resident memory since start or the last reset."""
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) / 1024.0
         except OSError:
@@ -143,22 +132,19 @@ class Server:
     def reset_peak(self) -> bool:
         """Start VmHWM over (Linux >= 4.0), so each phase reports its own peak."""
         try:
-            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
             return True
         except OSError:
             return False
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
 
-
-def start_server(model: Path, data: Path, stations: int, env_extra: dict[str, str]) -> Server:
+@contextmanager
+def bench_server(
+    model: Path, data: Path, stations: int, env_extra: dict[str, str]
+) -> Iterator[Server]:
+    """A ready server on ``data`` with ``stations`` new station keys, on a free port, with
+    only these settings (none of the caller's CARGOSCAN_*); stopped (SIGTERM) on exit, its
+    exit status then in ``server.process.returncode``."""
     from inference.service.app import open_records
     from inference.service.auth import hash_key, new_key
     from inference.service.settings import Settings
@@ -172,38 +158,17 @@ def start_server(model: Path, data: Path, stations: int, env_extra: dict[str, st
             records.add_station(f"bench-{i + 1}", hash_key(keys[-1]))
     finally:
         records.engine.dispose()
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOSCAN_")}
     env.update(
         CARGOSCAN_DATA_DIR=str(data),
         CARGOSCAN_DATABASE_URL=db,
         CARGOSCAN_MODEL_PATH=str(model),
-        CARGOSCAN_PORT=str(port),
         PYTHONPATH=str(ROOT),
         **env_extra,
     )
-    log = data / "serve.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cargoscan", "serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(proc, f"http://127.0.0.1:{port}", keys, log)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{_tail(log)}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"the server was not ready in 180 s:\n{_tail(log)}")
+    port = free_port()
+    with serving(port, log=data / "serve.log", env=env, cwd=ROOT, ready_timeout_s=180) as process:
+        yield Server(process, keys)
 
 
 @dataclass
@@ -315,14 +280,12 @@ def main() -> int:
 
         data = tmpdir / "data"
         data.mkdir()
-        server = start_server(model, data, max(args.stations), env_extra)
         phases = []
-        try:
+        with bench_server(model, data, max(args.stations), env_extra) as server:
             for n in args.stations:
                 per_station = max(1, math.ceil(args.count / n))
                 phases.append(run_phase(server, uploads, n, per_station))
-        finally:
-            code = server.stop()
+        code = server.process.returncode
 
     print(
         f"{'stations':>8} {'scans':>6} {'ok':>4} {'scans/s':>8} {'p50 s':>7} {'p95 s':>7} "

@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from inference.scan import load_scan  # noqa: E402
 from training.tip.background import estimate_export_curve, padding_masks  # noqa: E402
 from training.tip.cargo_space import find_cargo_space  # noqa: E402
-from training.tip.dataset import _detection_attenuation  # noqa: E402
+from training.tip.dataset import detection_attenuation  # noqa: E402
 
 DEFAULT_REAL = ROOT.parent / "shared" / "real-cargo"
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if truth is None:
             continue
         curve = estimate_export_curve(grey)
-        space = find_cargo_space(_detection_attenuation(grey, curve), padding_masks(grey, 255)[1])
+        space = find_cargo_space(detection_attenuation(grey, curve), padding_masks(grey, 255)[1])
         results.append((iou(space.box, truth) if space.box else 0.0, path.stem))
         pitches.append((space.pitch_x_mm, space.pitch_y_mm))
     took = (time.perf_counter() - start) / max(len(results), 1)

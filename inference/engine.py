@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from inference.boxes import iou_matrix
+from inference.contracts import CardError, ModelCard
 from inference.preprocess import PREPROCESS_VERSION, ModelInput, preprocess
 from inference.scan import Scan
 
@@ -55,11 +57,14 @@ class Analysis:
 class Engine:
     """A loaded model: `Engine.load("models/NAME.onnx")`, then `engine.analyze(scan)`."""
 
-    def __init__(self, session: Any, card: dict[str, Any], threads: int) -> None:
+    def __init__(self, session: Any, card: ModelCard | Mapping[str, Any], threads: int) -> None:
+        try:
+            self.card = ModelCard.of(card)
+        except CardError as exc:
+            raise ModelError(str(exc)) from None
         self.session = session
-        self.card = card
-        self.categories: list[str] = list(card["categories"])
-        self.stride = int(card.get("outputs", {}).get("stride", 4))
+        self.categories: list[str] = list(self.card.categories)
+        self.stride = self.card.outputs.stride
         self.threads = threads
 
     @classmethod
@@ -73,7 +78,7 @@ class Engine:
         model = Path(model)
         card_path = model.with_suffix(".json")
         try:
-            card = json.loads(card_path.read_text())
+            card = ModelCard.of(json.loads(card_path.read_text()), str(card_path))
             data = model.read_bytes()
         except FileNotFoundError as exc:
             raise ModelError(
@@ -81,10 +86,12 @@ class Engine:
             ) from None
         except json.JSONDecodeError as exc:
             raise ModelError(f"{card_path}: not valid JSON ({exc})") from None
+        except CardError as exc:
+            raise ModelError(str(exc)) from None
         digest = hashlib.sha256(data).hexdigest()
-        if card.get("onnx", {}).get("sha256") != digest:
+        if card.onnx.sha256 != digest:
             raise ModelError(f"{model}: sha256 {digest[:12]}... does not match its card")
-        version = card.get("input", {}).get("preprocess_version")
+        version = card.input.preprocess_version
         if version != PREPROCESS_VERSION:
             raise ModelError(
                 f"{model}: trained with pre-processing v{version}, "
@@ -93,14 +100,17 @@ class Engine:
         if operating_point is not None:
             try:
                 card = site_op.apply(card, site_op.load(operating_point, card))
-            except site_op.OperatingPointError as exc:
+            except (site_op.OperatingPointError, CardError) as exc:
                 raise ModelError(str(exc)) from None
         return cls.from_bytes(data, card, threads)
 
     @classmethod
-    def from_bytes(cls, data: bytes, card: dict[str, Any], threads: int = 2) -> Engine:
-        """An engine on an ONNX graph and its card as they are, unchecked (`load` checks
-        them): for `export`, which calibrates the file it has just written."""
+    def from_bytes(
+        cls, data: bytes, card: ModelCard | Mapping[str, Any], threads: int = 2
+    ) -> Engine:
+        """An engine on an ONNX graph and its card, not checked against each other (`load`
+        checks them; the card is still validated): for `export`, which calibrates the file
+        it has just written."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()

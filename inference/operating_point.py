@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from inference.contracts import ModelCard
 
 __all__ = ["KEYS", "KIND", "OperatingPointError", "apply", "load", "validate"]
 
@@ -40,18 +43,22 @@ def _score(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0
 
 
-def validate(op: Any, card: dict[str, Any], where: str = "operating point") -> dict[str, Any]:
-    """``op`` checked against the model's ``card``; returns it. Raises OperatingPointError."""
+def validate(
+    op: Any, card: ModelCard | Mapping[str, Any], where: str = "operating point"
+) -> dict[str, Any]:
+    """``op`` checked against the model's ``card``; returns it. Raises OperatingPointError
+    (and CardError for a card dict that is not a valid card)."""
+    card = ModelCard.of(card)
     if not isinstance(op, dict) or op.get("kind") != KIND:
         raise OperatingPointError(f"{where}: not an operating-point file (kind {KIND!r})")
-    want = str((card.get("onnx") or {}).get("sha256") or "")
+    want = card.onnx.sha256 or ""
     got = str(op.get("model_sha256") or "")
     if got != want:
         raise OperatingPointError(
             f"{where}: made for the model with sha256 {got[:12] or '?'}..., "
             f"this model is {want[:12]}...: commission the site again for this model"
         )
-    categories = set(card.get("categories", []))
+    categories = set(card.categories)
     for key in KEYS:
         if key not in op:
             continue
@@ -72,7 +79,7 @@ def validate(op: Any, card: dict[str, Any], where: str = "operating point") -> d
     return op
 
 
-def load(path: Path | str, card: dict[str, Any]) -> dict[str, Any]:
+def load(path: Path | str, card: ModelCard | Mapping[str, Any]) -> dict[str, Any]:
     """Read and check an operating-point file for the model whose card is ``card``."""
     path = Path(path)
     try:
@@ -84,11 +91,10 @@ def load(path: Path | str, card: dict[str, Any]) -> dict[str, Any]:
     return validate(op, card, str(path))
 
 
-def apply(card: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``card`` with the operating point's keys in place of its own."""
-    out = dict(card)
-    for key in KEYS:
-        if key in op:
-            out[key] = op[key]
-    out["operating_point_site"] = op["site"]
-    return out
+def apply(card: ModelCard | Mapping[str, Any], op: dict[str, Any]) -> ModelCard:
+    """A copy of ``card`` with the operating point's keys in place of its own (validated
+    again, so the copy holds the same types as a card read from a file)."""
+    laid = {key: op[key] for key in KEYS if key in op}
+    return ModelCard.of(
+        {**ModelCard.of(card).to_dict(), **laid, "operating_point_site": op["site"]}
+    )

@@ -1,4 +1,7 @@
-"""An engine's analysis -> the result of DESIGN section 3 (torch-free, no web framework).
+"""An engine's analysis -> its result (torch-free, no web framework).
+
+The result's shape is :class:`inference.contracts.ScanResult` (docs/design.md, "The result:
+what goes out").
 
 The same builder serves the HTTP service and the command line, so a scan gets the same
 verdict wherever it is analysed. The card (or a site's operating point laid over it,
@@ -36,12 +39,14 @@ categories' thresholds.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from inference.boxes import hits
+from inference.contracts import ModelCard, ResultFinding, ResultModel, ScanResult, ScoreTable
 from inference.engine import Analysis, Engine
 
 __all__ = [
@@ -53,8 +58,10 @@ __all__ = [
     "build_result",
     "model_info",
     "model_version",
+    "result_model",
     "risk_from_ratio",
     "scan_cells",
+    "scan_result",
     "thresholds_for",
 ]
 
@@ -97,29 +104,35 @@ class OperatingPoint:
     note: str  # said in each explanation: which table decided
 
 
-def model_version(card: dict[str, Any]) -> str:
+def model_version(card: ModelCard | Mapping[str, Any]) -> str:
     """``NAME@SHA12``: the card's name and the ONNX file's sha256 prefix.
 
     The bytes identify a model (two exports in the same second still differ; the same
     file copied under another name is the same model), the name keeps it readable.
     """
-    name = str(card.get("name") or "model")
-    sha = str((card.get("onnx") or {}).get("sha256") or "")
-    return f"{name}@{sha[:12]}" if sha else f"{name}@{card.get('created', 'unknown')}"
+    card = ModelCard.of(card)
+    name = card.name or "model"
+    sha = card.onnx.sha256 or ""
+    created = card.created if card.created is not None else "unknown"
+    return f"{name}@{sha[:12]}" if sha else f"{name}@{created}"
 
 
-def model_info(card: dict[str, Any]) -> dict[str, str]:
+def result_model(card: ModelCard | Mapping[str, Any]) -> ResultModel:
     """The ``model`` part of a result: name, version, sha256 (and the site's operating
-    point, where one is laid over the card)."""
-    info = {
-        "name": str(card.get("name") or "model"),
-        "version": model_version(card),
-        "sha256": str((card.get("onnx") or {}).get("sha256") or ""),
-    }
-    site = card.get("operating_point_site")
-    if isinstance(site, str) and site:
-        info["operating_point"] = site
+    point, where one is laid over the card; left unset, so absent, otherwise)."""
+    card = ModelCard.of(card)
+    info = ResultModel(
+        name=card.name or "model", version=model_version(card), sha256=card.onnx.sha256 or ""
+    )
+    if card.operating_point_site:
+        info.operating_point = card.operating_point_site
     return info
+
+
+def model_info(card: ModelCard | Mapping[str, Any]) -> dict[str, str]:
+    """:func:`result_model` as the dict a result holds (what the service's records and
+    metrics label a model with)."""
+    return result_model(card).model_dump(exclude_unset=True)
 
 
 def risk_from_ratio(ratio: float) -> float:
@@ -131,46 +144,49 @@ def risk_from_ratio(ratio: float) -> float:
     return min(1.0, 1.0 - 2.0 ** (-ratio))
 
 
-def _valid(value: Any) -> bool:
-    # 0 is a real threshold: no clean validation scan had a finding of the category.
-    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+def _most_specific(
+    general: ScoreTable | None, eight_bit: ScoreTable | None, bit_depth: int
+) -> list[ScoreTable]:
+    """The card's tables for a scan of this bit depth, most specific first (the 8-bit one
+    for 8-bit scans); absent tables left out. The card's validation has made every value a
+    finite score >= 0 (0 is a real threshold: no clean validation scan had a finding)."""
+    tables = [eight_bit, general] if bit_depth == 8 else [general]
+    return [t for t in tables if t is not None]
 
 
-def _table(card: dict[str, Any], key: str, bit_depth: int) -> list[dict[str, Any]]:
-    """The card's tables for ``key``, most specific first (8-bit ones for 8-bit scans)."""
-    tables = [card.get(f"{key}_8bit")] if bit_depth == 8 else []
-    tables.append(card.get(key))
-    return [t for t in tables if isinstance(t, dict)]
-
-
-def thresholds_for(card: dict[str, Any], bit_depth: int = 16) -> tuple[dict[str, float], bool]:
+def thresholds_for(
+    card: ModelCard | Mapping[str, Any], bit_depth: int = 16
+) -> tuple[dict[str, float], bool]:
     """Per-category alarm thresholds for a scan of this bit depth, and whether the card
     had them (False: uncalibrated). 8-bit scans use ``thresholds_8bit`` where the card
     has them; a category missing there falls back to ``thresholds``."""
-    tables = _table(card, "thresholds", bit_depth)
+    card = ModelCard.of(card)
+    tables = _most_specific(card.thresholds, card.thresholds_8bit, bit_depth)
     out: dict[str, float] = {}
-    for cat in card.get("categories", []):
-        found = [float(t[cat]) for t in tables if _valid(t.get(cat))]
+    for cat in card.categories:
+        found = [t[cat] for t in tables if cat in t]
         out[cat] = found[0] if found else DEFAULT_THRESHOLD
     return out, bool(tables)
 
 
-def operating_point(card: dict[str, Any], bit_depth: int = 16) -> OperatingPoint:
+def operating_point(card: ModelCard | Mapping[str, Any], bit_depth: int = 16) -> OperatingPoint:
     """The card's operating point for a scan of this bit depth (see the module docstring)."""
+    card = ModelCard.of(card)
     alarm, calibrated = thresholds_for(card, bit_depth)
-    review_tables = _table(card, "review_thresholds", bit_depth)
+    review_tables = _most_specific(card.review_thresholds, card.review_thresholds_8bit, bit_depth)
     review = {}
     for cat, t in alarm.items():
-        found = [float(r[cat]) for r in review_tables if _valid(r.get(cat))]
+        found = [r[cat] for r in review_tables if cat in r]
         review[cat] = min(found[0], t) if found else t / 2
-    levels = [card.get("anomaly_level_8bit")] if bit_depth == 8 else []
-    levels.append(card.get("anomaly_level"))
-    level = next((float(v) for v in levels if _valid(v)), ANOMALY_LEVEL)
+    levels = (
+        [card.anomaly_level_8bit, card.anomaly_level] if bit_depth == 8 else [card.anomaly_level]
+    )
+    level = next((v for v in levels if v is not None), ANOMALY_LEVEL)
     note = "" if calibrated else " (uncalibrated model: default threshold)"
-    if calibrated and bit_depth == 8 and isinstance(card.get("thresholds_8bit"), dict):
+    if calibrated and bit_depth == 8 and card.thresholds_8bit is not None:
         note = " (8-bit scan: thresholds for 8-bit exports)"
-    site = card.get("operating_point_site")
-    if calibrated and isinstance(site, str) and site:
+    site = card.operating_point_site
+    if calibrated and site:
         note += f" (site {site})"
     return OperatingPoint(alarm, review, level, calibrated, note)
 
@@ -291,15 +307,15 @@ def _regions(boxes: list[tuple[float, float, float, float]]) -> list[int]:
     return [root(i) for i in range(n)]
 
 
-def build_result(
+def scan_result(
     engine: Engine,
     analysis: Analysis,
     scan_id: str,
     processing_ms: float,
     *,
     anomaly_map_url: str | None = None,
-) -> dict[str, Any]:
-    """The DESIGN section-3 result of one analysis (see the module docstring for the rules)."""
+) -> ScanResult:
+    """The result of one analysis (see the module docstring for the rules)."""
     op = operating_point(engine.card, analysis.bit_depth)
     pitch = analysis.pixel_pitch_mm
     # Candidates: detector findings over their review threshold, big enough to be a threat.
@@ -321,7 +337,8 @@ def build_result(
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(_regions([c[3] for c in shown])):
         groups.setdefault(r, []).append(i)
-    findings: list[dict[str, Any]] = []
+    # One per region: (level, category, score, box, source, explanation).
+    decided: list[tuple[float, str, float, tuple[float, float, float, float], str, str]] = []
     alarm = False
     for members in groups.values():
         # Within a region, detector findings outrank the anomaly map; then the level.
@@ -353,31 +370,45 @@ def build_result(
         if others:
             named = ", ".join(f"{c} {s:.2f}" for c, s in others.items())
             why += f"; also seen here as {named}"
-        findings.append(
-            {
-                "category": category,
-                "score": round(score, 4),
-                "box": _box(box),
-                "polygon": None,
-                "source": source,
-                "alarm": source == "detector" and score > op.alarm[category],
-                "explanation": why,
-                "_level": level,
-            }
+        decided.append((level, category, score, box, source, why))
+    # Highest level first; the score as shown breaks ties.
+    decided.sort(key=lambda d: (-d[0], -round(d[2], 4)))
+    findings = [
+        ResultFinding(
+            id=k,
+            category=category,
+            score=round(score, 4),
+            box=_box(box),
+            polygon=None,
+            source=source,
+            alarm=source == "detector" and score > op.alarm[category],
+            explanation=why,
         )
-    findings.sort(key=lambda d: (-d["_level"], -d["score"]))
+        for k, (_, category, score, box, source, why) in enumerate(decided, start=1)
+    ]
     review = bool(findings) and not alarm
-    verdict = "alarm" if alarm else "review" if review else "clear"
-    return {
-        "scan_id": scan_id,
-        "model": model_info(engine.card),
-        "processing_ms": round(float(processing_ms), 1),
-        "risk": risk_from_ratio(best),  # not rounded: rounding could cross a level
-        "verdict": verdict,
-        "findings": [
-            {"id": k, **{key: v for key, v in d.items() if key != "_level"}}
-            for k, d in enumerate(findings, start=1)
-        ],
-        "cargo_region": None,
-        "anomaly_map": anomaly_map_url,
-    }
+    return ScanResult(
+        scan_id=scan_id,
+        model=result_model(engine.card),
+        processing_ms=round(float(processing_ms), 1),
+        risk=risk_from_ratio(best),  # not rounded: rounding could cross a level
+        verdict="alarm" if alarm else "review" if review else "clear",
+        findings=findings,
+        cargo_region=None,
+        anomaly_map=anomaly_map_url,
+    )
+
+
+def build_result(
+    engine: Engine,
+    analysis: Analysis,
+    scan_id: str,
+    processing_ms: float,
+    *,
+    anomaly_map_url: str | None = None,
+) -> dict[str, Any]:
+    """:func:`scan_result` as the JSON object stations receive and the service stores and
+    signs (:meth:`ScanResult.to_dict`)."""
+    return scan_result(
+        engine, analysis, scan_id, processing_ms, anomaly_map_url=anomaly_map_url
+    ).to_dict()

@@ -15,14 +15,11 @@ the simulator waits, and the model is rolled out as soon as its file appears.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -33,12 +30,12 @@ import httpx
 
 from inference import DEFAULT_MODEL
 from station.client import simulate
+from station.server import ServerProcess, free_port, start_server
 from training.synth.scene import SynthConfig
 
 STATION = "demo-station"
 OFFICER = "demo-officer"
 KEYS_FILE = "demo-keys.json"
-HOST = "127.0.0.1"
 STOP_TIMEOUT_S = 45.0  # the service drains for up to 30 s by default
 
 
@@ -99,30 +96,7 @@ def demo_keys(data_dir: Path, database_url: str) -> dict[str, str]:
     return keys
 
 
-def free_port(first: int) -> int:
-    """``first`` if nothing listens there, else the next free one (else any)."""
-    for port in range(first, first + 20):
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: SIGTERM the server when the demo dies, however it dies (no orphan server)."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def start_server(
+def start_demo_server(
     *,
     data_dir: Path,
     database_url: str,
@@ -130,71 +104,14 @@ def start_server(
     model: Path,
     admin_key: str,
     log: Path,
-) -> subprocess.Popen[bytes]:
+) -> ServerProcess:
     """`cargoscan serve` on localhost, its output in ``log``; only the demo's own settings
-    (a user's CARGOSCAN_* variables must not point the demo at another database)."""
+    (a user's CARGOSCAN_* variables must not point the demo at another database). In its
+    own session, so that the terminal's Ctrl-C reaches only the demo, which stops it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CARGOSCAN_")}
     env["CARGOSCAN_ADMIN_KEY"] = admin_key
-    cmd = [
-        sys.executable,
-        "-m",
-        "cargoscan",
-        "serve",
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data_dir),
-        "--database-url",
-        database_url,
-        "--model",
-        str(model),
-    ]
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> int | None:
-    """SIGTERM (drain, then exit); kill it if it takes too long or on a second Ctrl-C."""
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=STOP_TIMEOUT_S)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        proc.kill()
-        return proc.wait()
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
-    """Until ``/healthz`` answers; raises RuntimeError with the log's tail if it dies."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with {proc.returncode}:\n{_tail(log)}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the service did not answer in {timeout_s:g} s:\n{_tail(log)}")
+    args = ["--data-dir", str(data_dir), "--database-url", database_url, "--model", str(model)]
+    return start_server(port, log=log, args=args, env=env, own_session=True)
 
 
 def _readyz(url: str) -> tuple[int, dict[str, Any]]:
@@ -291,17 +208,16 @@ def run_demo(
     model = model.resolve()
     database_url = f"sqlite:///{data_dir / 'cargoscan.db'}"
     keys = demo_keys(data_dir, database_url)
-    port = free_port(port)
-    url = f"http://{HOST}:{port}"
     log = data_dir / "serve.log"
-    proc = start_server(
+    server = start_demo_server(
         data_dir=data_dir,
         database_url=database_url,
-        port=port,
+        port=free_port(port),
         model=model,
         admin_key=keys["admin_key"],
         log=log,
     )
+    url = server.url
     watcher = ModelWatcher(url, keys["admin_key"], model)
     failed = 0
     # Ctrl-C must stop the demo even where SIGINT came in ignored (started from a script in
@@ -309,8 +225,8 @@ def run_demo(
     stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {sig: signal.signal(sig, _interrupt) for sig in stops}
     try:
-        wait_healthy(url, proc, log)
-        print(_banner(url, proc.pid, keys, data_dir, log), flush=True)
+        server.wait_ready(90, probe="/healthz", poll_s=0.2)
+        print(_banner(url, server.pid, keys, data_dir, log), flush=True)
         for _ in range(100):  # the start-up model loads in the background: a few seconds
             status, body = _readyz(url)
             if status != 503 or not str(body.get("reason", "")).startswith("loading"):
@@ -346,7 +262,7 @@ def run_demo(
     finally:
         watcher.stop.set()
         print("stopping the service ...", flush=True)
-        code = stop_server(proc)
+        code = server.stop(STOP_TIMEOUT_S)
         print(f"service stopped (exit {code}); its log: {log}", flush=True)
         for sig, handler in before.items():
             signal.signal(sig, handler)

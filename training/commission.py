@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from inference import operating_point as site_op
+from inference.contracts import ModelCard, card_text
 from inference.engine import Analysis, Engine, ModelError
 from inference.result import (
     ANOMALY_LEVEL,
@@ -216,7 +217,7 @@ def commission(
             f"{review_rate}"
         )
     engine = Engine.load(model)
-    if not engine.card.get("thresholds"):
+    if not engine.card.thresholds:
         raise ModelError(f"{model}: its card has no thresholds (export it with --val)")
     paths = [p for folder in cleared for p in clean_scan_paths(folder)]
     need = needed_scans(alarm_rate)
@@ -235,8 +236,8 @@ def commission(
     op: dict[str, Any] = {
         "kind": site_op.KIND,
         "site": site,
-        "model": engine.card.get("name"),
-        "model_sha256": engine.card["onnx"]["sha256"],
+        "model": engine.card.name,
+        "model_sha256": engine.card.onnx.sha256,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "target": {
             "alarm_rate": alarm_rate,
@@ -291,7 +292,7 @@ def write_into_card(model: Path, op: dict[str, Any], data: list[Path]) -> Path:
     for a shipped default whose card must already carry what real traffic taught."""
     card_path = Path(model).with_suffix(".json")
     card = json.loads(card_path.read_text())
-    site_op.validate(op, card, str(card_path))
+    site_op.validate(op, ModelCard.of(card, str(card_path)), str(card_path))
     for key in site_op.KEYS:
         if key in op:
             card[key] = op[key]
@@ -305,6 +306,6 @@ def write_into_card(model: Path, op: dict[str, Any], data: list[Path]) -> Path:
         "keys": [k for k in site_op.KEYS if k in op],
     }
     tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    tmp.write_text(card_text(card, str(card_path)))
     os.replace(tmp, card_path)
     return card_path

@@ -1,4 +1,4 @@
-"""Labelled scan data sets for training, and augmentations that respect the physics.
+"""Labelled scan data sets for training.
 
 Every sample is decoded by `inference.scan` and pre-processed by
 `inference.preprocess`, the same code the service runs, so what the model
@@ -11,13 +11,12 @@ learns on is exactly what it will be shown. Sources:
   `low/` folder holds a low-energy image of the same name.
 - `MixedScans`: several of them, drawn with weights.
 
-Everything here is numpy: the torch `Dataset` wrapper lives with the model.
+Everything here is numpy: the torch `Dataset` wrapper lives with the model, the
+augmentations in `training.augment`.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,15 +24,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
-from inference.preprocess import (
-    ATTENUATION_SCALE,
-    PREPROCESS_VERSION,
-    attenuation,
-    preprocess,
-)
+from inference.coco import ANNOTATIONS, load_document, read_coco
+from inference.preprocess import PREPROCESS_VERSION, preprocess
 from inference.scan import Scan, load_scan
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
@@ -72,14 +66,6 @@ class LabelledScan:
     # (COCO `contrast`, high-energy -ln T; NaN unknown), as `synth` records them.
     places: tuple[str, ...] = ()
     contrasts: np.ndarray | None = None
-
-
-def _number(value: object) -> float:
-    """An annotation's optional number; NaN when it is missing or not a number."""
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
 
 
 class ScanSource(Protocol):
@@ -128,41 +114,31 @@ class CocoScans:
     ) -> None:
         self.root = Path(root)
         self.cache = Path(cache) / f"preprocess-v{PREPROCESS_VERSION}" if cache else None
-        path = self.root / "annotations.json"
-        try:
-            coco = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ValueError(
-                f"{self.root}: no annotations.json (expected the COCO layout)"
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        self.info: dict[str, Any] = coco.get("info") or {}
-        names = {c["id"]: c["name"] for c in coco.get("categories", [])}
+        coco = read_coco(self.root)
+        self.info: dict[str, Any] = coco.info
+        names = coco.categories
         self.categories = list(categories) if categories is not None else list(names.values())
         index = {name: k for k, name in enumerate(self.categories)}
         unknown = sorted(set(names.values()) - set(index))
-        used = {names[a["category_id"]] for a in coco.get("annotations", [])}
+        used = {names[a.category_id] for a in coco.annotations}
         if unknown and used & set(unknown):
             raise ValueError(
-                f"{path}: categories {unknown} are not in the model's list {self.categories}"
+                f"{coco.path}: categories {unknown} are not in the model's list {self.categories}"
             )
-        per_image: dict[int, list[dict]] = {}
-        for ann in coco.get("annotations", []):
-            per_image.setdefault(ann["image_id"], []).append(ann)
+        per_image = coco.annotations_by_image()
         self.items = []
-        for image in coco.get("images", []):
-            anns = per_image.get(image["id"], [])
+        for image in coco.images:
+            anns = per_image.get(image.id, [])
             boxes = np.array(
-                [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float64
+                [[x, y, x + w, y + h] for x, y, w, h in (a.bbox for a in anns)], np.float64
             ).reshape(-1, 4)
-            labels = np.array([index[names[a["category_id"]]] for a in anns], np.int64)
-            places = tuple(str(a.get("concealment") or "") for a in anns)
-            contrasts = np.array([_number(a.get("contrast")) for a in anns], np.float64)
-            low = image.get("low_file_name")
-            size = (int(image.get("height", 0)), int(image.get("width", 0)))
+            labels = np.array([index[names[a.category_id]] for a in anns], np.int64)
+            places = tuple(a.concealment for a in anns)
+            contrasts = np.array([a.contrast for a in anns], np.float64)
+            size = (image.height, image.width)
+            low = image.low_file_name
             self.items.append(
-                (image["file_name"], low, boxes, labels, image["id"], size, places, contrasts)
+                (image.file_name, low, boxes, labels, image.id, size, places, contrasts)
             )
         self.scale = scale
         self.name = self.root.name
@@ -283,7 +259,7 @@ def open_source(
     With `cache`, COCO scans keep their pre-processed channels in DIR/.cache.
     """
     root = Path(path)
-    if (root / "annotations.json").is_file():
+    if (root / ANNOTATIONS).is_file():
         return CocoScans(root, categories, cache=root / ".cache" if cache else None)
     if (root / "classes.txt").is_file():
         return YoloScans(root, categories)
@@ -361,10 +337,9 @@ def data_origin(folder: Path | str) -> dict[str, Any] | None:
     """Where a COCO data set's scans come from and under which terms, from its
     annotations' ``info`` (real backgrounds projected by `cargoscan tip` carry their
     licences): for model cards. None for a folder without annotations.json."""
-    path = Path(folder) / "annotations.json"
-    if not path.is_file():
+    if not (Path(folder) / ANNOTATIONS).is_file():
         return None
-    return _origin(json.loads(path.read_text()).get("info") or {})
+    return _origin(load_document(folder).get("info") or {})
 
 
 class MixedScans:
@@ -425,280 +400,3 @@ class MixedScans:
             p = w / w.sum() if w.sum() > 0 else None
             picks[where] = self._offsets[k] + rng.choice(len(part), size=where.size, p=p)
         return picks
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Augmentations that keep the physics: attenuation stays attenuation.
-
-    - flip along x (the vehicle driving the other way); never up-down (the
-      source height makes the two halves of a scan differ);
-    - scale (another pixel pitch or vehicle speed);
-    - crop to a fixed size, most often around a threat (or around the
-      sample's `focus`, a hard negative, when it has one), for speed; the model
-      sees whole scans at inference;
-    - residual calibration error: a small additive shift of -ln T per row;
-    - extra photon noise: sigma(a) = exp(a/2)/sqrt(N) for a random flux N;
-    - low-energy dropout: the low channel replaced by the high one, exactly
-      as `preprocess` does for single-energy scanners;
-    - 8-bit JPEG export: some of those single-energy samples pass through
-      what a scanner exporting 8-bit JPEGs does (a display tone curve, coarse
-      steps, saturation, 8x8 block artefacts), as the real scans we compare
-      against are such files. The tone curve is unknown to the service, which
-      reads grey as transmission: real exports are close to linear in
-      attenuation (grey = air * (1 - a / a_max), a_max ~ 3.3 on the reference
-      scans, `bench/realism.py`), so thin steel reads three times thinner and
-      dense cargo saturates. Without this the model had only seen linear
-      exports and fired on corner castings of real scans.
-    No colour jitter, contrast or blur on attenuation: they have no physical
-    meaning here.
-    """
-
-    crop_hw: tuple[int, int] | None = (512, 512)
-    flip_p: float = 0.5
-    scale_range: tuple[float, float] = (0.8, 1.25)
-    object_crop_p: float = 0.75
-    # Weight per category (by label) of a box being the crop's target; empty = all
-    # equal. Rare or hard categories (currency bundles) otherwise get few crops.
-    target_weights: tuple[float, ...] = ()
-    # Weight of a box as the crop's target by where it is hidden (Sample.places),
-    # multiplying the category's: a bundle in a floor cavity or a package in a
-    # tyre sits in clutter that uniform crops rarely show the model.
-    place_weights: tuple[tuple[str, float], ...] = ()
-    min_visible: float = 0.4  # share of a box that must stay in the crop to keep it
-    row_gain_sigma: float = 0.01
-    flux_range: tuple[float, float] = (1e4, 2e5)
-    noise_p: float = 0.5
-    drop_low_p: float = 0.3
-    jpeg_p: float = 0.5  # share of the single-energy samples turned into an 8-bit JPEG export
-    jpeg_quality: tuple[int, int] = (70, 95)
-    # Export tone curves: grey = air * T^k (share `tone_power_p`), else
-    # grey = air * (1 - a / a_max)^p; k, a_max and p drawn log-uniform.
-    tone_power_p: float = 0.3
-    tone_k: tuple[float, float] = (0.4, 1.0)
-    tone_a_max: tuple[float, float] = (2.5, 6.0)
-    tone_p: tuple[float, float] = (0.7, 1.4)
-
-    def __call__(self, s: Sample, rng: np.random.Generator) -> Sample:
-        image, boxes, labels = s.image, s.boxes.astype(np.float32), s.labels
-        places = s.places or ("",) * len(labels)
-        lo, hi = self.scale_range
-        f = _log_uniform(rng, (lo, hi)) if hi > lo else float(lo)
-        if self.crop_hw is not None:
-            # Cut the window first (it may be a memory-mapped cache), then
-            # resample only the window: a scan is 2.4 Mpx, a crop a tenth of it.
-            ch, cw = self.crop_hw
-            target = None
-            if s.focus is not None:
-                target = np.asarray(s.focus, np.float32)
-            elif len(boxes) and rng.random() < self.object_crop_p:
-                target = boxes[self._target_index(labels, places, rng)]
-                # Zoom in no further than keeps the threat whole in the crop (a
-                # person is ~350 px tall): the model sees it whole at inference.
-                fit = 0.95 * min(
-                    ch / max(target[3] - target[1], 1.0), cw / max(target[2] - target[0], 1.0)
-                )
-                f = min(f, max(fit, lo))
-            window = (int(np.ceil(ch / f)), int(np.ceil(cw / f)))
-            image, boxes, labels, places = self._crop(
-                image, boxes, labels, places, window, target, rng
-            )
-            boxes = boxes * np.array([cw / window[1], ch / window[0]] * 2, np.float32)
-            image = _resize_to(image, (ch, cw))
-        elif f != 1.0:
-            _, h0, w0 = image.shape
-            image = _resize_to(image, (max(1, round(h0 * f)), max(1, round(w0 * f))))
-            fx, fy = image.shape[2] / w0, image.shape[1] / h0
-            boxes = boxes * np.array([fx, fy, fx, fy], np.float32)
-        if rng.random() < self.flip_p:
-            image = image[:, :, ::-1]
-            w = image.shape[2]
-            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        image = np.array(image, np.float32)  # own, contiguous copy
-        if self.row_gain_sigma > 0:
-            shift = -np.log1p(self.row_gain_sigma * rng.standard_normal((1, image.shape[1], 1)))
-            image += (shift / ATTENUATION_SCALE).astype(np.float32)
-        if rng.random() < self.noise_p:
-            flux = _log_uniform(rng, self.flux_range)
-            a = np.clip(image, 0, None) * ATTENUATION_SCALE
-            sigma = np.exp(np.minimum(a, 12.0) / 2) / np.sqrt(flux)
-            image += (sigma * rng.standard_normal(image.shape) / ATTENUATION_SCALE).astype(
-                np.float32
-            )
-        np.clip(image, 0, None, out=image)
-        has_low = s.has_low
-        if has_low and rng.random() < self.drop_low_p:
-            if rng.random() < self.jpeg_p:
-                image[0] = self._eight_bit_jpeg(image[0], rng)
-            image[1] = image[0]
-            has_low = False
-        return replace(
-            s,
-            image=image,
-            boxes=boxes.astype(np.float32),
-            labels=labels,
-            has_low=has_low,
-            places=tuple(places),
-            focus=None,  # it was in the scan's pixels, not the crop's
-        )
-
-    def box_weights(self, labels: np.ndarray, places: Sequence[str]) -> np.ndarray:
-        """Each box's weight as a crop target: its category's times its place's."""
-        by_place = dict(self.place_weights)
-        places = places or ("",) * len(labels)
-        return np.array(
-            [
-                (self.target_weights[int(c)] if self.target_weights else 1.0)
-                * by_place.get(where, 1.0)
-                for c, where in zip(labels, places, strict=True)
-            ],
-            np.float64,
-        )
-
-    def scan_weight(self, labels: np.ndarray, places: Sequence[str]) -> float:
-        """How often a scan is drawn, relative to a clean one: the mean of its box weights.
-
-        With the in-scan choice by weight (`_target_index`) this makes each box's
-        share of object crops its weight times what uniform draws give it, also
-        when it is a scan's only threat; unweighted, every scan weighs 1.
-        """
-        return float(self.box_weights(labels, places).mean()) if len(labels) else 1.0
-
-    def _target_index(
-        self, labels: np.ndarray, places: Sequence[str], rng: np.random.Generator
-    ) -> int:
-        """The box a crop is cut around: by its weight (uniform when all weigh 0)."""
-        w = self.box_weights(labels, places)
-        if w.sum() <= 0:
-            return int(rng.integers(len(labels)))
-        return int(rng.choice(len(labels), p=w / w.sum()))
-
-    def _export_tone(self, a: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Grey level (share of the air level) a scanner's 8-bit export shows for attenuation a."""
-        if rng.random() < self.tone_power_p:
-            return np.exp(-_log_uniform(rng, self.tone_k) * a)
-        a_max, p = _log_uniform(rng, self.tone_a_max), _log_uniform(rng, self.tone_p)
-        return np.clip(1.0 - a / a_max, 0.0, None) ** p
-
-    def eight_bit_counts(self, a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-        """The 8-bit JPEG grey levels a scanner's export shows for attenuation `a`
-        (-ln T), decoded back, and the air level the export used.
-
-        The export maps attenuation through a tone curve (`_export_tone`); the
-        air level sits a little under full scale, as exports leave headroom.
-        """
-        air = float(rng.uniform(215.0, 255.0))
-        grey = self._export_tone(np.asarray(a, np.float64), rng)
-        counts = np.clip(np.rint(grey * air), 0, 255).astype(np.uint8)
-        quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
-        ok, encoded = cv2.imencode(".jpg", counts, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:  # pragma: no cover - OpenCV encodes any uint8 greyscale array
-            return counts, air
-        return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE), air
-
-    def _eight_bit_jpeg(self, channel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One channel as it comes back from an 8-bit JPEG export read as transmission
-        (decoding mirrors `inference.preprocess.attenuation`, T >= 1/256)."""
-        counts, air = self.eight_bit_counts(channel.astype(np.float64) * ATTENUATION_SCALE, rng)
-        t = np.clip(counts.astype(np.float32) / np.float32(air), 1.0 / 256.0, 1.0)
-        return (-np.log(t) / ATTENUATION_SCALE).astype(np.float32)
-
-    def _crop(
-        self,
-        image: np.ndarray,
-        boxes: np.ndarray,
-        labels: np.ndarray,
-        places: Sequence[str],
-        window: tuple[int, int],
-        target: np.ndarray | None,
-        rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-        """A window of the scan: around `target` (anywhere that keeps it whole, if it
-        fits), else anywhere."""
-        ch, cw = window
-        _, h, w = image.shape
-        if target is not None:
-            x0 = int(np.clip(self._window_start(target[0], target[2], cw, rng), 0, max(w - cw, 0)))
-            y0 = int(np.clip(self._window_start(target[1], target[3], ch, rng), 0, max(h - ch, 0)))
-        else:
-            x0 = int(rng.integers(0, max(w - cw, 0) + 1))
-            y0 = int(rng.integers(0, max(h - ch, 0) + 1))
-        out = np.zeros((image.shape[0], ch, cw), np.float32)  # zero = air beyond the scan
-        part = image[:, y0 : y0 + ch, x0 : x0 + cw]
-        out[:, : part.shape[1], : part.shape[2]] = part
-        if len(boxes) == 0:
-            return out, boxes.reshape(0, 4), labels, ()
-        shifted = boxes - np.array([x0, y0, x0, y0], np.float32)
-        clipped = shifted.copy()
-        clipped[:, 0::2] = np.clip(clipped[:, 0::2], 0, min(cw, w - x0))
-        clipped[:, 1::2] = np.clip(clipped[:, 1::2], 0, min(ch, h - y0))
-        area = np.prod(np.clip(shifted[:, 2:] - shifted[:, :2], 0, None), axis=1)
-        kept_area = np.prod(np.clip(clipped[:, 2:] - clipped[:, :2], 0, None), axis=1)
-        keep = kept_area >= self.min_visible * np.maximum(area, 1e-6)
-        kept_places = tuple(p for p, k in zip(places, keep, strict=True) if k)
-        return out, clipped[keep], labels[keep], kept_places
-
-    @staticmethod
-    def _window_start(lo: float, hi: float, size: int, rng: np.random.Generator) -> float:
-        """Start of a window of `size` along one axis holding [lo, hi] whole where it can."""
-        if hi - lo <= size:
-            return float(rng.uniform(hi - size, lo))
-        return float((lo + hi) / 2 - rng.uniform(0.2, 0.8) * size)
-
-
-# Seeds the simulated 8-bit export of validation/test scan k: [EIGHT_BIT_SEED, k], so the
-# card's 8-bit thresholds and `cargoscan evaluate --eight-bit` see the same exports.
-EIGHT_BIT_SEED = 8
-
-
-def eight_bit_export(scan: Scan, rng: np.random.Generator) -> Scan:
-    """The scan as a single-energy scanner's 8-bit JPEG export would send it.
-
-    What the service is sent by such scanners (the real scans we compare against
-    are such files); used to calibrate and measure the model on that input, whose
-    clean scans score higher than 16-bit ones (a tone curve thins steel, JPEG
-    blocks add edges). The tone curve and quality are drawn as in training.
-    """
-    counts, _ = Augment().eight_bit_counts(attenuation(scan.high), rng)
-    return Scan(high=counts, metadata=scan.metadata)
-
-
-def eight_bit_export_of(scan: Scan, index: int) -> Scan:
-    """Scan `index` of a validation or test set as its 8-bit export, always the same one:
-    calibration (`export`, `calibrate`) and `evaluate --eight-bit` must see the same."""
-    return eight_bit_export(scan, np.random.default_rng([EIGHT_BIT_SEED, index]))
-
-
-# Share of training samples shown as 16-bit single-energy scans (low channel dropped,
-# no export): what `--eight-bit-share` leaves alone, so the single-energy figures hold.
-SINGLE_ENERGY_16BIT_SHARE = 0.15
-
-
-def single_energy_draws(eight_bit_share: float) -> tuple[float, float]:
-    """(drop_low_p, jpeg_p) of `Augment` that show `eight_bit_share` of the samples as
-    8-bit JPEG exports and SINGLE_ENERGY_16BIT_SHARE as 16-bit single-energy scans.
-
-    The defaults (0.3, 0.5) are a share of 0.15; real stations that send 8-bit
-    exports (all our real reference scans) may want the model to see more of them.
-    """
-    most = 1.0 - SINGLE_ENERGY_16BIT_SHARE
-    if not 0.0 <= eight_bit_share <= most:
-        raise ValueError(f"the 8-bit share must be within [0, {most:g}], got {eight_bit_share}")
-    drop_low_p = SINGLE_ENERGY_16BIT_SHARE + eight_bit_share
-    return drop_low_p, eight_bit_share / drop_low_p
-
-
-def _log_uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
-    """A draw spread evenly in log between lo and hi: for factors (scale, flux, tone)."""
-    return float(np.exp(rng.uniform(np.log(lo_hi[0]), np.log(lo_hi[1]))))
-
-
-def _resize_to(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Resample both channels to (h, w); INTER_AREA when shrinking (averages attenuation)."""
-    c, h, w = image.shape
-    if (h, w) == hw:
-        return image
-    interp = cv2.INTER_AREA if hw[0] * hw[1] < h * w else cv2.INTER_LINEAR
-    hwc = np.ascontiguousarray(image.transpose(1, 2, 0), dtype=np.float32)
-    out = cv2.resize(hwc, (hw[1], hw[0]), interpolation=interp)
-    return out.reshape(hw[0], hw[1], c).transpose(2, 0, 1)

@@ -26,7 +26,7 @@ it the model could have seen it. `by_concealment` splits it by hiding place.
 thresholds the model card ships (calibrated on validation data; 8-bit scans
 get the card's 8-bit thresholds), which is what a station will actually see.
 With `eight_bit`, every scan is first turned into what a single-energy
-scanner's 8-bit JPEG export would send (`training.data.eight_bit_export`,
+scanner's 8-bit JPEG export would send (`training.augment.eight_bit_export`,
 seeded per scan). mAP comes from pycocotools with area
 ranges and detection limits set for scans (threats from a few pixels to a
 person).
@@ -55,11 +55,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from inference.contracts import card_text
 from inference.engine import Analysis, Engine, Finding, ModelError
 from inference.preprocess import attenuation
 from inference.result import build_result, thresholds_for
 from inference.scan import Scan, load_scan
-from training.data import IMAGE_SUFFIXES, data_label, eight_bit_export_of, open_sources
+from training.augment import eight_bit_export_of
+from training.data import IMAGE_SUFFIXES, data_label, open_sources
 from training.metrics import (
     ATTENUATION_EDGES,
     CONTRAST_EDGES,
@@ -170,7 +172,7 @@ def _card_figures(
 ) -> dict[str, Any] | None:
     """Detection and false-alarm rates at the thresholds the card ships (per scan, those
     for its bit depth)."""
-    if not engine.card.get("thresholds"):
+    if not engine.card.thresholds:
         return None
     by_depth = {}
     for depth in sorted(set(bit_depths)):
@@ -179,7 +181,7 @@ def _card_figures(
     out: dict[str, Any] = {
         # Those of the first scan's bit depth (a test set is usually all one kind) ...
         "thresholds": {
-            name: by_depth[bit_depths[0]][c] if bit_depths else engine.card["thresholds"][name]
+            name: by_depth[bit_depths[0]][c] if bit_depths else engine.card.thresholds[name]
             for c, name in enumerate(engine.categories)
         },
         # ... and those of every bit depth the set held.
@@ -352,7 +354,7 @@ def evaluate(
     metrics["verdicts"] = verdict_figures(scans, results)
     metrics["single_energy"] = single_energy or eight_bit
     metrics["eight_bit"] = eight_bit
-    metrics["model"] = {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]}
+    metrics["model"] = {"name": engine.card.name, "sha256": engine.card.onnx.sha256}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     if pictures:
@@ -403,7 +405,7 @@ def record_in_card(
         "by_concealment_per_category": metrics.get("by_concealment", {}).get("categories"),
         "verdicts": metrics.get("verdicts"),
     }
-    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    card_path.write_text(card_text(card, str(card_path)))
     return card_path
 
 
@@ -418,7 +420,7 @@ def record_clean_in_card(
         "data": str(folder),
         **{k: v for k, v in result.items() if k not in ("per_scan", "model", "thresholds")},
     }
-    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    card_path.write_text(card_text(card, str(card_path)))
     return card_path
 
 
@@ -458,7 +460,7 @@ def clean_scan_alarms(
     with `pictures`, OUT/clean_alarms.png (the alarmed scans with their findings).
     """
     engine = Engine.load(model, operating_point=operating_point)
-    card_t = engine.card.get("thresholds")
+    card_t = engine.card.thresholds
     if not card_t:
         raise ModelError(f"{model}: its card has no thresholds (export it with --val)")
     used: dict[str, dict[str, float]] = {}
@@ -488,8 +490,8 @@ def clean_scan_alarms(
     verdicts = [r["verdict"] for r in records]
     categories = [*engine.categories, "anomaly"]
     result = {
-        "model": {"name": engine.card.get("name"), "sha256": engine.card["onnx"]["sha256"]},
-        "operating_point": engine.card.get("operating_point_site") or "card",
+        "model": {"name": engine.card.name, "sha256": engine.card.onnx.sha256},
+        "operating_point": engine.card.operating_point_site or "card",
         "thresholds": card_t,
         "thresholds_used": used,  # per bit depth seen: what decided the alarms
         "scans": n,

@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from inference.contracts import card_text
 from inference.engine import Engine
 from inference.preprocess import ATTENUATION_SCALE, PREPROCESS_VERSION
 from inference.result import ANOMALY_LEVEL
+from training.augment import eight_bit_export_of
 from training.commission import review_thresholds, scores_of
-from training.data import data_label, data_origin, eight_bit_export_of, open_sources
+from training.data import data_label, data_origin, open_sources
 from training.evaluate import findings_arrays
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import ONNX_OPSET, STRIDE, ExportWrapper, pad32, to_onnx
@@ -46,7 +48,7 @@ VERDICT_RULES = {
 }
 EIGHT_BIT_CALIBRATION = (
     "the same scans as simulated 8-bit single-energy JPEG exports "
-    "(training.data.eight_bit_export, seeded [EIGHT_BIT_SEED, scan index])"
+    "(training.augment.eight_bit_export, seeded [EIGHT_BIT_SEED, scan index])"
 )
 # Outputs may differ by float rounding between torch and ONNX Runtime, no more
 # (absolute for probabilities, relative for box sides in pixels).
@@ -212,7 +214,7 @@ def recalibrate(
     }
     card.setdefault("metrics", {})["validation"] = val_metrics
     tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    tmp.write_text(card_text(card, str(card_path)))
     os.replace(tmp, card_path)
     return card_path
 
@@ -312,5 +314,5 @@ def export(
         card.update(keys)
         card["metrics"]["validation"] = val_metrics
     card_path = out.with_suffix(".json")
-    card_path.write_text(json.dumps(card, indent=2, allow_nan=False) + "\n")
+    card_path.write_text(card_text(card, str(card_path)))
     return card_path

@@ -8,8 +8,10 @@ Targets (per image, at the model's stride):
 - anomaly: 1 over every threat box, whatever its category, so the anomaly
   head learns "does not fit" without caring which threat it is.
 
-Loss = penalty-reduced focal loss on heat (CenterNet) + L1 on the log
-distances at centre cells + focal BCE on the anomaly map.
+Loss = penalty-reduced focal loss on heat (CenterNet; not torchvision's
+`sigmoid_focal_loss`, which has no Gaussian penalty reduction) + L1 on the log
+distances at centre cells + focal BCE on the anomaly map (torchvision's
+`sigmoid_focal_loss`, gamma 2, no alpha).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss
 
 from training.model import STRIDE
 
@@ -82,10 +85,8 @@ def loss(outputs: dict[str, torch.Tensor], t: Targets) -> dict[str, torch.Tensor
     heat = focal_heat_loss(outputs["heat"], t.heat)
     n = t.box_mask.sum().clamp(min=1.0)
     box = (F.l1_loss(outputs["box"], t.box, reduction="none") * t.box_mask).sum() / (4 * n)
-    p = torch.sigmoid(outputs["anomaly"])
-    bce = F.binary_cross_entropy_with_logits(outputs["anomaly"], t.anomaly, reduction="none")
-    focus = torch.where(t.anomaly > 0, 1 - p, p) ** 2
-    anomaly = (bce * focus).sum() / t.anomaly.sum().clamp(min=1.0)
+    focal = sigmoid_focal_loss(outputs["anomaly"], t.anomaly, alpha=-1, gamma=2, reduction="sum")
+    anomaly = focal / t.anomaly.sum().clamp(min=1.0)
     total = heat + box + 0.5 * anomaly
     return {"total": total, "heat": heat, "box": box, "anomaly": anomaly}
 

@@ -23,15 +23,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.data import (
-    Augment,
-    MixedScans,
-    Sample,
-    ScanSource,
-    open_source,
-    single_energy_draws,
-    summarize,
-)
+from training.augment import Augment, single_energy_draws
+from training.data import MixedScans, Sample, ScanSource, open_source, summarize
 from training.hard_negatives import (
     HardNegativePool,
     mine,
@@ -63,7 +56,7 @@ class TrainConfig:
     # multiplying the category's (absent: 1).
     place_weights: dict[str, float] = field(default_factory=dict)
     # Share of samples shown as a single-energy scanner's 8-bit JPEG export
-    # (`training.data.single_energy_draws`); 0.15 is what runs before the flag had.
+    # (`training.augment.single_energy_draws`); 0.15 is what runs before the flag had.
     eight_bit_share: float = 0.15
     # Share of crops cut around hard negatives: regions where the model fires on no
     # threat, mined before each epoch on `hard_negative_scans` training scans

@@ -87,7 +87,9 @@ def add_tip(sub: Subcommands) -> None:
         "into the scans under --backgrounds and writes the data set in the layout of synth.",
     )
     p.add_argument("--backgrounds", type=Path, required=True, help="folder of real scans")
-    add_output_folder(p)
+    # Not add_output_folder: tip checks --out itself and, like its other bad inputs, ends
+    # with one line and exit status 1.
+    p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--count", type=int, required=True, help="number of output scans")
     p.add_argument("--seed", type=int, default=0, help="seed; same arguments give identical bytes")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: CPUs)")

@@ -19,14 +19,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
+from inference.contracts import ScanResult
 from inference.render import render
 from inference.scan import ScanMetadata
 from inference.service.auth import (
@@ -55,8 +56,54 @@ router = APIRouter(prefix=API, lifespan=_signing_key)
 MAX_STATION_SCAN_ID = 200  # the column's size
 
 
+class ScanSummary(BaseModel):
+    """What was received (:func:`scan_summary`), as the OpenAPI document describes it."""
+
+    id: str
+    station: str
+    station_scan_id: str | None
+    received_at: str
+    scan_time: str | None
+    width: int
+    height: int
+    bit_depth: int
+    channels: list[Literal["high", "low"]]
+    high_sha256: str
+    low_sha256: str | None
+    metadata: dict[str, Any] = Field(description="the station's metadata, as it sent it")
+    image: str = Field(description="the scan's image URL")
+
+
+class ScanResponse(ScanResult):
+    """A scan's newest result (docs/design.md, "The result: what goes out") with what was
+    received; users and the admin also get its review status."""
+
+    scan: ScanSummary
+    review_status: Literal["pending", "reviewed", "reopened"] | None = Field(
+        None, description="users and the admin only (absent for stations)"
+    )
+
+
+class ScanResults(BaseModel):
+    """Every result a scan has had, oldest first (one per model version)."""
+
+    scan_id: str
+    results: list[ScanResult]
+
+
+_STORED_JSON = TypeAdapter(dict[str, Any])
+
+
+def _as_stored(body: dict[str, Any]) -> Response:
+    """``body`` as JSON, serialized as these routes always did (pydantic's JSON of a plain
+    dict). Their ``response_model`` documents the result; a stored, signed result goes out
+    as stored, not re-validated or re-ordered by the model."""
+    return Response(_STORED_JSON.dump_json(body), media_type="application/json")
+
+
 def scan_summary(scan: ScanRecord, station_name: str) -> dict[str, Any]:
-    """What was received: the station's words and the stored bytes' SHA-256."""
+    """What was received: the station's words and the stored bytes' SHA-256 (documented
+    by :class:`ScanSummary`)."""
     return {
         "id": scan.id,
         "station": station_name,
@@ -112,7 +159,18 @@ def _stored(
     return found
 
 
-@router.post("/scans", status_code=201, tags=["scans"])
+@router.post(
+    "/scans",
+    status_code=201,
+    tags=["scans"],
+    response_model=ScanResponse,
+    responses={
+        200: {
+            "model": ScanResponse,
+            "description": "the stored result of a repeated station_scan_id (a retry)",
+        }
+    },
+)
 async def post_scan(
     request: Request,
     who: StationCaller,
@@ -210,24 +268,25 @@ def list_scans(
     return {"items": items, "total": page.total, "limit": limit, "offset": offset, "next": nxt}
 
 
-@router.get("/scans/{scan_id}", tags=["scans"])
-def get_scan(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
-    """The scan's newest result (DESIGN section 3) with what was received; users also get
-    its ``review_status`` (pending, reviewed, reopened)."""
+@router.get("/scans/{scan_id}", tags=["scans"], response_model=ScanResponse)
+def get_scan(request: Request, who: AnyCaller, scan_id: str) -> Response:
+    """The scan's newest result (docs/design.md, "The result: what goes out") with what
+    was received; users also get its ``review_status`` (pending, reviewed, reopened)."""
     service = get_service(request)
     scan, result = owned_scan(service, who, scan_id)
     body = _body(scan, result, station_name_for(scan, who))
     if not who.is_station:
         body["review_status"] = service.records.review_state(scan.id).status
-    return body
+    return _as_stored(body)
 
 
-@router.get("/scans/{scan_id}/results", tags=["scans"])
-def get_results(request: Request, who: AnyCaller, scan_id: str) -> dict[str, Any]:
+@router.get("/scans/{scan_id}/results", tags=["scans"], response_model=ScanResults)
+def get_results(request: Request, who: AnyCaller, scan_id: str) -> Response:
     """Every result the scan has had, oldest first (one per model version)."""
     service = get_service(request)
     scan, _ = owned_scan(service, who, scan_id)
-    return {"scan_id": scan.id, "results": [r.body for r in service.records.results(scan.id)]}
+    results = [r.body for r in service.records.results(scan.id)]
+    return _as_stored({"scan_id": scan.id, "results": results})
 
 
 @router.get(

@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: from the environment)."""
     # Here, not at the top: ``open_records`` (the CLI's) does not load the routers (OpenCV).
     from inference.service import api, oip, reviews, users, viewer
+    from inference.service.api_docs import install_api_docs
 
     settings = settings or Settings()
     service = Service(settings)
@@ -213,6 +214,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Finds contraband and anomalies in cargo X-ray scans.",
         version=service_version(),
         lifespan=lifespan,
+        docs_url=None,  # install_api_docs: Swagger UI from this machine, not a CDN
+        redoc_url=None,
     )
     app.state.service = service
     _install_error_handlers(app)
@@ -223,6 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reviews.router)
     app.include_router(viewer.router)
     app.mount("/static", viewer.static_files(), name="static")
+    install_api_docs(app)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:

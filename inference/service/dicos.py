@@ -63,7 +63,8 @@ def tdr_dataset(
     result_created_at: datetime,
     preprocess_version: str | None = None,
 ) -> Any:  # pydicom.Dataset
-    """The TDR of ``result`` (DESIGN section 3) about ``scan`` (``api.scan_summary``)."""
+    """The TDR of ``result`` (docs/design.md, "The result: what goes out") about ``scan``
+    (``api.scan_summary``)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import (
         PYDICOM_IMPLEMENTATION_UID,

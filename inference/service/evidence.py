@@ -19,7 +19,7 @@ any Ed25519 and SHA-256 tool, see its README.txt):
 ``public_key.pem``          the service's Ed25519 public key
 ``scan/high.*``, ``low.*``  the original bytes the station sent
 ``scan.json``               what was received (station, times, metadata, SHA-256s)
-``result.json``             the scan's current result (DESIGN section 3)
+``result.json``             the scan's current result (docs/design.md)
 ``result.statement.json``   its signed statement
 ``reviews.json``            every review of the scan, oldest first
 ``reviews/ID.statement.json`` each review's signed statement

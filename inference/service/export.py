@@ -1,7 +1,7 @@
 """`cargoscan reviews export`: the officers' reviews as a training data set.
 
-The layout is the one `cargoscan synth` writes, so `cargoscan train --data DIR` reads it
-unchanged (`training.data.CocoScans`):
+The layout is the one `cargoscan synth` writes (`inference.coco`), so `cargoscan train
+--data DIR` reads it unchanged (`training.data.CocoScans`):
 
     annotations.json             COCO; images carry file_name / low_file_name
     images/NNNNNN_high.png       the bytes the station posted, unchanged (16-bit)
@@ -31,6 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from inference.coco import (
+    annotation_entry,
+    coco_document,
+    image_entry,
+    number_annotations,
+    write_annotations,
+)
 from inference.scan.formats import sniff_format
 from inference.service.db import Review, ScanRecord
 from inference.service.records import Records
@@ -111,26 +118,37 @@ def _write(path: Path, data: bytes) -> None:
 def _image(
     scan: ScanRecord, review: Review, stem: str, high: bytes, low: bytes | None
 ) -> dict[str, Any]:
-    image: dict[str, Any] = {
-        "id": review.id,
-        "file_name": f"{stem}_high{_SUFFIX.get(sniff_format(high), '.bin')}",
-        "width": scan.width,
-        "height": scan.height,
-        "bit_depth": scan.bit_depth,
-        "scan_id": scan.id,
-        "station": scan.station.name,
-        "station_scan_id": scan.station_scan_id,
-        "review_id": review.id,
-        "officer": review.user.name,
-        "reviewed_at": review.created_at.isoformat(),
-        "review_verdict": review.verdict,
-        "model_version": review.model_version,
-        "high_sha256": scan.high_sha256,
-    }
+    image = image_entry(
+        review.id,
+        f"{stem}_high{_SUFFIX.get(sniff_format(high), '.bin')}",
+        scan.width,
+        scan.height,
+        scan.bit_depth,
+        scan_id=scan.id,
+        station=scan.station.name,
+        station_scan_id=scan.station_scan_id,
+        review_id=review.id,
+        officer=review.user.name,
+        reviewed_at=review.created_at.isoformat(),
+        review_verdict=review.verdict,
+        model_version=review.model_version,
+        high_sha256=scan.high_sha256,
+    )
     if low is not None:
         image["low_file_name"] = f"{stem}_low{_SUFFIX.get(sniff_format(low), '.bin')}"
         image["low_sha256"] = scan.low_sha256
     return image
+
+
+def _annotation(box: dict[str, Any], categories: list[str]) -> dict[str, Any]:
+    """An officer's box: no mask, and where it came from (accept | relabel | added)."""
+    x0, y0, x1, y1 = (float(v) for v in box["box"])
+    return annotation_entry(
+        categories.index(box["category"]) + 1,
+        [x0, y0, x1 - x0, y1 - y0],
+        (x1 - x0) * (y1 - y0),
+        origin=box["origin"],
+    )
 
 
 def export_reviews(
@@ -145,7 +163,7 @@ def export_reviews(
     (out / "images").mkdir(parents=True, exist_ok=True)
     summary = ExportSummary(out)
     skipped: Counter[str] = Counter()
-    images, annotations = [], []
+    exported: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     for scan, review, status in records.latest_reviews(since):
         if status != "reviewed":
             skipped["re-opened"] += 1
@@ -165,38 +183,16 @@ def export_reviews(
         if low is not None:
             _write(out / image["low_file_name"], low)
         image["clean"] = not boxes
-        images.append(image)
-        for b in boxes:
-            x0, y0, x1, y1 = (float(v) for v in b["box"])
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image["id"],
-                    "category_id": categories.index(b["category"]) + 1,
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "area": (x1 - x0) * (y1 - y0),
-                    "iscrowd": 0,
-                    "origin": b["origin"],  # accept | relabel | added
-                }
-            )
-    coco = {
-        "info": {
-            "description": "CargoScan officer reviews",
-            "version": "1",
-            "generator": "cargoscan reviews export",
-            "since": since.isoformat() if since else None,
-            "created": datetime.now(timezone.utc).isoformat(),
-        },
-        "licenses": [],
-        "categories": [
-            {"id": i + 1, "name": n, "supercategory": "threat"} for i, n in enumerate(categories)
-        ],
-        "images": images,
-        "annotations": annotations,
+        exported.append((image, [_annotation(b, categories) for b in boxes]))
+    images, annotations = number_annotations(exported)
+    info = {
+        "description": "CargoScan officer reviews",
+        "version": "1",
+        "generator": "cargoscan reviews export",
+        "since": since.isoformat() if since else None,
+        "created": datetime.now(timezone.utc).isoformat(),
     }
-    tmp = out / "annotations.json.tmp"
-    tmp.write_text(json.dumps(coco, separators=(",", ":")))
-    os.replace(tmp, out / "annotations.json")
+    write_annotations(out, coco_document(info, categories, images, annotations))
     summary.scans = len(images)
     summary.clean = sum(1 for im in images if im["clean"])
     counts = Counter(a["category_id"] for a in annotations)

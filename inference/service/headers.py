@@ -12,8 +12,8 @@ The page needs nothing inline but two things it does not control the text of, ea
 by its hash alone (computed from the files at start, so an edit of the page cannot silently
 break it): the queue form's ``onsubmit="return false"`` attribute (``'unsafe-hashes'``
 with that hash only) and the one ``<style>`` OpenSeadragon inserts for touch screens.
-Swagger UI and ReDoc (``/docs``, ``/redoc``) load from a CDN with inline scripts; they get
-only the framing and sniffing headers.
+Swagger UI (``/docs``, its files served from this machine under ``/docs/assets``) starts
+with an inline script; it gets only the framing and sniffing headers.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = ["SecurityHeadersMiddleware", "page_csp"]
 
 STATIC_DIR = Path(__file__).with_name("static")
 OSD_JS = STATIC_DIR / "vendor" / "openseadragon" / "openseadragon.min.js"
-DOCS_PATHS = ("/docs", "/redoc")
+DOCS_PATHS = ("/docs",)
 _HANDLER = re.compile(r"\son[a-z]+\s*=\s*\"([^\"]*)\"", re.IGNORECASE)
 _OSD_STYLE = re.compile(r'data-openseadragon-mobile-css","true"\);\w+\.textContent="([^"]*)"')
 

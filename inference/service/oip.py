@@ -95,7 +95,7 @@ def _metadata(request: Request, name: str, version: str | None) -> JSONResponse:
             "parameters": {
                 "categories": model.engine.categories,
                 "stride": model.engine.stride,
-                "multiple_of": int(model.engine.card.get("input", {}).get("multiple_of", 32)),
+                "multiple_of": model.engine.card.input.multiple_of,
                 "sha256": model.info["sha256"],
             },
         }
@@ -141,7 +141,7 @@ def _parse_request(raw: bytes, model: LiveModel, max_pixels: int) -> tuple[Any, 
     if spec.get("datatype") != "FP32":
         raise OIPError(400, f"input datatype must be FP32, got {spec.get('datatype')!r}")
     shape = spec.get("shape")
-    multiple = int(model.engine.card.get("input", {}).get("multiple_of", 32))
+    multiple = model.engine.card.input.multiple_of
     if (
         not isinstance(shape, list)
         or len(shape) != 4

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from inference.engine import Engine, ModelError
-from inference.result import build_result, model_info
+from inference.result import model_info, scan_result
 from inference.scan import Scan
 
 
@@ -114,9 +114,9 @@ def check(model: LiveModel, scans: list[tuple[str, Scan]]) -> list[dict[str, Any
             finite = all(math.isfinite(v) for v in f.box)
             if not (finite and 0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h):
                 raise RolloutError("check", f"scan {scan_id}: box {f.box} outside the scan")
-        result = build_result(model.engine, analysis, scan_id, 0.0)
+        result = scan_result(model.engine, analysis, scan_id, 0.0)
         report.append(
-            {"scan_id": scan_id, "verdict": result["verdict"], "findings": len(result["findings"])}
+            {"scan_id": scan_id, "verdict": result.verdict, "findings": len(result.findings)}
         )
     return report
 

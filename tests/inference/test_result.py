@@ -82,7 +82,7 @@ def test_eight_bit_scans_are_judged_by_the_cards_eight_bit_thresholds():
     # review on an 8-bit export (0.6, as their clean scans score higher). A
     # category the 8-bit table lacks falls back to the 16-bit one.
     engine = _engine(THRESH)
-    engine.card["thresholds_8bit"] = {"firearm": 0.6}
+    engine.card.thresholds_8bit = {"firearm": 0.6}
     finding = [Finding("firearm", 0.5, (1, 2, 30, 40)), Finding("person", 0.45, (50, 2, 90, 80))]
     sixteen = build_result(engine, _analysis(finding), "a", 1.0)
     eight = _analysis(finding)
@@ -98,7 +98,7 @@ def test_eight_bit_scans_are_judged_by_the_cards_eight_bit_thresholds():
     assert "8-bit" in by_cat["firearm"]["explanation"]
     assert "above the alarm threshold 0.40" in by_cat["person"]["explanation"]
     assert res["verdict"] == "alarm"  # person 0.45 > 0.40 still alarms
-    del engine.card["thresholds_8bit"]
+    engine.card.thresholds_8bit = None
     assert (
         "above the alarm threshold 0.40"
         in build_result(engine, eight, "c", 1.0)["findings"][0]["explanation"]
@@ -225,9 +225,9 @@ def test_findings_smaller_than_any_threat_of_their_category_are_dropped(
 
 def test_review_is_its_own_calibrated_threshold():
     engine = _engine(THRESH)
-    engine.card["review_thresholds"] = dict.fromkeys(CATS, 0.35)
-    engine.card["review_thresholds_8bit"] = {"firearm": 0.1}
-    engine.card["thresholds_8bit"] = dict.fromkeys(CATS, 0.5)
+    engine.card.review_thresholds = dict.fromkeys(CATS, 0.35)
+    engine.card.review_thresholds_8bit = {"firearm": 0.1}
+    engine.card.thresholds_8bit = dict.fromkeys(CATS, 0.5)
     verdicts = []
     for score, depth in [(0.41, 16), (0.36, 16), (0.3, 16), (0.3, 8), (0.05, 8)]:
         ana = _analysis([Finding("firearm", score, (0, 0, 40, 40))])
@@ -237,14 +237,14 @@ def test_review_is_its_own_calibrated_threshold():
     # 8-bit review threshold (0.1) applies.
     assert verdicts == ["alarm", "review", "clear", "review", "clear"]
     # A review threshold above the alarm threshold is capped at it.
-    engine.card["review_thresholds"] = dict.fromkeys(CATS, 0.9)
+    engine.card.review_thresholds = dict.fromkeys(CATS, 0.9)
     ana = _analysis([Finding("firearm", 0.45, (0, 0, 40, 40))])
     assert build_result(engine, ana, "c", 1.0)["verdict"] == "alarm"
 
 
 def test_risk_levels_hold_with_review_thresholds():
     engine = _engine(THRESH)
-    engine.card["review_thresholds"] = dict.fromkeys(CATS, 0.1)
+    engine.card.review_thresholds = dict.fromkeys(CATS, 0.1)
     risks = {}
     for score in (0.05, 0.1, 0.11, 0.4, 0.41, 0.8):
         ana = _analysis([Finding("firearm", score, (0, 0, 40, 40))])
@@ -263,9 +263,9 @@ def test_the_anomaly_level_comes_from_the_card():
     ana = _analysis([])
     ana.anomaly[2:6, 5:9] = 0.8
     assert build_result(engine, ana, "a", 1.0)["verdict"] == "review"
-    engine.card["anomaly_level"] = 0.85
+    engine.card.anomaly_level = 0.85
     assert build_result(engine, ana, "a", 1.0)["findings"] == []
     ana.bit_depth = 8
-    engine.card["anomaly_level_8bit"] = 0.7
+    engine.card.anomaly_level_8bit = 0.7
     (f,) = build_result(engine, ana, "a", 1.0)["findings"]
     assert f["source"] == "anomaly" and "above 0.70" in f["explanation"] and not f["alarm"]

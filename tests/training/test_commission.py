@@ -92,8 +92,8 @@ def test_commissioning_writes_an_operating_point_the_engine_and_analyze_use(site
     assert all(saved["thresholds"][c] >= 0.1 for c in CATS)
     assert "thresholds_8bit" not in saved  # no 8-bit scans cleared: the card's stay
     engine = Engine.load(model, operating_point=out)
-    assert engine.card["thresholds"] == saved["thresholds"]
-    assert engine.card["operating_point_site"] == "gate 3"
+    assert engine.card.thresholds == saved["thresholds"]
+    assert engine.card.operating_point_site == "gate 3"
     assert json.loads(model.with_suffix(".json").read_text())["thresholds"]["firearm"] == 0.1
 
     # The same cleared scans through `cargoscan evaluate --clean-scans`: the site's rates.

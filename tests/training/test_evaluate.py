@@ -16,7 +16,7 @@ from cargoscan.cli import main
 from inference.engine import Engine, ModelError
 from inference.preprocess import attenuation
 from inference.scan import load_scan
-from training.data import eight_bit_export
+from training.augment import eight_bit_export
 from training.evaluate import box_attenuation, clean_scan_alarms, evaluate
 from training.export import export
 from training.model import CargoNet, ModelConfig

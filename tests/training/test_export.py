@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cargoscan.cli import main
+from inference.contracts import ModelCard
 from training.export import check_parity
 from training.model import CargoNet, ExportWrapper, ModelConfig, to_onnx
 from training.synth.dataset import write_dataset
@@ -35,6 +36,7 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
         == 0
     )
     card = json.loads(model.with_suffix(".json").read_text())
+    assert ModelCard.of(card).to_dict() == card  # what the runtime reads, nothing lost
     assert card["onnx"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
     assert card["categories"] == ["firearm", "narcotics", "cigarettes", "currency", "person"]
     assert set(card["thresholds"]) == set(card["categories"])

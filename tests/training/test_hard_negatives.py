@@ -11,7 +11,8 @@ import torch
 
 from cargoscan.cli import main
 from inference.boxes import hits
-from training.data import Augment, Sample, open_source
+from training.augment import Augment
+from training.data import Sample, open_source
 from training.hard_negatives import (
     HardNegativePool,
     false_findings,
@@ -93,7 +94,11 @@ def test_a_focus_region_is_what_the_crop_is_cut_around():
     image[:, 200:230, 2500:2530] = 5.0
     threat = np.array([[100, 100, 140, 140]], np.float32)
     s = Sample(image, threat, np.array([1]), True, "toy")
-    augment = Augment(crop_hw=(256, 256), object_crop_p=1.0, noise_p=0, row_gain_sigma=0)
+    # No 8-bit exports: they saturate the square at ln 256 (and which seeds draw one
+    # changed when albumentations took over: it draws nothing for a p of 0).
+    augment = Augment(
+        crop_hw=(256, 256), object_crop_p=1.0, noise_p=0, row_gain_sigma=0, drop_low_p=0
+    )
     focus = np.array([2500, 200, 2530, 230], np.float32)
     for k in range(20):
         rng = np.random.default_rng(k)
@@ -160,10 +165,13 @@ def test_training_mines_the_models_own_false_findings_and_keeps_them_on_resume(
 
     # Mining ran the ONNX export in ONNX Runtime: its findings are torch's.
     net, _ = load_checkpoint(run / "last.pt")
-    image = scans[0].image
-    ort_boxes, ort_scores, ort_labels = onnx_findings(net)(image)
-    boxes, scores, labels = whole_scan_findings(ExportWrapper(net), image, torch.device("cpu"))
-    strong = scores > 0.1
+    wrapped = ExportWrapper(net)
+    # The scan the model finds most on (which one depends on the shipped model).
+    found = [whole_scan_findings(wrapped, s.image, torch.device("cpu")) for s in scans]
+    best = max(range(len(scans)), key=lambda i: found[i][1].max(initial=0.0))
+    boxes, scores, labels = found[best]
+    ort_boxes, ort_scores, ort_labels = onnx_findings(net)(scans[best].image)
+    strong = scores > 0.05
     assert strong.any()
     assert np.allclose(ort_scores[strong], scores[strong], atol=1e-4)
     assert np.array_equal(ort_labels[strong], labels[strong])

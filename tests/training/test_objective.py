@@ -33,6 +33,27 @@ def test_clean_image_has_empty_targets_and_a_finite_loss():
     assert torch.isfinite(terms["total"]) and terms["box"] == 0
 
 
+def test_the_anomaly_term_is_focal_bce_with_gamma_2_and_no_alpha():
+    """torchvision's sigmoid_focal_loss stands in for the hand-written one it replaced."""
+    torch.manual_seed(0)
+    out = CargoNet(ModelConfig())(torch.randn(2, 2, 64, 64))
+    out["anomaly"] = (out["anomaly"] + 3 * torch.randn_like(out["anomaly"])).requires_grad_()
+    t = make_targets(
+        [np.array([[8, 8, 40, 30]]), np.zeros((0, 4))], [np.array([1]), []], 5, (64, 64)
+    )
+    got = loss(out, t)["anomaly"]
+    p = torch.sigmoid(out["anomaly"])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        out["anomaly"], t.anomaly, reduction="none"
+    )
+    want = (bce * torch.where(t.anomaly > 0, 1 - p, p) ** 2).sum() / t.anomaly.sum()
+    torch.testing.assert_close(got, want)
+    g_got, g_want = (
+        torch.autograd.grad(v, out["anomaly"], retain_graph=True)[0] for v in (got, want)
+    )
+    torch.testing.assert_close(g_got, g_want)
+
+
 @pytest.mark.slow
 def test_a_few_hundred_steps_learn_to_find_a_dense_block():
     """A dense steel-like block on a light background: the network finds it, and only it."""

@@ -19,7 +19,8 @@ from pycocotools import mask as mask_utils
 from cargoscan.cli import main
 from inference.preprocess import attenuation
 from inference.scan import load_scan
-from training.data import Augment, CocoScans, open_source
+from training.augment import Augment
+from training.data import CocoScans, open_source
 from training.synth.physics import linac_spectrum
 from training.synth.scene import SynthConfig, generate_scan
 from training.synth.threats import CATEGORIES

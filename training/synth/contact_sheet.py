@@ -6,13 +6,13 @@ whether the labels sit on the threats.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from inference.annotate import colour_of
+from inference.coco import read_coco
 from inference.render import render
 from inference.scan import load_scan
 
@@ -28,24 +28,21 @@ def write_contact_sheet(
 ) -> Path:
     """Render up to `max_scans` scans of a COCO data set into one labelled PNG."""
     data_dir, out = Path(data_dir), Path(out)
-    coco = json.loads((data_dir / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    by_image: dict[int, list[dict]] = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
+    coco = read_coco(data_dir)
+    by_image = coco.annotations_by_image()
     tiles = []
-    for image in coco["images"][:max_scans]:
-        low = image.get("low_file_name")
-        scan = load_scan(data_dir / image["file_name"], data_dir / low if low else None)
+    for image in coco.images[:max_scans]:
+        low = image.low_file_name
+        scan = load_scan(data_dir / image.file_name, data_dir / low if low else None)
         rgb = render(scan, view)
         scale = tile_width / rgb.shape[1]
         tile = cv2.resize(
             rgb, (tile_width, max(int(rgb.shape[0] * scale), 1)), interpolation=cv2.INTER_AREA
         )
         tile = cv2.cvtColor(tile, cv2.COLOR_RGB2BGR)
-        for ann in by_image.get(image["id"], []):
-            x, y, w, h = (v * scale for v in ann["bbox"])
-            name = names[ann["category_id"]]
+        for ann in by_image.get(image.id, []):
+            x, y, w, h = (v * scale for v in ann.bbox)
+            name = coco.categories[ann.category_id]
             colour = colour_of(name)[::-1]  # BGR for OpenCV
             p0, p1 = (int(x) - 2, int(y) - 2), (int(x + w) + 2, int(y + h) + 2)
             cv2.rectangle(tile, p0, p1, colour, 2)
@@ -59,9 +56,10 @@ def write_contact_sheet(
                 1,
                 cv2.LINE_AA,
             )
-        caption = f"#{image['id']} {image['vehicle']['arrangement']} {'/'.join(image['load'])}"
-        if image.get("manifest_discrepancy"):
-            caption += f"  manifest: {image['manifest_discrepancy']}"
+        entry = image.entry
+        caption = f"#{image.id} {entry['vehicle']['arrangement']} {'/'.join(entry['load'])}"
+        if entry.get("manifest_discrepancy"):
+            caption += f"  manifest: {entry['manifest_discrepancy']}"
         cv2.putText(
             tile, caption, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA
         )

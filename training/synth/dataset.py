@@ -1,6 +1,6 @@
 """`cargoscan synth`: write a synthetic data set as COCO JSON + 16-bit PNGs.
 
-Layout of DIR:
+Layout of DIR (that of `inference.coco`):
     annotations.json         COCO; each image has file_name (high channel) and
                              low_file_name (low channel), relative to DIR
     images/NNNNNN_high.png   16-bit single-channel PNG
@@ -13,7 +13,6 @@ do not depend on the number of workers.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from collections.abc import Iterator
@@ -24,17 +23,20 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
+from inference.coco import (
+    coco_document,
+    encode_png,
+    image_entry,
+    number_annotations,
+    threat_annotation,
+    write_annotations,
+)
 from training.synth.scene import SynthConfig, SynthScan, generate_scan
 from training.synth.threats import CATEGORIES
 
 __all__ = ["DatasetSummary", "SynthConfig", "worker_pool", "write_dataset"]
-
-# Fast zlib level: 16-bit noisy data barely compresses further, and the
-# encoder's output is deterministic for a given level.
-_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
 
 
 @dataclass
@@ -47,17 +49,6 @@ class DatasetSummary:
     def __str__(self) -> str:
         per = ", ".join(f"{k} {v}" for k, v in self.instances.items())
         return f"wrote {self.images} scans ({self.clean} clean) to {self.out}: {per}"
-
-
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    """COCO run-length encoding (uncompressed counts, column-major), no extra dependency."""
-    flat = np.asfortranarray(mask).reshape(-1, order="F").astype(np.uint8)
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat[0] == 1:
-        counts = [0, *counts]
-    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
 # Thread pools of the native libraries, capped to one thread in each worker:
@@ -102,38 +93,32 @@ def _write_one(args: tuple[int, int, SynthConfig, str]) -> dict[str, Any]:
     scan: SynthScan = generate_scan(index, seed, cfg)
     stem = f"images/{index:06d}"
     for suffix, img in (("high", scan.high), ("low", scan.low)):
-        ok, buf = cv2.imencode(".png", img, _PNG_PARAMS)
-        if not ok:
-            raise RuntimeError(f"PNG encoding failed for scan {index}")
+        data = encode_png(img, f"scan {index}")
         path = Path(out) / f"{stem}_{suffix}.png"
         tmp = path.with_suffix(".png.tmp")
-        tmp.write_bytes(buf.tobytes())
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     h, w = scan.high.shape
-    image = {
-        "id": index + 1,
-        "file_name": f"{stem}_high.png",
-        "low_file_name": f"{stem}_low.png",
-        "width": int(w),
-        "height": int(h),
-        "bit_depth": 16,
-        "cargo_region": list(scan.cargo_region),
-        "clean": not scan.threats,
-        **scan.info,
-    }
+    image = image_entry(
+        index + 1,
+        f"{stem}_high.png",
+        int(w),
+        int(h),
+        16,
+        low_file_name=f"{stem}_low.png",
+        **{"cargo_region": list(scan.cargo_region), "clean": not scan.threats, **scan.info},
+    )
     anns = [
-        {
-            "category_id": CATEGORIES.index(t.category) + 1,
-            "bbox": list(t.bbox),
-            "area": int(t.mask.sum()),
-            "segmentation": _rle(t.mask),
-            "iscrowd": 0,
-            "subtype": t.subtype,
-            "concealment": t.where,
-            "mass_kg": round(t.mass_kg, 3),
-            "contrast": round(t.contrast, 4),
-            "contrast_to_noise": round(t.contrast_to_noise, 2),
-        }
+        threat_annotation(
+            CATEGORIES.index(t.category) + 1,
+            t.bbox,
+            t.mask,
+            subtype=t.subtype,
+            concealment=t.where,
+            mass_kg=t.mass_kg,
+            contrast=t.contrast,
+            contrast_to_noise=t.contrast_to_noise,
+        )
         for t in scan.threats
     ]
     return {"image": image, "annotations": anns}
@@ -164,30 +149,16 @@ def write_dataset(
             bar.update()
     bar.close()
 
-    images, annotations = [], []
-    for res in results:
-        images.append(res["image"])
-        for ann in res["annotations"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": res["image"]["id"], **ann})
-    coco = {
-        "info": {
-            "description": "CargoScan synthetic dual-energy cargo X-ray scans",
-            "version": "1",
-            "generator": "cargoscan synth",
-            "seed": seed,
-            "count": count,
-            "config": cfg.to_dict(),
-        },
-        "licenses": [],
-        "categories": [
-            {"id": i + 1, "name": n, "supercategory": "threat"} for i, n in enumerate(CATEGORIES)
-        ],
-        "images": images,
-        "annotations": annotations,
+    images, annotations = number_annotations((r["image"], r["annotations"]) for r in results)
+    info = {
+        "description": "CargoScan synthetic dual-energy cargo X-ray scans",
+        "version": "1",
+        "generator": "cargoscan synth",
+        "seed": seed,
+        "count": count,
+        "config": cfg.to_dict(),
     }
-    tmp = out / "annotations.json.tmp"
-    tmp.write_text(json.dumps(coco, separators=(",", ":")))
-    os.replace(tmp, out / "annotations.json")
+    write_annotations(out, coco_document(info, CATEGORIES, images, annotations))
     instances = {
         n: sum(1 for a in annotations if a["category_id"] == i + 1)
         for i, n in enumerate(CATEGORIES)

@@ -8,13 +8,13 @@ such statistics, cross-validated, must be near chance: balanced accuracy ~0.5.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from inference.coco import read_coco
 from inference.scan import load_scan
 
 FEATURES = (
@@ -111,10 +111,9 @@ def separability(features: np.ndarray, projected: np.ndarray, seed: int = 0) -> 
 def check_dataset(data_dir: Path | str, seed: int = 0) -> CheckResult:
     """Run the check on a `cargoscan tip` (or synth) output folder's high channels."""
     data_dir = Path(data_dir)
-    coco = json.loads((data_dir / "annotations.json").read_text())
     rows, labels = [], []
-    for image in coco["images"]:
-        scan = load_scan(data_dir / image["file_name"])
+    for image in read_coco(data_dir).images:
+        scan = load_scan(data_dir / image.file_name)
         rows.append(image_features(scan.high))
-        labels.append(not image["clean"])
+        labels.append(not image.clean)
     return separability(np.array(rows), np.array(labels), seed)

@@ -1,7 +1,7 @@
 """`cargoscan tip`: threats projected into real scans, written as `cargoscan synth` writes.
 
-Layout of OUT (that of `training.synth.dataset`, so `train` and `evaluate` read it
-unchanged):
+Layout of OUT (`inference.coco`, as `cargoscan synth` writes it, so `train` and
+`evaluate` read it unchanged):
     annotations.json         COCO; per image file_name (high), low_file_name (if any),
                              the synth keys, and `tip`: background file, pitch,
                              export curve, JPEG quality, noise, cargo box
@@ -17,7 +17,6 @@ OUT is either complete or untouched.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -31,8 +30,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from inference.coco import (
+    coco_document,
+    encode_png,
+    image_entry,
+    load_document,
+    number_annotations,
+    threat_annotation,
+    write_annotations,
+)
 from inference.preprocess import attenuation
-from training.synth.dataset import _PNG_PARAMS, _rle, worker_pool
+from training.synth.dataset import worker_pool
 from training.synth.physics import linac_spectrum
 from training.synth.scene import CATEGORY_WEIGHTS, MASK_THRESHOLD
 from training.synth.threats import CATEGORIES, MIN_ROOM, Placement
@@ -133,7 +141,7 @@ def _fits(spot: Spot, category: str) -> bool:
     )
 
 
-def _detection_attenuation(scan_high: np.ndarray, curve: ExportCurve | None) -> np.ndarray:
+def detection_attenuation(scan_high: np.ndarray, curve: ExportCurve | None) -> np.ndarray:
     """Attenuation for finding the cargo. 16-bit: the service's own air calibration.
     8-bit: air per row (exports drift by 10-15 grey levels from row to row) from the
     scan's own columns, not its black padding (which would pass for a wall), kept
@@ -172,7 +180,7 @@ def analyse_background(file: BackgroundFile, cfg: TipConfig) -> BackgroundInfo:
     eight_bit = scan.bit_depth == 8
     curves = [estimate_export_curve(c, cfg.tone) if eight_bit else None for c in channels]
     h, w = scan.shape
-    a = _detection_attenuation(scan.high, curves[0])
+    a = detection_attenuation(scan.high, curves[0])
     _, pad_cols = padding_masks(scan.high, scan.max_value)
     space = find_cargo_space(a, pad_cols)
     a_smooth = cv2.GaussianBlur(_channel_attenuation(scan.high, curves[0]), (0, 0), 1.5)
@@ -227,18 +235,16 @@ class _Label:
             int(cols[-1] - cols[0] + 1),
             int(rows[-1] - rows[0] + 1),
         ]
-        return {
-            "category_id": CATEGORIES.index(self.category) + 1,
-            "bbox": bbox,
-            "area": int(self.mask.sum()),
-            "segmentation": _rle(full),
-            "iscrowd": 0,
-            "subtype": self.subtype,
-            "concealment": self.where,
-            "mass_kg": round(self.mass_kg, 3),
-            "contrast": round(self.contrast, 4),
-            "contrast_to_noise": round(self.contrast_to_noise, 2),
-        }
+        return threat_annotation(
+            CATEGORIES.index(self.category) + 1,
+            bbox,
+            full,
+            subtype=self.subtype,
+            concealment=self.where,
+            mass_kg=self.mass_kg,
+            contrast=self.contrast,
+            contrast_to_noise=self.contrast_to_noise,
+        )
 
 
 class _Projection:
@@ -415,15 +421,12 @@ class _Projection:
 
 def _encode(image: np.ndarray, quality: int | None) -> tuple[str, bytes]:
     """8-bit: JPEG at the source's quality; 16-bit: PNG as synth writes them."""
-    if image.dtype == np.uint8:
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality or 90)])
-        suffix = ".jpg"
-    else:
-        ok, buf = cv2.imencode(".png", image, _PNG_PARAMS)
-        suffix = ".png"
-    if not ok:  # pragma: no cover - OpenCV encodes any uint8/uint16 greyscale array
+    if image.dtype != np.uint8:
+        return ".png", encode_png(image)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality or 90)])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 greyscale array
         raise RuntimeError("image encoding failed")
-    return suffix, buf.tobytes()
+    return ".jpg", buf.tobytes()
 
 
 def project_one(args: tuple[int, int, BackgroundInfo, TipConfig, str, bool]) -> dict[str, Any]:
@@ -447,30 +450,30 @@ def project_one(args: tuple[int, int, BackgroundInfo, TipConfig, str, bool]) -> 
     space = info.space
     goods = projection.goods
     load = ["empty" if goods[:, c0:c1].mean() < 0.01 else "loaded" for c0, c1 in space.containers]
-    image: dict[str, Any] = {
-        "id": index + 1,
-        "file_name": names[0],
-        **({"low_file_name": names[1]} if len(names) > 1 else {}),
-        "width": int(w),
-        "height": int(h),
-        "bit_depth": info.bit_depth,
-        "cargo_region": list(space.box) if space.box else [0, 0, int(w), int(h)],
-        "clean": not labels,
-        "vehicle": {
+    image = image_entry(
+        index + 1,
+        names[0],
+        int(w),
+        int(h),
+        info.bit_depth,
+        low_file_name=names[1] if len(names) > 1 else None,
+        cargo_region=list(space.box) if space.box else [0, 0, int(w), int(h)],
+        clean=not labels,
+        vehicle={
             "arrangement": space.pitch_source if space.box else "unknown",
             "containers": len(space.containers),
         },
-        "load": load or ["unknown"],
-        "true_manifest": None,  # a real background's contents are not known
-        "declared_manifest": None,
-        "manifest_discrepancy": None,
-        "scanner": {
+        load=load or ["unknown"],
+        true_manifest=None,  # a real background's contents are not known
+        declared_manifest=None,
+        manifest_discrepancy=None,
+        scanner={
             "kind": "real",
             "high_mv": cfg.high_mv,
             "low_mv": cfg.low_mv if len(channels) > 1 else None,
             "pixel_pitch_mm": round(space.pitch_y_mm, 3),
         },
-        "tip": {
+        tip={
             "background": info.file.name,
             "background_low": info.file.low.name if info.file.low else None,
             "export_curve": info.curves[0].to_dict() if info.curves[0] else None,
@@ -478,7 +481,7 @@ def project_one(args: tuple[int, int, BackgroundInfo, TipConfig, str, bool]) -> 
             "noise": [n.to_dict() for n in info.noise],
             **space.to_dict(),
         },
-    }
+    )
     return {"image": image, "annotations": [lab.coco((h, w)) for lab in labels]}
 
 
@@ -488,8 +491,7 @@ def _analyse_job(args: tuple[BackgroundFile, TipConfig]) -> BackgroundInfo:
 
 def _is_tip_output(folder: Path) -> bool:
     try:
-        coco = json.loads((folder / "annotations.json").read_text())
-        return coco.get("info", {}).get("generator") == GENERATOR
+        return load_document(folder).get("info", {}).get("generator") == GENERATOR
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -582,33 +584,18 @@ def write_tip_dataset(
                 disable=not progress,
             )
         )
-        images, annotations = [], []
-        for res in results:
-            images.append(res["image"])
-            for ann in res["annotations"]:
-                annotations.append(
-                    {"id": len(annotations) + 1, "image_id": res["image"]["id"], **ann}
-                )
-        coco = {
-            "info": {
-                "description": "CargoScan threats projected into real scans (TIP)",
-                "version": "1",
-                "generator": GENERATOR,
-                "seed": seed,
-                "count": count,
-                "backgrounds": len(files),
-                "background_licences": background_licences(files),
-                "config": cfg.to_dict(),
-            },
-            "licenses": [],
-            "categories": [
-                {"id": i + 1, "name": n, "supercategory": "threat"}
-                for i, n in enumerate(CATEGORIES)
-            ],
-            "images": images,
-            "annotations": annotations,
+        images, annotations = number_annotations((r["image"], r["annotations"]) for r in results)
+        info = {
+            "description": "CargoScan threats projected into real scans (TIP)",
+            "version": "1",
+            "generator": GENERATOR,
+            "seed": seed,
+            "count": count,
+            "backgrounds": len(files),
+            "background_licences": background_licences(files),
+            "config": cfg.to_dict(),
         }
-        (staging / "annotations.json").write_text(json.dumps(coco, separators=(",", ":")))
+        write_annotations(staging, coco_document(info, CATEGORIES, images, annotations))
     instances = {
         n: sum(1 for a in annotations if a["category_id"] == i + 1)
         for i, n in enumerate(CATEGORIES)

@@ -7,12 +7,12 @@ it), and should see that it is not too faint nor pasted-looking.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from inference.coco import read_coco
 from inference.render import render
 from inference.scan import load_scan
 from training.synth.contact_sheet import write_grid
@@ -42,30 +42,29 @@ def write_tip_sheet(
     """Up to `max_threats` threats: projected crop | clean source crop, with category,
     hiding place and contrast (high-energy attenuation change)."""
     data_dir, backgrounds, out = Path(data_dir), Path(backgrounds), Path(out)
-    coco = json.loads((data_dir / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    images = {im["id"]: im for im in coco["images"]}
+    coco = read_coco(data_dir)
+    images = {im.id: im for im in coco.images}
     rendered: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     tiles = []
-    for ann in coco["annotations"][:max_threats]:
-        image = images[ann["image_id"]]
-        if image["id"] not in rendered:
-            tip = image["tip"]
-            low = image.get("low_file_name")
-            made = load_scan(data_dir / image["file_name"], data_dir / low if low else None)
+    for ann in coco.annotations[:max_threats]:
+        image = images[ann.image_id]
+        if image.id not in rendered:
+            tip = image.entry["tip"]
+            low = image.low_file_name
+            made = load_scan(data_dir / image.file_name, data_dir / low if low else None)
             src_low = tip.get("background_low")
             source = load_scan(
                 backgrounds / tip["background"], backgrounds / src_low if src_low else None
             )
-            rendered = {image["id"]: (render(made, "grey"), render(source, "grey"))}
-        made_rgb, source_rgb = rendered[image["id"]]
-        x, y, w, h = ann["bbox"]
+            rendered = {image.id: (render(made, "grey"), render(source, "grey"))}
+        made_rgb, source_rgb = rendered[image.id]
+        x, y, w, h = ann.bbox
         margin = max(w, h) // 2 + 12
         box = (
             max(x - margin, 0),
             max(y - margin, 0),
-            min(x + w + margin, image["width"]),
-            min(y + h + margin, image["height"]),
+            min(x + w + margin, image.width),
+            min(y + h + margin, image.height),
         )
         pair = []
         for rgb in (made_rgb, source_rgb):
@@ -76,8 +75,8 @@ def write_tip_sheet(
         gap = np.full((_TILE, 4, 3), 255, np.uint8)
         tile = np.concatenate([pair[0], gap, pair[1]], axis=1)
         text = (
-            f"#{image['id']} {names[ann['category_id']]}/{ann['subtype']} "
-            f"{ann['concealment']} c={ann['contrast']:.2f}"
+            f"#{image.id} {coco.categories[ann.category_id]}/{ann.entry['subtype']} "
+            f"{ann.concealment} c={ann.contrast:.2f}"
         )
         tiles.append(cv2.cvtColor(_caption(tile, text), cv2.COLOR_RGB2BGR))
     if not tiles:

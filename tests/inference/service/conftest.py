@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from inference.service.settings import Settings
-from tests.inference.service.service_helpers import ADMIN_KEY
+from station.server import ServerProcess, start_server
+from tests.inference.service.service_helpers import ADMIN_KEY, REPO, ServeProcess
 
 
 @pytest.fixture
@@ -26,3 +27,31 @@ def make_settings(tmp_path: Path, models: dict[str, Path]) -> Callable[..., Sett
         return Settings(**base)
 
     return make
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
+    """Starts a real `cargoscan serve` (`station.server`) from the repository and returns
+    it once /readyz answers; every one it started is stopped when the test ends. The test
+    may signal or kill it (``.proc``) and restart on the same data meanwhile.
+
+    Call as ``serve_process(port, env, log=..., ready_timeout_s=...)``; the log (default
+    ``tmp_path/serve.log``) is appended to, so a restart's output follows the first run's.
+    """
+    started: list[ServerProcess] = []
+
+    def start(
+        port: int,
+        env: Mapping[str, str],
+        *,
+        log: Path | None = None,
+        ready_timeout_s: float = 120.0,
+    ) -> ServerProcess:
+        server = start_server(port, log=log or tmp_path / "serve.log", env=env, cwd=REPO)
+        started.append(server)
+        server.wait_ready(ready_timeout_s)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,21 +1,18 @@
 """Helpers of the service tests: real ONNX models with chosen cards, real PNG scans,
-apps on a temporary data directory, station keys."""
+apps on a temporary data directory, station keys. A real `cargoscan serve` process is the
+``serve_process`` fixture (conftest.py) on `station.server`."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import cv2
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -23,6 +20,10 @@ from fastapi.testclient import TestClient
 from inference.service.app import create_app, open_records
 from inference.service.auth import hash_key, new_key
 from inference.service.settings import Settings
+from station.server import ServerProcess
+
+# The `serve_process` fixture (conftest.py): serve_process(port, env, log=..., ready_timeout_s=...)
+ServeProcess = Callable[..., ServerProcess]
 
 ADMIN_KEY = "admin-secret-for-tests"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -125,38 +126,3 @@ def build_models(root: Path) -> dict[str, Path]:
 
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (for a real server subprocess)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`cargoscan serve` as a subprocess of this Python, its output appended to `log`."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "cargoscan", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_ready(
-    url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0
-) -> None:
-    """Poll /readyz until 200; fail with the server's log if it dies or takes too long."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"not ready in {timeout_s:g} s:\n" + log.read_text())

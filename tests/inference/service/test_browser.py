@@ -24,7 +24,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +44,8 @@ from inference.service.core import API, result_record
 from inference.service.db import ScanRecord
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
-from tests.inference.service.service_helpers import free_port, scan_pngs
+from station.server import free_port, serving
+from tests.inference.service.service_helpers import scan_pngs
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -295,28 +295,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
         )
         assert added.returncode == 0, added.stderr
     log = root / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cargoscan", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "not ready in 90 s:\n" + log.read_text()
-            time.sleep(0.1)
+    with serving(port, log=log, env=env, cwd=REPO, ready_timeout_s=90, stop_timeout_s=30) as server:
         yield Site(
-            url=url,
+            url=server.url,
             station_key=key,
             riskiest=riskiest["id"],
             second=riskiest["second"],
@@ -325,12 +306,6 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
             height=riskiest["height"],
             missed=riskiest["missed"],
         )
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -199,6 +199,13 @@ def test_security_headers_and_a_csp_that_fits_the_page(make_settings: Callable[.
         assert denied.status_code == 401 and denied.headers["X-Content-Type-Options"] == "nosniff"
         docs = client.get("/docs")
         assert docs.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        # an offline network still gets a working /docs: every file from the service itself
+        assert "cdn" not in docs.text and "http" not in docs.text.replace("http-equiv", "")
+        for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
+            assert asset in docs.text
+            served = client.get(asset)
+            assert served.status_code == 200 and len(served.content) > 10_000
+        assert client.get("/redoc").status_code == 404  # ReDoc would load from a CDN
         js = client.get("/static/js/app.js")
         assert js.headers["X-Content-Type-Options"] == "nosniff"
         assert js.headers["Cache-Control"] == "no-cache"  # the route's own caching is kept

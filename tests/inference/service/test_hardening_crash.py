@@ -27,14 +27,13 @@ import httpx
 import pytest
 
 from inference.service.settings import Settings
+from station.server import free_port
 from tests.inference.service.service_helpers import (
     ADMIN_KEY,
     REPO,
+    ServeProcess,
     add_station,
-    free_port,
     scan_pngs,
-    start_server,
-    wait_ready,
 )
 
 STATIONS = 3
@@ -91,7 +90,7 @@ def _station(url: str, k: int, key: dict[str, str], traffic: Traffic) -> None:
 
 @pytest.mark.slow
 def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
-    tmp_path: Path, models: dict[str, Path]
+    tmp_path: Path, models: dict[str, Path], serve_process: ServeProcess
 ):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -118,20 +117,19 @@ def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
     traffic = Traffic()
     tokens: list[str] = []
 
-    proc = start_server(env, log)
+    server = serve_process(port, env, log=log)
+    r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "olga", "password": PASSWORD})
+    assert r.status_code == 200
+    tokens.append(r.json()["token"])
+    wrong = {"username": "olga", "password": PASSWORD + "!"}
+    assert httpx.post(f"{url}/api/v1/auth/login", json=wrong).status_code == 401
+    threads = [
+        threading.Thread(target=_station, args=(url, k, keys[k], traffic), daemon=True)
+        for k in range(STATIONS)
+    ]
+    for t in threads:
+        t.start()
     try:
-        wait_ready(url, proc, log)
-        r = httpx.post(f"{url}/api/v1/auth/login", json={"username": "olga", "password": PASSWORD})
-        assert r.status_code == 200
-        tokens.append(r.json()["token"])
-        wrong = {"username": "olga", "password": PASSWORD + "!"}
-        assert httpx.post(f"{url}/api/v1/auth/login", json=wrong).status_code == 401
-        threads = [
-            threading.Thread(target=_station, args=(url, k, keys[k], traffic), daemon=True)
-            for k in range(STATIONS)
-        ]
-        for t in threads:
-            t.start()
         deadline = time.monotonic() + 120
         while True:
             with traffic.lock:
@@ -141,16 +139,13 @@ def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
             assert time.monotonic() < deadline, f"too few answers: {traffic.other}"
             time.sleep(0.01)
         time.sleep(0.05)  # into the middle of the next analyses
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=30)
+    finally:
         traffic.stop.set()
         for t in threads:
             t.join(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert server.returncode == -signal.SIGKILL
     acked = list(traffic.acked)
     assert len(acked) >= ACKS_BEFORE_KILL
 
@@ -166,48 +161,44 @@ def test_kill_9_while_stations_post_loses_no_acknowledged_scan(
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
-    proc = start_server(env, log)
-    try:
-        wait_ready(url, proc, log)
-        assert not stale.exists()
-        lost = []
-        for a in acked:
-            key = keys[a.station]
-            got = httpx.get(f"{url}/api/v1/scans/{a.body['scan_id']}", headers=key, timeout=30)
-            if got.status_code != 200:
-                lost.append((a.station_scan_id, got.status_code))
-                continue
-            body = got.json()
-            for name in ("verdict", "risk", "findings", "model"):
-                assert body[name] == a.body[name], (a.station_scan_id, name)
-            assert body["scan"]["high_sha256"] == a.high_sha256
-            assert body["scan"]["low_sha256"] == a.low_sha256
-            for sha in (a.high_sha256, a.low_sha256):
-                stored = (blobs / sha[:2] / sha).read_bytes()
-                assert hashlib.sha256(stored).hexdigest() == sha
-            # a station's retry after the crash gets the stored scan, not a second one
-            retry = httpx.post(
-                f"{url}/api/v1/scans",
-                files=scan_pngs(seed=a.station * 1000 + int(a.station_scan_id.split("-")[1])),
-                data={"metadata": json.dumps({"station_scan_id": a.station_scan_id})},
-                headers=key,
-                timeout=60,
-            )
-            assert retry.status_code == 200 and retry.json()["scan_id"] == a.body["scan_id"]
-        assert lost == [], f"acknowledged scans lost: {lost}"
-        # nothing stored half: every scan the database has has its result
-        admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
-        listed = httpx.get(f"{url}/api/v1/scans?limit=200", headers=admin).json()
-        assert listed["total"] >= len(acked)
-        assert all(item["verdict"] is not None for item in listed["items"])
-        print(
-            f"\ncrash test: {len(acked)} scans acknowledged before kill -9, "
-            f"{traffic.in_flight_at_kill} in flight, {listed['total']} stored after restart, "
-            f"{len(leftovers)} half-written file(s) left (never read), lost: {len(lost)}"
+    server = serve_process(port, env, log=log)
+    assert not stale.exists()
+    lost = []
+    for a in acked:
+        key = keys[a.station]
+        got = httpx.get(f"{url}/api/v1/scans/{a.body['scan_id']}", headers=key, timeout=30)
+        if got.status_code != 200:
+            lost.append((a.station_scan_id, got.status_code))
+            continue
+        body = got.json()
+        for name in ("verdict", "risk", "findings", "model"):
+            assert body[name] == a.body[name], (a.station_scan_id, name)
+        assert body["scan"]["high_sha256"] == a.high_sha256
+        assert body["scan"]["low_sha256"] == a.low_sha256
+        for sha in (a.high_sha256, a.low_sha256):
+            stored = (blobs / sha[:2] / sha).read_bytes()
+            assert hashlib.sha256(stored).hexdigest() == sha
+        # a station's retry after the crash gets the stored scan, not a second one
+        retry = httpx.post(
+            f"{url}/api/v1/scans",
+            files=scan_pngs(seed=a.station * 1000 + int(a.station_scan_id.split("-")[1])),
+            data={"metadata": json.dumps({"station_scan_id": a.station_scan_id})},
+            headers=key,
+            timeout=60,
         )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert retry.status_code == 200 and retry.json()["scan_id"] == a.body["scan_id"]
+    assert lost == [], f"acknowledged scans lost: {lost}"
+    # nothing stored half: every scan the database has has its result
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    listed = httpx.get(f"{url}/api/v1/scans?limit=200", headers=admin).json()
+    assert listed["total"] >= len(acked)
+    assert all(item["verdict"] is not None for item in listed["items"])
+    print(
+        f"\ncrash test: {len(acked)} scans acknowledged before kill -9, "
+        f"{traffic.in_flight_at_kill} in flight, {listed['total']} stored after restart, "
+        f"{len(leftovers)} half-written file(s) left (never read), lost: {len(lost)}"
+    )
+    assert server.stop(timeout_s=60) == 0, log.read_text()[-3000:]
 
     # the audit chain (inference/service/audit.py, `cargoscan audit verify`) verifies
     # across the crash; checked wherever that module is part of the tree
