@@ -105,11 +105,14 @@ def main() -> int:
 
     warnings.filterwarnings("ignore")
     from training.model import CargoNet, ModelConfig, count_macs
+    from training.warm_start import config_of
 
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
+        config = ModelConfig()  # the shipped model's own depth and widths when there is one
         if args.model.is_file():
             ours, which = args.model, f"{args.model.name}"
+            config = config_of(args.model)
         else:
             ours, which = (
                 tmpdir / "cargonet.onnx",
@@ -117,7 +120,7 @@ def main() -> int:
             )
             export_cargonet(ours)
         ours_sess = session(ours, args.threads)
-        n_classes = len(ModelConfig().categories)
+        n_classes = len(config.categories)
         print(f"CargoNet: {which}; YOLOv8n: random weights, 2 input channels, {n_classes} classes")
         print(
             f"ONNX Runtime {ort.__version__}, {args.threads} intra-op threads, {args.runs} runs\n"
@@ -133,7 +136,7 @@ def main() -> int:
             gflops = export_yolov8n(yolo, shape, n_classes)
             t_ours = median_ms(ours_sess, shape, args.runs)
             t_yolo = median_ms(session(yolo, args.threads), shape, args.runs)
-            macs = count_macs(CargoNet(ModelConfig()).eval(), shape) / 1e9
+            macs = count_macs(CargoNet(config).eval(), shape) / 1e9
             print(
                 f"{size:>12} {t_ours:>12.1f} {t_yolo:>11.1f} {t_yolo / t_ours:>8.1f}x "
                 f"{macs:>14.2f} {gflops / 2:>13.2f}"
