@@ -380,8 +380,15 @@ class PhotonNoise(A.ImageOnlyTransform):
         z = self.random_generator.standard_normal(
             (img.shape[-1] if img.ndim == 3 else 1, *img.shape[:2])
         )
+        channels = cv2.split(img)
+        # A single-energy scan's low channel is a copy of its high one, at inference too:
+        # one noise draw for both keeps it so (independent draws taught the model a low
+        # channel that never comes). The draws stay the same, so other samples do too.
+        single_energy = len(channels) == 2 and np.array_equal(channels[0], channels[1])
+        if single_energy:
+            channels, z = channels[:1], z[:1]
         noisy = []
-        for channel, zc in zip(cv2.split(img), z, strict=True):
+        for channel, zc in zip(channels, z, strict=True):
             sigma = np.clip(channel, 0, None)  # sigma = exp(min(a, 12) / 2) / sqrt(N)
             sigma *= ATTENUATION_SCALE
             np.minimum(sigma, 12.0, out=sigma)
@@ -390,6 +397,8 @@ class PhotonNoise(A.ImageOnlyTransform):
             zc *= sigma / np.sqrt(flux)  # float64, as z
             zc /= ATTENUATION_SCALE
             noisy.append(channel + zc.astype(np.float32))
+        if single_energy:
+            noisy = [noisy[0], noisy[0]]
         return cv2.merge(noisy).reshape(img.shape)
 
 

@@ -125,3 +125,16 @@ def test_single_energy_samples_stay_single_and_dropped_ones_say_so(has_low: bool
     out = aug(_scan(has_low), np.random.default_rng(0))
     assert not out.has_low
     np.testing.assert_array_equal(out.image[1], out.image[0])
+
+
+def test_photon_noise_keeps_a_single_energy_scan_single_and_a_dual_one_independent():
+    """A single-energy scan's low channel is its high one at inference: noise must keep it so."""
+    aug = Augment(crop_hw=(96, 96), row_gain_sigma=0, noise_p=1.0, drop_low_p=0, jpeg_p=0.0)
+    single = aug(_scan(has_low=False), np.random.default_rng(1))
+    assert len(np.unique(single.image[0])) > 100  # noisy, not the flat toy scan
+    np.testing.assert_array_equal(single.image[1], single.image[0])
+    dual = _scan(has_low=True)
+    dual.image[1] *= 0.8  # a real low channel differs from the high one
+    out = aug(dual, np.random.default_rng(1))
+    # without noise the low channel would be 0.8 times the high one, pixel for pixel
+    assert np.abs(out.image[1] - 0.8 * out.image[0]).max() > 1e-3
