@@ -290,6 +290,7 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, seen: list[str]) -> N
     assert found.wait(timeout=120), "".join(seen)
 
 
+@pytest.mark.slow
 def test_the_demo_stops_cleanly_on_ctrl_c_and_reruns_on_its_data(
     tmp_path: Path, models: dict[str, Path]
 ):

@@ -168,6 +168,7 @@ def test_an_operating_point_for_another_model_is_refused_at_load(site, tmp_path)
         Engine.load(model, operating_point=tmp_path / "missing.json")
 
 
+@pytest.mark.slow
 def test_thresholds_go_below_the_card_only_when_asked(site, tmp_path):
     # The card (0.1) is far below these clean scores, so lower the card to 0.9 on a copy:
     # the floor then holds every threshold at 0.9 unless --below-card.

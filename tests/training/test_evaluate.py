@@ -156,6 +156,7 @@ def test_single_energy_evaluation_drops_the_low_channel(setup, tmp_path: Path):
     assert single["map50"] != dual["map50"] or single["categories"] != dual["categories"]
 
 
+@pytest.mark.slow
 def test_eight_bit_evaluation_judges_the_exports_by_the_cards_eight_bit_thresholds(
     setup, tmp_path: Path
 ):
@@ -258,6 +259,7 @@ def test_clean_scan_alarms_need_a_calibrated_card(setup, tmp_path: Path):
         clean_scan_alarms(model, data / "images", tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_test_figures_can_be_recorded_in_the_card_without_touching_the_model(setup, tmp_path: Path):
     model, data = setup
     copy = _with_thresholds(model, tmp_path / "m", 0.5)
@@ -310,6 +312,7 @@ def test_box_attenuation_is_the_median_attenuation_inside_each_box(setup):
     assert box_attenuation(scan.high, np.zeros((0, 4))).shape == (0,)
 
 
+@pytest.mark.slow
 def test_a_clean_only_set_read_beside_a_test_set_sets_the_thresholds_of_both(setup, tmp_path: Path):
     # With n clean scans the 1 % threshold is the floor(0.01 n)-th highest clean score, so
     # a clean-only set is added to a test set rather than regenerating both; evaluation

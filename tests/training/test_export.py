@@ -116,6 +116,7 @@ def test_export_refuses_a_missing_checkpoint(tmp_path: Path, capsys: pytest.Capt
     assert "no checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_calibrate_sets_the_cards_thresholds_again_without_touching_the_model(run, tmp_path: Path):
     data, checkpoint = run
     model = tmp_path / "m.onnx"

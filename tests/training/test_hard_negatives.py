@@ -131,6 +131,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_training_mines_the_models_own_false_findings_and_keeps_them_on_resume(
     synth: Path, tmp_path: Path
 ):

@@ -95,6 +95,7 @@ def test_threats_change_attenuation_where_their_labels_are():
         assert float(diff[t.mask].mean()) > 10 * elsewhere, t.category
 
 
+@pytest.mark.slow
 def test_same_arguments_give_identical_bytes_whatever_the_workers(tmp_path: Path):
     a, b = tmp_path / "a", tmp_path / "b"
     write_dataset(a, count=3, seed=5, workers=1, progress=False)

@@ -77,6 +77,7 @@ def test_empty_container_can_be_declared_loaded():
     assert seen[None] > 250 and seen["declared_loaded_but_empty"] > 5
 
 
+@pytest.mark.slow
 def test_scans_vary_and_threats_sit_inside_the_image():
     cfg = SynthConfig()
     arrangements, loads = set(), set()
@@ -168,6 +169,7 @@ def test_a_threats_contrast_is_what_it_changes_net_of_the_cargo_it_displaced():
     assert threat_contrast(unloaded, hollow, label, spectrum, cfg.detector)[0] < -0.1
 
 
+@pytest.mark.slow
 def test_generated_threats_record_a_contrast_and_most_are_plain_to_see():
     scans = [generate_scan(i, 12, SynthConfig()) for i in range(4)]
     threats = [t for s in scans for t in s.threats]

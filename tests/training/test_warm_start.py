@@ -79,6 +79,7 @@ def test_onnx_start_refuses_a_model_that_is_not_the_card_network(tmp_path: Path)
         config_of(tmp_path / "junk.pt")
 
 
+@pytest.mark.slow
 def test_train_init_from_onnx_and_from_checkpoint(tmp_path: Path, capsys):
     data = tmp_path / "data"
     write_dataset(data, count=2, seed=43, workers=1, progress=False)
