@@ -91,6 +91,31 @@ class ScanResults(BaseModel):
     results: list[ScanResult]
 
 
+class ScanListItem(BaseModel):
+    """One scan in the list: enough to sort and open it, not its findings."""
+
+    scan_id: str
+    station: str
+    station_scan_id: str | None
+    received_at: str
+    scan_time: str | None
+    verdict: Verdict | None = Field(description="none while the scan waits for a model")
+    risk: float | None
+    findings: int = Field(description="how many findings its newest result has")
+    model_version: str | None
+    url: str
+
+
+class ScanList(BaseModel):
+    """A page of scans, newest first; ``next`` is the next page's URL, if any."""
+
+    items: list[ScanListItem]
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+
+
 _STORED_JSON = TypeAdapter(dict[str, Any])
 
 
@@ -219,7 +244,7 @@ async def post_scan(
     )
 
 
-@router.get("/scans", tags=["scans"])
+@router.get("/scans", tags=["scans"], response_model=ScanList)
 def list_scans(
     request: Request,
     who: AnyCaller,

@@ -56,3 +56,14 @@ def test_the_scan_routes_answer_with_the_result_schema(tmp_path: Path):
     assert "operating_point" not in schemas["ResultModel"]["required"]  # only with a site
     results = schemas["ScanResults"]["properties"]["results"]
     assert results["items"] == {"$ref": "#/components/schemas/ScanResult"}
+
+
+def test_the_scan_list_is_described_item_by_item(tmp_path: Path):
+    doc = _openapi(tmp_path)
+    assert _schema(doc, "/api/v1/scans", "get", "200") == "#/components/schemas/ScanList"
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["ScanList"]["required"]) == {"items", "total", "limit", "offset", "next"}
+    item = schemas["ScanListItem"]["properties"]
+    assert {"scan_id", "verdict", "risk", "findings", "url"} <= set(item)
+    verdicts = {v for choice in item["verdict"]["anyOf"] for v in choice.get("enum", [])}
+    assert verdicts == {"clear", "review", "alarm"}
