@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "models" / "cargoscan-default.onnx"
+from inference import DEFAULT_MODEL
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:

@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
+from inference import DEFAULT_MODEL
 from station.client import PostOutcome, RetryPolicy, Upload, post_scan, station_client
 from station.server import ServerProcess, free_port, serving
 from training.synth.scene import SynthConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "models" / "cargoscan-default.onnx"
 
 
 def untrained_model(root: Path) -> Path:

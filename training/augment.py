@@ -141,7 +141,8 @@ class Augment:
 
     def _compose(self, has_low: bool) -> A.Compose:
         physics: list[Any] = [RowGain(self.row_gain_sigma)] if self.row_gain_sigma > 0 else []
-        physics += [PhotonNoise(self.flux_range, p=self.noise_p), NonNegative()]
+        noise = PhotonNoise(self.flux_range, single_energy=not has_low, p=self.noise_p)
+        physics += [noise, NonNegative()]
         if has_low:
             physics.append(
                 A.Sequential(
@@ -359,12 +360,18 @@ class PhotonNoise(A.ImageOnlyTransform):
     """Fewer photons than the scan had: noise of sigma(a) = exp(a/2)/sqrt(N) on
     attenuation a, for a flux N drawn log-uniform in `flux_range`."""
 
-    def __init__(self, flux_range: tuple[float, float], p: float = 0.5) -> None:
+    def __init__(
+        self, flux_range: tuple[float, float], single_energy: bool = False, p: float = 0.5
+    ) -> None:
         super().__init__(p=p)
         self.flux_range = flux_range
+        # A single-energy scan's low channel is a copy of its high one, at inference too:
+        # one noise draw serves both, so it stays so (independent draws taught the model
+        # a low channel that never comes).
+        self.single_energy = single_energy
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("flux_range",)
+        return ("flux_range", "single_energy")
 
     def get_params_dependent_on_data(
         self, params: dict[str, Any], data: dict[str, Any]
@@ -381,11 +388,8 @@ class PhotonNoise(A.ImageOnlyTransform):
             (img.shape[-1] if img.ndim == 3 else 1, *img.shape[:2])
         )
         channels = cv2.split(img)
-        # A single-energy scan's low channel is a copy of its high one, at inference too:
-        # one noise draw for both keeps it so (independent draws taught the model a low
-        # channel that never comes). The draws stay the same, so other samples do too.
-        single_energy = len(channels) == 2 and np.array_equal(channels[0], channels[1])
-        if single_energy:
+        single_energy = self.single_energy and len(channels) == 2
+        if single_energy:  # the same draws as before, so dual-energy samples are unchanged
             channels, z = channels[:1], z[:1]
         noisy = []
         for channel, zc in zip(channels, z, strict=True):

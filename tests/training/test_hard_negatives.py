@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cargoscan.cli import main
+from inference import DEFAULT_MODEL
 from inference.boxes import hits
 from training.augment import Augment
 from training.data import Sample, open_source
@@ -24,8 +25,6 @@ from training.model import ExportWrapper
 from training.synth.dataset import write_dataset
 from training.train import TrainConfig, _hard_negative_draws, load_checkpoint, train
 from training.warm_start import config_of
-
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cargoscan-default.onnx"
 
 
 def test_false_findings_keep_the_strongest_regions_off_every_threat():

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from cargoscan.cli import main
+from inference import DEFAULT_MODEL
 from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
 from training.train import WeightAverage, load_checkpoint
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "cargoscan-default.onnx"
 TINY = ["--epochs", "2", "--steps", "2", "--batch", "2", "--crop", "128"]
 
 
