@@ -10,6 +10,7 @@ import pytest
 
 from inference.service.settings import Settings
 from station.server import ServerProcess, start_server
+from tests.inference.service.accounts import World, world_of
 from tests.inference.service.service_helpers import ADMIN_KEY, REPO, ServeProcess
 
 
@@ -55,3 +56,10 @@ def serve_process(tmp_path: Path) -> Iterator[ServeProcess]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> Iterator[World]:
+    """One running service per test module: two stations, four users, two scans."""
+    with world_of(tmp_path_factory, models) as w:
+        yield w
