@@ -25,6 +25,7 @@ SUBCOMMANDS: list[Callable[[Subcommands], None]] = [
     training.add_tip,
     training.add_train,
     training.add_export,
+    training.add_quantize,
     training.add_calibrate,
     training.add_commission,
     training.add_evaluate,
