@@ -81,7 +81,7 @@ def full_size_uploads(count: int, seed: int, cfg: SynthConfig, min_width: int) -
 @dataclass
 class InProcess:
     """Per scan, median milliseconds of the engine alone (pre-processing, network, decoding
-    of the outputs) and of decoding the two PNGs, measured in this process."""
+    of the outputs) and of decoding the two images, measured in this process."""
 
     engine_ms: list[float]
     decode_ms: list[float]
@@ -92,13 +92,13 @@ def in_process(model: Path, uploads: list[Upload], threads: int, runs: int) -> I
     from inference.scan import decode_scan
 
     engine = Engine.load(model, threads=threads)
-    engine.analyze(decode_scan(uploads[0].high_png, uploads[0].low_png))  # warm-up
+    engine.analyze(decode_scan(uploads[0].high, uploads[0].low))  # warm-up
     eng, dec = [], []
     for up in uploads:
         e, d = [], []
         for _ in range(runs):
             t0 = time.perf_counter()
-            scan = decode_scan(up.high_png, up.low_png)
+            scan = decode_scan(up.high, up.low)
             t1 = time.perf_counter()
             engine.analyze(scan)
             e.append((time.perf_counter() - t1) * 1000.0)
@@ -264,12 +264,12 @@ def main() -> int:
         t0 = time.perf_counter()
         cfg = SynthConfig(pitch_mm=args.pitch)
         uploads = full_size_uploads(args.scans, args.seed, cfg, args.min_width)
-        mb = statistics.mean(len(u.high_png) + len(u.low_png) for u in uploads) / 1e6
+        mb = statistics.mean(len(u.high) + len(u.low) for u in uploads) / 1e6
         sizes = ", ".join(f"{u.width}x{u.height}" for u in uploads)
         print(f"model: {which}")
         print(
             f"scans: {len(uploads)} kept, made in {time.perf_counter() - t0:.0f} s ({sizes}; "
-            f"two 16-bit PNGs, {mb:.1f} MB a post)"
+            f"two 16-bit {uploads[0].image_format.upper()}s, {mb:.1f} MB a post)"
         )
         print(
             f"server: {workers} inference thread(s), ONNX Runtime {threads} threads, "
@@ -304,7 +304,8 @@ def main() -> int:
     eng = [alone.engine_ms[w] for w in phases[0].scan_of] or alone.engine_ms
     print(
         f"in-process, same scans: engine alone p50 {statistics.median(alone.engine_ms):.0f} ms, "
-        f"PNG decoding p50 {statistics.median(alone.decode_ms):.0f} ms ({args.engine_runs} runs)"
+        f"{uploads[0].image_format.upper()} decoding p50 "
+        f"{statistics.median(alone.decode_ms):.0f} ms ({args.engine_runs} runs)"
     )
 
     first = phases[0]

@@ -122,7 +122,23 @@ class Engine:
     def analyze(self, scan: Scan, min_score: float = MIN_SCORE) -> Analysis:
         """Findings above `min_score` (not yet thresholded: the card's thresholds decide alarms)."""
         model_input = preprocess(scan)
-        heat, box, anomaly = self.session.run(None, {"input": model_input.tensor})
+        outputs = self.run(model_input)
+        return self.decode(scan, model_input, outputs, min_score)
+
+    def run(self, model_input: ModelInput) -> list[np.ndarray]:
+        """The network alone on a pre-processed input: heat, box sides, anomaly map."""
+        return self.session.run(None, {"input": model_input.tensor})
+
+    def decode(
+        self,
+        scan: Scan,
+        model_input: ModelInput,
+        outputs: list[np.ndarray],
+        min_score: float = MIN_SCORE,
+    ) -> Analysis:
+        """The network's outputs -> findings in scan pixels (a top-k over the peaks the
+        graph kept, their boxes, duplicates suppressed); apart so a benchmark can time it."""
+        heat, box, anomaly = outputs
         findings = []
         flat = heat[0].reshape(-1)
         k = min(MAX_FINDINGS, flat.size)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference.concurrency import both
 from inference.scan import Scan
 
 __all__ = [
@@ -91,7 +92,12 @@ def air_levels(channel: np.ndarray) -> np.ndarray:
     _max_value(channel)
     # One sort per row (radix sort for 8/16-bit: cheaper than np.percentile) gives the
     # percentiles and the median of the air band.
-    ordered = np.sort(channel, axis=1, kind="stable")
+    return _air_of_sorted(np.sort(channel, axis=1, kind="stable"))
+
+
+def _air_of_sorted(ordered: np.ndarray) -> np.ndarray:
+    """:func:`air_levels` from the channel's rows already sorted (the sort is shared with
+    the column correction's 10th percentile)."""
     width = ordered.shape[1]
     top = ordered[:, round(AIR_PERCENTILE / 100.0 * (width - 1))].astype(np.float64)
     upper = ordered[:, round(0.999 * (width - 1))].astype(np.float64)
@@ -99,7 +105,9 @@ def air_levels(channel: np.ndarray) -> np.ndarray:
     # p99.9 - p99.5 is 0.5-0.7 sigma of the air noise whatever the share of air in a row
     sigma = float(np.median((upper[lit] - top[lit]) / top[lit])) / 0.5 if lit.any() else 0.0
     band = min(max(AIR_BAND_SIGMAS * sigma, AIR_BAND_RANGE[0]), AIR_BAND_RANGE[1])
-    threshold = np.ceil((1.0 - band) * top)
+    # A whole number in [0, top]: comparing in the channel's own dtype is exact and spares
+    # a float64 copy of the channel.
+    threshold = np.ceil((1.0 - band) * top).astype(ordered.dtype)
     counts = np.count_nonzero(ordered >= threshold[:, None], axis=1)
     mid = width - (np.maximum(counts, 1) + 1) // 2
     air = np.take_along_axis(ordered, mid[:, None], axis=1)[:, 0].astype(np.float64)
@@ -131,9 +139,29 @@ def column_gains(t: np.ndarray) -> np.ndarray | None:
     rows = np.flatnonzero(p10 > AIR_ROW_LEVEL)
     if rows.size < MIN_AIR_ROWS:
         return None
-    gains = np.median(t[rows], axis=0)
+    return _gains_of_air_rows(t[rows])
+
+
+def _gains_of_air_rows(t_rows: np.ndarray) -> np.ndarray:
+    gains = np.median(t_rows, axis=0)
     gains[np.abs(gains - 1.0) > MAX_PULSE_JITTER] = 1.0
     return gains.astype(np.float32)
+
+
+def _column_gains_of_sorted(
+    channel: np.ndarray, ordered: np.ndarray, air: np.ndarray
+) -> np.ndarray | None:
+    """:func:`column_gains` of ``channel / air`` without dividing the whole channel: a
+    row's 10th percentile of ``T`` is its sorted counts' 10th over its air level (division
+    by a positive number keeps the order, so the float32 values are the same), and only
+    the air rows are divided out for the median."""
+    air32 = air.astype(np.float32)
+    k = channel.shape[1] // 10
+    p10 = ordered[:, k].astype(np.float32) / air32
+    rows = np.flatnonzero(p10 > AIR_ROW_LEVEL)
+    if rows.size < MIN_AIR_ROWS:
+        return None
+    return _gains_of_air_rows(channel[rows].astype(np.float32) / air32[rows][:, None])
 
 
 def attenuation(channel: np.ndarray, air: np.ndarray | float | None = None) -> np.ndarray:
@@ -147,21 +175,38 @@ def attenuation(channel: np.ndarray, air: np.ndarray | float | None = None) -> n
     channel = np.asarray(channel)
     if channel.ndim != 2:
         raise ValueError(f"expected a 2-D channel, got shape {channel.shape}")
+    out = np.empty(channel.shape, dtype=np.float32)  # the caller's array is never touched
+    _attenuation_into(channel, air, out, 1.0)
+    return out
+
+
+def _attenuation_into(
+    channel: np.ndarray, air: np.ndarray | float | None, out: np.ndarray, factor: float
+) -> None:
+    """Write ``factor * attenuation(channel, air)`` into ``out`` (float32, the channel's
+    shape, rows may be strided: a slice of the padded model tensor), with the same float32
+    operations in the same order as the plain formula, so the values are bit for bit those
+    of ``attenuation(channel) * factor``; only copies and repeated work are left out."""
     max_value = _max_value(channel)
     counts: np.ndarray = channel
     if air is None:
-        air = air_levels(channel)
+        ordered = np.sort(channel, axis=1, kind="stable")
+        air = _air_of_sorted(ordered)
         # Pulse jitter also biases the row levels of rows that see little air, so
         # take it out of the counts first and estimate the rows again.
-        gains = column_gains(channel.astype(np.float32) / air.astype(np.float32)[:, None])
+        gains = _column_gains_of_sorted(channel, ordered, air)
+        del ordered
         if gains is not None:
             # Sort the corrected counts as uint16 (radix sort, ~5x faster than
             # floats); 8-bit counts are scaled up first so no precision is lost.
             up = 128.0 if channel.dtype == np.uint8 else 1.0
-            counts = channel.astype(np.float32) * (np.float32(up) / gains)[None, :]
-            quantised = np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
-            air = air_levels(quantised) / up
-            counts /= np.float32(up)
+            counts = np.multiply(channel, (np.float32(up) / gains)[None, :], out=out)
+            quantised = np.rint(counts)
+            np.clip(quantised, 0, 65535, out=quantised)
+            air = air_levels(quantised.astype(np.uint16)) / up
+            del quantised
+            if up != 1.0:
+                counts /= np.float32(up)
     air_arr = np.asarray(air, dtype=np.float64)
     if air_arr.ndim == 0:
         air_arr = np.full(channel.shape[0], float(air_arr))
@@ -170,12 +215,40 @@ def attenuation(channel: np.ndarray, air: np.ndarray | float | None = None) -> n
             f"air must have one value per row ({channel.shape[0]}), got {air_arr.shape}"
         )
     inv = (1.0 / np.maximum(air_arr, 1e-6)).astype(np.float32)
-    t = counts.astype(np.float32)  # a copy: the caller's array is never touched
-    t *= inv[:, None]
+    t = np.multiply(counts, inv[:, None], out=out)  # uint16 counts become float32 exactly
     np.clip(t, np.float32(1.0 / (max_value + 1)), np.float32(1.0), out=t)
     np.log(t, out=t)
-    np.negative(t, out=t)
-    return t
+    if factor == 1.0:
+        np.negative(t, out=t)
+    else:  # -(x) * f == x * (-f) exactly: one pass instead of two
+        np.multiply(t, np.float32(-factor), out=t)
+
+
+PARALLEL_PIXELS = 250_000
+"""From this many pixels a channel the two energies are pre-processed on two threads
+(numpy releases the GIL); below it the thread costs more than it saves."""
+
+
+def _both_channels(scan: Scan, high: np.ndarray, low: np.ndarray, factor: float) -> None:
+    """``factor * attenuation`` of the high and low channels into ``high`` and ``low``;
+    a single-energy scan's high channel is copied into ``low``."""
+    if scan.low is None:
+        _attenuation_into(scan.high, None, high, factor)
+        low[...] = high
+        return
+    scan_low = scan.low
+
+    def do_high() -> None:
+        _attenuation_into(scan.high, None, high, factor)
+
+    def do_low() -> None:
+        _attenuation_into(scan_low, None, low, factor)
+
+    if scan.high.size >= PARALLEL_PIXELS:
+        both(do_high, do_low)
+    else:
+        do_high()
+        do_low()
 
 
 @dataclass
@@ -239,31 +312,31 @@ def preprocess(scan: Scan, *, pad_multiple: int = 32, scale: float = 1.0) -> Mod
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
 
-    a_high = attenuation(scan.high)
-    a_low = attenuation(scan.low) if scan.low is not None else a_high
     h, w = scan.shape
-    hwc = np.empty((h, w, 2), dtype=np.float32)
-    np.multiply(a_high, np.float32(1.0 / ATTENUATION_SCALE), out=hwc[:, :, 0])
-    if scan.low is not None:
-        np.multiply(a_low, np.float32(1.0 / ATTENUATION_SCALE), out=hwc[:, :, 1])
+    inv_scale = 1.0 / ATTENUATION_SCALE
+    if scale == 1.0:
+        sh, sw = h, w
+        hp = -(-sh // pad_multiple) * pad_multiple
+        wp = -(-sw // pad_multiple) * pad_multiple
+        # Each channel's attenuation goes straight into its slice of the padded tensor
+        # (calloc'ed zeros: the padding costs nothing), the two channels at once.
+        tensor = np.zeros((1, 2, hp, wp), dtype=np.float32)
+        _both_channels(scan, tensor[0, 0, :h, :w], tensor[0, 1, :h, :w], inv_scale)
     else:
-        hwc[:, :, 1] = hwc[:, :, 0]
-
-    sh, sw = h, w
-    if scale != 1.0:
         import cv2
 
+        hwc = np.empty((h, w, 2), dtype=np.float32)
+        _both_channels(scan, hwc[:, :, 0], hwc[:, :, 1], inv_scale)
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         # INTER_AREA averages attenuation over the footprint when shrinking (no aliasing
         # of thin wires into dashes); for enlarging OpenCV falls back to bilinear.
         hwc = cv2.resize(hwc, (sw, sh), interpolation=cv2.INTER_AREA)
         if hwc.ndim == 2:  # cv2 drops a trailing channel axis of size 1 only; be safe
             hwc = hwc[:, :, None]
-
-    hp = -(-sh // pad_multiple) * pad_multiple
-    wp = -(-sw // pad_multiple) * pad_multiple
-    tensor = np.zeros((1, 2, hp, wp), dtype=np.float32)
-    tensor[0, :, :sh, :sw] = hwc.transpose(2, 0, 1)
+        hp = -(-sh // pad_multiple) * pad_multiple
+        wp = -(-sw // pad_multiple) * pad_multiple
+        tensor = np.zeros((1, 2, hp, wp), dtype=np.float32)
+        tensor[0, :, :sh, :sw] = hwc.transpose(2, 0, 1)
     return ModelInput(
         tensor=tensor,
         original_hw=(h, w),

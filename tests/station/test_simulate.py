@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import uvicorn
 
 from cargoscan.cli import main
-from inference.scan import ScanMetadata
+from inference.scan import ScanMetadata, decode_scan
 from inference.service.app import Service, create_app
 from inference.service.settings import Settings
 from station.client import (
@@ -136,12 +137,18 @@ def test_backoff_grows_with_jitter_and_is_capped():
     assert policy.after(2.0, rng) >= 2.0  # never earlier than the server asked
 
 
-def test_an_upload_is_16_bit_png_with_metadata_the_service_accepts():
+def test_an_upload_is_16_bit_tiff_with_metadata_the_service_accepts():
     up = make_upload(0, 1, SMALL)
-    assert up.high_png.startswith(b"\x89PNG") and up.low_png.startswith(b"\x89PNG")
-    assert up.high_png[24] == 16  # IHDR bit depth: never squashed to 8 bits
+    assert up.image_format == "tiff" and up.high[:4] == b"II*\x00" and up.low[:4] == b"II*\x00"
+    scan = decode_scan(up.high, up.low)  # never squashed to 8 bits
+    assert scan.bit_depth == 16 and scan.shape == (up.height, up.width)
+    png = make_upload(0, 1, SMALL, image_format="png")  # still possible, the same pixels
+    assert png.high.startswith(b"\x89PNG") and png.high[24] == 16  # IHDR bit depth
+    assert png.form()[0]["high"][2] == "image/png"
+    again = decode_scan(png.high, png.low)
+    assert np.array_equal(again.high, scan.high) and np.array_equal(again.low, scan.low)
     files, data = up.form()
-    assert set(files) == {"high", "low"}
+    assert set(files) == {"high", "low"} and files["low"][2] == "image/tiff"
     meta = ScanMetadata.from_dict(data["metadata"])  # raises on anything the service refuses
     assert meta.station_scan_id == up.station_scan_id == "sim-1-000000"
     assert meta.pixel_pitch_mm == 25.0 and meta.scanner.high_mv == 6.0
@@ -152,7 +159,7 @@ def test_an_upload_is_16_bit_png_with_metadata_the_service_accepts():
     )
     assert len(meta.manifest) == len(json.loads(data["metadata"])["manifest"])
     again = make_upload(0, 1, SMALL)  # deterministic: a re-run re-sends the same bytes
-    assert (again.high_png, again.low_png) == (up.high_png, up.low_png)
+    assert (again.high, again.low) == (up.high, up.low)
 
 
 def test_a_scan_that_cannot_be_delivered_fails_after_its_attempts():

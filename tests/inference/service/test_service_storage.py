@@ -116,3 +116,48 @@ def test_the_service_on_postgresql(make_settings: Callable[..., Settings], postg
         assert ctx.get_current_revision() == "0003"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
+
+
+def _tiff(png: bytes) -> bytes:
+    """The same 16-bit pixels as an uncompressed TIFF (what the station client sends)."""
+    import io
+
+    import cv2
+    import numpy as np
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED))
+    return buf.getvalue()
+
+
+def test_tiff_and_png_uploads_are_stored_whole_with_their_anomaly_map(
+    make_settings: Callable[..., Settings],
+):
+    """The blobs are written beside the analysis, but all are on disk, named by their
+    SHA-256, when the answer comes; TIFF and PNG of the same pixels get the same result
+    and byte-identical anomaly maps (the map's name is in the result's row)."""
+    settings = make_settings()
+    key = add_station(settings, "gate-t")
+    pngs = scan_pngs(seed=3)
+    tiffs = {k: (f"{k}.tif", _tiff(v[1]), "image/tiff") for k, v in pngs.items()}
+    blobs = BlobStore(settings.data_dir / "blobs")
+    bodies = []
+    with running(settings) as client:
+        for n, files in enumerate((pngs, tiffs)):
+            meta = {"metadata": json.dumps({"station_scan_id": f"T-{n}"})}
+            r = client.post(f"{API}/scans", files=files, data=meta, headers=key)
+            assert r.status_code == 201, r.text
+            body = r.json()
+            bodies.append(body)
+            for _, data, _ in files.values():
+                digest = hashlib.sha256(data).hexdigest()
+                assert blobs.exists(digest) and blobs.get(digest) == data
+            amap = client.get(body["anomaly_map"], headers=key)
+            assert amap.status_code == 200 and amap.content.startswith(b"\x89PNG")
+            assert blobs.get(hashlib.sha256(amap.content).hexdigest()) == amap.content
+        maps = [client.get(b["anomaly_map"], headers=key).content for b in bodies]
+    assert maps[0] == maps[1]
+    for field in ("verdict", "risk", "findings"):
+        assert bodies[0][field] == bodies[1][field]
+    assert not list((settings.data_dir / "blobs").glob("*/.*.tmp"))  # no write left behind
