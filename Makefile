@@ -54,3 +54,17 @@ fuzz: $(STAMP)
 # limits on, then off): load held, 429 share, p95 latency, peak memory, lost scans (0).
 load: $(STAMP)
 	$(PY) bench/load.py --seconds $(LOAD_SECONDS)
+
+.PHONY: train-gpu
+TRAIN_MINUTES ?= 9
+TRAIN_OUT     ?= runs/gpu-$(shell date +%Y%m%d-%H%M%S)
+REAL_SCANS    ?= ../shared/real-cargo/ajna_bbox
+
+# A short GPU slot end to end (tools/train_gpu.py, docs/training.md "On a GPU"): data made
+# on the other cores beside TRAIN_MINUTES of mixed-precision training from the shipped
+# model, then export, calibration, the real-scan operating point and evaluation, all under
+# TRAIN_OUT. Real scans when REAL_SCANS exists; more options in TRAIN_GPU_ARGS. Runs on a
+# CPU too.
+train-gpu: $(STAMP)
+	$(PY) tools/train_gpu.py --out $(TRAIN_OUT) --minutes $(TRAIN_MINUTES) \
+	    $(if $(wildcard $(REAL_SCANS)),--real $(REAL_SCANS)) $(TRAIN_GPU_ARGS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ class TrainConfig:
     # the extra blocks start as identities (`training.warm_start.grow`).
     blocks: list[int] | None = None
     model: dict[str, Any] = field(default_factory=lambda: ModelConfig().to_dict())
+    # Arithmetic of the forward pass: "fp32", "bf16", "fp16" (CUDA only, with a gradient
+    # scaler) or "auto" (bf16 on a GPU that has it, else fp16 on a GPU, fp32 on a CPU).
+    # Half-precision convolutions run on a GPU's tensor cores; the loss stays float32.
+    precision: str = "fp32"
+    # Seconds of training (the epoch loop, summed over resumes) after which the run ends,
+    # after the step in progress, with that epoch validated and saved as usual and its
+    # metrics line saying so: for a GPU slot of fixed length. The learning rate's warm-up
+    # (5 %) and cosine then run over this time instead of the steps. One process only.
+    time_budget_s: float | None = None
 
 
 class EpochDraws(Dataset):
@@ -227,6 +237,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         )
     if cfg.hard_negative_scans < 1:
         raise ValueError(f"hard-negative scans must be at least 1, got {cfg.hard_negative_scans}")
+    amp_dtype = autocast_dtype(cfg.precision, device)
+    budget = cfg.time_budget_s
+    if budget is not None and (world > 1 or not budget > 0):
+        raise ValueError(f"a time budget needs one process and seconds > 0, got {budget}")
     augment = Augment(
         crop_hw=(cfg.crop, cfg.crop),
         drop_low_p=drop_low_p,
@@ -249,9 +263,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     total = max(cfg.epochs * cfg.steps_per_epoch, 1)
     warmup = max(total // 20, 1)
 
+    spent_before, started = 0.0, time.monotonic()
+
+    def spent() -> float:
+        """Seconds of training so far, earlier sessions of a resumed run included."""
+        return spent_before + time.monotonic() - started
+
     def schedule(step: int) -> float:
         # Linear warm-up, then cosine to 2 % of the peak. A function of the step
-        # and the current total, so a resumed run with more epochs stretches on.
+        # and the current total, so a resumed run with more epochs stretches on;
+        # with a time budget, of the share of it spent instead.
+        if budget is not None:
+            t = min(spent() / budget, 1.0)
+            if t < 0.05:
+                return 0.02 + 0.98 * t / 0.05
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (t - 0.05) / 0.95))
         if step < warmup:
             return (step + 1) / warmup
         t = min((step - warmup) / max(total - warmup, 1), 1.0)
@@ -261,6 +287,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     start, best = 0, -math.inf
     average: WeightAverage | None = None
     pool = HardNegativePool.empty()
+    # A gradient scaler keeps fp16 gradients from underflowing; disabled it passes through.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if resuming:
         ck = torch.load(out / "last.pt", map_location=device, weights_only=True)
         # "model" holds the weights to use (the average when there is one);
@@ -274,13 +302,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             average.net.load_state_dict(ck["model"])
         if "hard_negatives" in ck:
             pool = HardNegativePool.from_state(ck["hard_negatives"])
+        if "scaler" in ck and scaler.is_enabled():
+            scaler.load_state_dict(ck["scaler"])
+        spent_before = float(ck.get("elapsed_s", 0.0))
     elif cfg.ema_decay > 0:
         average = WeightAverage(net, cfg.ema_decay)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    started = time.monotonic()
     for epoch in range(start, cfg.epochs):
+        if budget is not None and spent() >= budget:
+            break
         mined = 0
         if cfg.hard_negative_share > 0:
             picked = scans_to_mine(len(source), cfg.hard_negative_scans, epoch, cfg.seed)
@@ -313,30 +347,46 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             focus=None if focus is None else focus[rank::world],
         )
         loader = DataLoader(
-            data, batch_size=cfg.batch_size, collate_fn=collate, num_workers=cfg.loader_workers
+            data,
+            batch_size=cfg.batch_size,
+            collate_fn=collate,
+            num_workers=cfg.loader_workers,
+            pin_memory=device.type == "cuda",
         )
         sums: dict[str, float] = {}
+        steps, out_of_time = 0, False
         bar = tqdm(
             loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress or rank != 0
         )
         for images, boxes, labels in bar:
             targets = make_targets(boxes, labels, len(categories), tuple(images.shape[-2:]))
-            terms = loss(model(images.to(device)), _to(targets, device))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                outputs = model(images.to(device, non_blocking=True))
+            # The loss in float32: its clamps (1e-4 from 0 and 1) vanish in half precision.
+            terms = loss({k: v.float() for k, v in outputs.items()}, _to(targets, device))
             opt.zero_grad()
-            terms["total"].backward()
+            scaler.scale(terms["total"]).backward()
             if cfg.clip_grad_norm > 0:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             if average is not None:
                 average.update(net)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
             bar.set_postfix(loss=f"{terms['total'].item():.3f}")
+            steps += 1
+            if budget is not None and spent() >= budget:
+                out_of_time = True
+                break
         if rank != 0:
             continue
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0]}
-        record["train"] = {k: v / max(len(loader), 1) for k, v in sums.items()}
+        record["train"] = {k: v / max(steps, 1) for k, v in sums.items()}
+        if budget is not None:
+            record["time_budget"] = {"budget_s": budget, "steps": steps, "spent": out_of_time}
         if cfg.hard_negative_share > 0:
             record["hard_negatives"] = {
                 "mined_scans": mined,
@@ -349,6 +399,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             record["val"] = validate(final, val, device)
             if record["val"]["mean_detection_rate"] is not None:
                 score = record["val"]["mean_detection_rate"]
+        if budget is not None:
+            record["time_budget"]["elapsed_s"] = round(spent(), 1)
         with (out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
         state = {
@@ -365,7 +417,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             "best": max(best, score),
             "metrics": record,
             "hard_negatives": pool.state(),
+            "elapsed_s": spent(),
         }
+        if scaler.is_enabled():
+            state["scaler"] = scaler.state_dict()
         if score > best:
             best = score
             _save(
@@ -384,9 +439,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 out / "best.pt",
             )
         _save(state, out / "last.pt")
+        if out_of_time:
+            break
     if world > 1:
         dist.barrier()
     return out
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast type `TrainConfig.precision` asks for on `device`; None: float32."""
+    cuda = device.type == "cuda"
+    if precision == "auto":
+        if not cuda:
+            return None
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16" and cuda:
+        return torch.float16
+    if precision == "fp16":
+        raise ValueError("fp16 training needs a CUDA device (on a CPU use bf16 or fp32)")
+    raise ValueError(f"precision must be fp32, bf16, fp16 or auto, got {precision!r}")
 
 
 def _hard_negative_draws(

@@ -15,7 +15,13 @@ from cargoscan.cli import main
 from inference import DEFAULT_MODEL
 from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
-from training.train import WeightAverage, load_checkpoint
+from training.train import (
+    TrainConfig,
+    WeightAverage,
+    autocast_dtype,
+    load_checkpoint,
+    train,
+)
 
 TINY = ["--epochs", "2", "--steps", "2", "--batch", "2", "--crop", "128"]
 
@@ -128,6 +134,35 @@ def test_train_rejects_an_eight_bit_share_it_cannot_draw(
     assert main([*args, "--eight-bit-share", share]) == 2
     assert "8-bit share must be within [0, 0.85]" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_time_budget_ends_the_run_after_the_step_and_says_so(synth: Path, tmp_path: Path):
+    # bf16 autocast on the CPU takes the mixed-precision path a GPU takes (loss in float32).
+    cfg = TrainConfig(
+        data=[str(synth)], out=str(tmp_path / "run"), epochs=4, steps_per_epoch=50,
+        batch_size=2, crop=64, time_budget_s=1e-3, precision="bf16",
+    )  # fmt: skip
+    train(cfg, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1  # one epoch of four, one step of fifty: the budget was spent
+    budget = lines[0]["time_budget"]
+    assert budget["spent"] and budget["steps"] == 1 and budget["elapsed_s"] >= 0
+    assert lines[0]["train"]["total"] > 0
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert last["elapsed_s"] >= 1e-3 and last["ema_updates"] == 1
+    # The spent time travels in last.pt: resuming adds no epoch.
+    train(cfg, resume=True, progress=False)
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_precision_names_the_autocast_type_and_refuses_fp16_on_a_cpu():
+    cpu = torch.device("cpu")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        autocast_dtype("fp16", cpu)
+    with pytest.raises(ValueError, match="fp32, bf16, fp16 or auto"):
+        autocast_dtype("half", cpu)
 
 
 @pytest.mark.slow
