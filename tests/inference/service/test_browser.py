@@ -7,7 +7,9 @@ rejects another, says what an anomaly region is, draws the box the model missed,
 verdict with a comment and saves; the stored review is then read back through the API,
 and a second review adds to the history. A station key and a wrong password do not get
 in; the queue updates itself when a scan arrives; a supervisor re-opens a reviewed scan;
-the page fits a 1366 x 768 laptop and a 2560 x 1440 monitor.
+the page fits a 1366 x 768 laptop and a 2560 x 1440 monitor. Two label bugs stay fixed:
+accepting a re-labelled finding keeps the officer's category, and a drawn box shows no
+category until the officer gives it one.
 
 The scans to review are synthetic (``training.synth``) and stored with hand-made results
 before the service starts, so the findings sit where the test expects them (the test
@@ -80,6 +82,9 @@ class Site:
     width: int
     height: int
     missed: tuple[float, float, float, float]  # a box round the currency bundle with no finding
+    mislabelled: str  # scan id: one finding that calls the narcotics bricks "firearm"
+    unmarked: str  # scan id: no finding at all (the officer draws one)
+    drugs: tuple[float, float, float, float]  # the bricks in those two scans
 
 
 def _png16(img: np.ndarray) -> bytes:
@@ -248,6 +253,32 @@ def _seed(settings: Settings, model_card: dict[str, Any]) -> tuple[str, dict[str
                 )
             ],
         )
+        # For the relabel-then-accept test: the bricks found, but called "firearm".
+        mislabelled = store(
+            narcotics_scan,
+            narcotics_seed,
+            station=rail,
+            minutes=6,
+            risk=0.41,
+            verdict="review",
+            findings=[
+                _finding(
+                    "firearm",
+                    0.34,
+                    (drugs[0], drugs[1], drugs[0] + drugs[2], drugs[1] + drugs[3]),
+                )
+            ],
+        )
+        # For the drawn-box test: the bricks with no finding.
+        unmarked = store(
+            narcotics_scan,
+            narcotics_seed,
+            station=gate,
+            minutes=7,
+            risk=0.39,
+            verdict="review",
+            findings=[],
+        )
         for k, manifest in enumerate(MANIFESTS):
             store(
                 narcotics_scan,
@@ -261,7 +292,16 @@ def _seed(settings: Settings, model_card: dict[str, Any]) -> tuple[str, dict[str
             )
     finally:
         records.engine.dispose()
-    return key, {"id": riskiest, "second": second, "width": w, "height": h, "missed": missed}
+    return key, {
+        "id": riskiest,
+        "second": second,
+        "width": w,
+        "height": h,
+        "missed": missed,
+        "mislabelled": mislabelled,
+        "unmarked": unmarked,
+        "drugs": (drugs[0], drugs[1], drugs[0] + drugs[2], drugs[1] + drugs[3]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +345,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
             width=riskiest["width"],
             height=riskiest["height"],
             missed=riskiest["missed"],
+            mislabelled=riskiest["mislabelled"],
+            unmarked=riskiest["unmarked"],
+            drugs=riskiest["drugs"],
         )
 
 
@@ -458,7 +501,7 @@ def test_an_officer_reviews_the_riskiest_scan(site: Site, browser: Any):
         _login(p, site.url)
         expect(p.locator("#queue-view")).to_be_visible()
         rows = p.locator("#queue-body tr")
-        rows.nth(5).wait_for()  # the six stored scans (and any posted by another test)
+        rows.nth(7).wait_for()  # the eight stored scans (and any posted by another test)
         risks = [float(t.split()[-1]) for t in rows.locator("td:first-child").all_inner_texts()]
         assert risks == sorted(risks, reverse=True)
         assert rows.first.get_attribute("data-id") == site.riskiest
@@ -606,6 +649,107 @@ def test_an_officer_reviews_the_riskiest_scan(site: Site, browser: Any):
         reviews = p.request.get(f"{site.url}{API}/scans/{site.riskiest}/reviews").json()["items"]
         assert [r["verdict"] for r in reviews] == ["inspect", "release"]
         assert reviews[0] == review
+        assert not tab.errors, tab.errors
+    finally:
+        tab.close()
+
+
+def _open_scan(p: Any, site: Site, scan_id: str) -> None:
+    _login(p, site.url)
+    expect(p.locator("#queue-view")).to_be_visible()
+    p.goto(f"{site.url}/#/scan/{scan_id}")
+    expect(p.locator("#scan-view")).to_be_visible()
+    _settled(p)
+
+
+def test_accepting_a_relabelled_finding_keeps_the_new_category(site: Site, browser: Any):
+    """Issue 28, bug 1: a finding re-labelled in its category list, then accepted with `a`
+    (or its ✓ button), stays re-labelled: the review stores the officer's category."""
+    tab = Page(browser, LAPTOP)
+    p = tab.page
+    try:
+        _open_scan(p, site, site.mislabelled)
+        row = p.locator("#finding-list li[data-finding-id='1']")
+        expect(row).to_have_class(re.compile("selected"))
+        expect(row.locator("select")).to_have_value("firearm")
+        row.locator("select").select_option("narcotics")
+        expect(row).to_have_class(re.compile(r"\brelabel\b"))
+        expect(row.locator(".state")).to_contain_text("relabelled")
+        expect(p.locator(".box .label")).to_contain_text("firearm → narcotics")
+
+        p.keyboard.press("a")  # accept what the officer now sees: narcotics
+        expect(row).to_have_class(re.compile(r"\brelabel\b"))
+        expect(row.locator(".state")).to_contain_text("relabelled")
+        expect(row.locator("select")).to_have_value("narcotics")
+        row.locator("button.accept").click()  # the ✓ button does the same
+        expect(row).to_have_class(re.compile(r"\brelabel\b"))
+        expect(row.locator("select")).to_have_value("narcotics")
+        expect(p.locator(".box .label")).to_contain_text("firearm → narcotics")
+
+        p.keyboard.press("Shift+I")
+        p.keyboard.press("Control+Enter")
+        expect(p.locator("#toast")).to_contain_text("Review saved")
+        url = f"{site.url}{API}/scans/{site.mislabelled}/reviews"
+        (review,) = p.request.get(url).json()["items"]
+        (finding,) = review["findings"]
+        assert (finding["decision"], finding["category"]) == ("relabel", "narcotics"), finding
+        assert finding["original_category"] == "firearm"
+        assert not tab.errors, tab.errors
+    finally:
+        tab.close()
+
+
+def test_a_drawn_box_shows_no_category_until_it_has_one(site: Site, browser: Any):
+    """Issue 28, bug 2: a freshly drawn box's category list shows an empty "choose a
+    category" (not the first category, which choosing would not apply), Save stays
+    blocked until a category is chosen, and the one chosen in the list is stored."""
+    tab = Page(browser, LAPTOP)
+    p = tab.page
+    try:
+        _open_scan(p, site, site.unmarked)
+        expect(p.locator("#finding-list")).to_contain_text("The model found nothing")
+        p.keyboard.press("Shift+R")
+        expect(p.locator("input[value='release']")).to_be_checked()
+
+        p.keyboard.press("d")
+        expect(p.locator("#draw-hint")).to_be_visible()
+        x0, y0 = _screen_point(p, site.drugs[0] - 8, site.drugs[1] - 8)
+        x1, y1 = _screen_point(p, site.drugs[2] + 8, site.drugs[3] + 8)
+        p.mouse.move(x0, y0)
+        p.mouse.down()
+        p.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+        p.mouse.move(x1, y1, steps=4)
+        p.mouse.up()
+        expect(p.locator("#category-picker")).to_be_visible()
+        item = p.locator("#added-list li")
+        expect(item).to_have_count(1)
+        select = item.locator("select")
+        # What the list shows is what the box has: nothing yet.
+        expect(select).to_have_value("")
+        assert select.evaluate("s => s.options[s.selectedIndex].textContent") != "firearm"
+        expect(item).to_contain_text("category?")
+        expect(p.locator("#review-submit")).to_be_disabled()
+        expect(p.locator("#review-hint")).to_contain_text("give each drawn box a category")
+
+        # The officer answers in the list, not the picker: the first category, the one
+        # the list used to show already (choosing it then changed nothing).
+        select.select_option("firearm")
+        expect(select).to_have_value("firearm")
+        expect(item.locator(".what")).to_contain_text("firearm")
+        expect(p.locator("#category-picker")).to_be_hidden()  # answered
+        expect(p.locator(".box.added .label")).to_contain_text("firearm")
+        expect(p.locator("#review-submit")).to_be_enabled()
+        p.locator("#review-submit").click()
+        expect(p.locator("#toast")).to_contain_text("Review saved")
+
+        url = f"{site.url}{API}/scans/{site.unmarked}/reviews"
+        (review,) = p.request.get(url).json()["items"]
+        assert review["findings"] == []
+        (added,) = review["added"]
+        assert added["category"] == "firearm"
+        drawn = np.add(site.drugs, (-8, -8, 8, 8))
+        assert np.allclose(added["box"], drawn, atol=6), (added["box"], drawn)
+        assert review["verdict"] == "release"
         assert not tab.errors, tab.errors
     finally:
         tab.close()

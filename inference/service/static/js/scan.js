@@ -634,6 +634,11 @@ export class ScanView {
     }
     const index = this.selected.index;
     const f = this.findings[index];
+    if (decision === "accept" && this.decisions.get(f.id)?.decision === "relabel") {
+      // Accept what the officer sees: the category they gave it, not the model's.
+      this.advance();
+      return;
+    }
     const categories = this.config?.categories || [];
     if (decision === "accept" && categories.length && !categories.includes(f.category)) {
       // An anomaly region is not a category the model learns: ask what it is.
@@ -831,19 +836,30 @@ export class ScanView {
     );
   }
 
+  /** A category list showing `value`; with none yet, an empty "choose" entry, so that
+   * the list never shows a category the box does not have (choosing the one already
+   * shown fires no change). */
   categorySelect(value, onchange) {
-    return el(
-      "select",
-      {
-        onchange: (e) => onchange(e.target.value),
-        onclick: (e) => e.stopPropagation(),
-        "aria-label": "category",
-      },
-      ...[...new Set([value, ...(this.config?.categories || [])])].filter(Boolean).map((c) => {
+    const options = [...new Set([value, ...(this.config?.categories || [])])]
+      .filter(Boolean)
+      .map((c) => {
         const option = el("option", { value: c }, c);
         option.selected = c === value;
         return option;
-      }),
+      });
+    if (!value) {
+      const placeholder = el("option", { value: "", disabled: true }, "choose…");
+      placeholder.selected = true;
+      options.unshift(placeholder);
+    }
+    return el(
+      "select",
+      {
+        onchange: (e) => e.target.value && onchange(e.target.value),
+        onclick: (e) => e.stopPropagation(),
+        "aria-label": "category",
+      },
+      ...options,
     );
   }
 
@@ -970,7 +986,9 @@ export class ScanView {
             "missed threat",
             this.categorySelect(a.category, (c) => {
               a.category = c;
-              this.changed();
+              // The picker still asking for this box is answered by the list.
+              if (this.picker && this.isSelected("added", index)) this.closePicker(c);
+              else this.changed();
             }),
           ),
         ),
