@@ -89,6 +89,10 @@ class TrainConfig:
     # scaler) or "auto" (bf16 on a GPU that has it, else fp16 on a GPU, fp32 on a CPU).
     # Half-precision convolutions run on a GPU's tensor cores; the loss stays float32.
     precision: str = "fp32"
+    # Activations and weights in NHWC ("channels last"). On this CPU (AVX-512 BF16) it is
+    # what lets bf16 convolutions use oneDNN's fast kernels: bf16 alone 1.4x, with
+    # channels last 2.0x the float32 training steps/s (bench/train_throughput.py).
+    channels_last: bool = False
     # Seconds of training (the epoch loop, summed over resumes) after which the run ends,
     # after the step in progress, with that epoch validated and saved as usual and its
     # metrics line saying so: for a GPU slot of fixed length. The learning rate's warm-up
@@ -310,6 +314,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net.to(memory_format=memory_format)
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     started = time.monotonic()
     for epoch in range(start, cfg.epochs):
@@ -361,7 +367,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
         for images, boxes, labels in bar:
             targets = make_targets(boxes, labels, len(categories), tuple(images.shape[-2:]))
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = model(images.to(device, non_blocking=True))
+                outputs = model(images.to(device, memory_format=memory_format, non_blocking=True))
             # The loss in float32: its clamps (1e-4 from 0 and 1) vanish in half precision.
             terms = loss({k: v.float() for k, v in outputs.items()}, _to(targets, device))
             opt.zero_grad()

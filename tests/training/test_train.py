@@ -155,6 +155,23 @@ def test_a_time_budget_ends_the_run_after_the_step_and_says_so(synth: Path, tmp_
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def test_bf16_channels_last_training_from_the_command_line_saves_a_usable_network(
+    synth: Path, tmp_path: Path
+):
+    # The CPU's fast training mode (bench/train_throughput.py): NHWC weights in training
+    # must not leak into the checkpoint as anything a plain network cannot load and run.
+    run = tmp_path / "nhwc"
+    args = ["train", "--data", str(synth), "--out", str(run), *TINY]
+    assert main([*args, "--precision", "bf16", "--channels-last"]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["precision"] == "bf16" and cfg["channels_last"] is True
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(0 < x["train"]["total"] < 1e3 for x in lines)
+    net, _ = load_checkpoint(run / "last.pt")
+    out = net.eval()(torch.rand(1, 2, 64, 96))
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
 def test_precision_names_the_autocast_type_and_refuses_fp16_on_a_cpu():
     cpu = torch.device("cpu")
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cpu) is None
