@@ -139,25 +139,24 @@ class Engine:
         """The network's outputs -> findings in scan pixels (a top-k over the peaks the
         graph kept, their boxes, duplicates suppressed); apart so a benchmark can time it."""
         heat, box, anomaly = outputs
-        findings = []
         flat = heat[0].reshape(-1)
         k = min(MAX_FINDINGS, flat.size)
         top = np.argpartition(-flat, k - 1)[:k]
         top = top[np.argsort(-flat[top])]
+        top = top[: int(np.count_nonzero(flat[top] >= min_score))]  # falling scores
         _, h, w = heat[0].shape
-        for idx in top:
-            score = float(flat[idx])
-            if score < min_score:
-                break
-            c, rest = divmod(int(idx), h * w)
-            y, x = divmod(rest, w)
-            left, up, right, down = box[0, :, y, x]
-            px, py = (x + 0.5) * self.stride, (y + 0.5) * self.stride
-            model_box = np.array([[px - left, py - up, px + right, py + down]])
-            x0, y0, x1, y1 = model_input.to_original(model_box)[0]
-            findings.append(
-                Finding(self.categories[c], score, (float(x0), float(y0), float(x1), float(y1)))
-            )
+        c, rest = np.divmod(top, h * w)
+        y, x = np.divmod(rest, w)
+        left, up, right, down = box[0][:, y, x]
+        # All candidates at once, in the network's float32 as one at a time would be.
+        px = ((x + 0.5) * self.stride).astype(box.dtype)
+        py = ((y + 0.5) * self.stride).astype(box.dtype)
+        model_boxes = np.stack([px - left, py - up, px + right, py + down], axis=1)
+        original = model_input.to_original(model_boxes)
+        findings = [
+            Finding(self.categories[int(ci)], float(flat[i]), tuple(map(float, b)))
+            for ci, i, b in zip(c, top, original, strict=True)
+        ]
         findings = suppress_duplicates(findings)
         return Analysis(
             findings,
@@ -170,13 +169,18 @@ class Engine:
 
 
 def suppress_duplicates(findings: list[Finding], iou: float = NMS_IOU) -> list[Finding]:
-    """Greedy per-category non-maximum suppression; `findings` sorted by falling score."""
+    """Greedy per-category non-maximum suppression; `findings` sorted by falling score.
+    One IoU matrix for all, then the greedy pass over its rows."""
+    if len(findings) < 2:
+        return list(findings)
+    overlaps = iou_matrix([f.box for f in findings], [f.box for f in findings]) > iou
+    categories = np.array([f.category for f in findings])
+    same = categories[:, None] == categories[None, :]
+    suppressed = np.zeros(len(findings), dtype=bool)
     kept: list[Finding] = []
-    boxes: dict[str, list[tuple[float, float, float, float]]] = {}
-    for f in findings:
-        same = boxes.setdefault(f.category, [])
-        if same and (iou_matrix([f.box], same) > iou).any():
+    for n, f in enumerate(findings):
+        if suppressed[n]:
             continue
-        same.append(f.box)
         kept.append(f)
+        suppressed |= overlaps[n] & same[n]
     return kept

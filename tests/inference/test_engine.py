@@ -88,3 +88,50 @@ def test_duplicate_peaks_of_one_object_are_suppressed(second: Finding, kept: int
     first = Finding("person", 0.9, (10.0, 10.0, 110.0, 210.0))
     out = suppress_duplicates([first, second])
     assert len(out) == kept and out[0] is first
+
+
+def _decode_one_at_a_time(engine: Engine, model_input, outputs, min_score: float):
+    """The plain formula: each peak's box on its own, then greedy NMS against kept boxes."""
+    from inference.boxes import iou_matrix
+    from inference.engine import MAX_FINDINGS, NMS_IOU
+
+    heat, box, _ = outputs
+    flat = heat[0].reshape(-1)
+    order = np.argsort(-flat, kind="stable")[:MAX_FINDINGS]
+    _, h, w = heat[0].shape
+    found = []
+    for idx in order:
+        if flat[idx] < min_score:
+            break
+        c, rest = divmod(int(idx), h * w)
+        y, x = divmod(rest, w)
+        left, up, right, down = box[0, :, y, x]
+        px, py = (x + 0.5) * engine.stride, (y + 0.5) * engine.stride
+        b = model_input.to_original(np.array([[px - left, py - up, px + right, py + down]]))
+        found.append((engine.categories[c], float(flat[idx]), tuple(map(float, b[0]))))
+    kept: list[tuple] = []
+    for f in found:
+        same = [k[2] for k in kept if k[0] == f[0]]
+        if not same or not (iou_matrix([f[2]], same) > NMS_IOU).any():
+            kept.append(f)
+    return kept
+
+
+def test_decoding_all_peaks_at_once_matches_the_plain_formula_bit_for_bit(model_path: Path):
+    # Many overlapping peaks of every category (distinct scores, as a real heat map has):
+    # the vectorised boxes and the one-matrix suppression keep exactly what the loop keeps.
+    from inference.preprocess import preprocess
+
+    engine = Engine.load(model_path)
+    rng = np.random.default_rng(3)
+    scan = Scan.from_arrays(rng.integers(20000, 60000, (300, 700)).astype(np.uint16))
+    model_input = preprocess(scan)
+    outputs = [np.asarray(o) for o in engine.run(model_input)]
+    heat = outputs[0]
+    heat[...] = rng.permutation(heat.size).reshape(heat.shape) / heat.size  # no ties
+    outputs[1][...] = rng.uniform(1, 30, outputs[1].shape).astype(np.float32)
+    for min_score in (0.999, 0.9995, 0.0):
+        got = engine.decode(scan, model_input, outputs, min_score).findings
+        want = _decode_one_at_a_time(engine, model_input, outputs, min_score)
+        assert [(f.category, f.score, f.box) for f in got] == want
+        assert 1 < len(want) < 100  # some suppressed, some kept
