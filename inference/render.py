@@ -13,13 +13,15 @@ stripes.
 - ``inverse``: the negative of ``grey`` (some officers spot dense items better on white).
 - ``material``: dual-energy pseudo-colour, orange = organic, green = mixed/inorganic,
   blue = metal, from the low/high attenuation ratio and a calibration file.
-- ``window``: a contrast window (level, width) on attenuation, automatic by default.
-- ``edge``: ``grey`` with edge enhancement, so wires and thin outlines pop.
+- ``window``: a contrast window (level, width) on attenuation; by default a histogram
+  window on the densest cargo (:func:`auto_window`), so what is inside it shows.
+- ``edge``: outlines (gradient magnitude) bright on dark, so wires and thin walls pop.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ __all__ = [
     "AIR_ATTENUATION",
     "VIEWS",
     "MaterialCalibration",
+    "auto_window",
     "material_index",
     "render",
     "render_to_file",
@@ -58,6 +61,24 @@ MATERIAL_SMOOTH_SIGMA = 2.0
 ~1 % in ratio, so per-pixel photon noise would otherwise dominate."""
 MATERIAL_SATURATION_RAMP = 0.6
 """Colour fades in over a = 0.05..0.65, where the ratio is still mostly noise."""
+MATERIAL_REGION_SIGMA = 3.0
+"""Sigma (px) of the neighbourhood the material index is averaged over (and its spread)."""
+MATERIAL_SPREAD_OK, MATERIAL_SPREAD_MAX = 0.1, 0.22
+"""Local spread of the material index (0 organic .. 2 metal, unclamped) below which the
+colour is shown in full, and above which it is not shown at all (grey only)."""
+WINDOW_MIN_ATTENUATION = 0.15
+"""Pixels below this are air or thin walls: left out of the automatic window's histogram."""
+WINDOW_BINS = 128
+WINDOW_MODE_SHARE = 0.15
+"""The automatic window's mode must hold this share of the non-air pixels (not a wheel)."""
+WINDOW_MIN_WIDTH = 0.3
+WINDOW_SIGMA = 1.0
+EDGE_SIGMA = 1.0
+"""Smoothing (px) before the gradient of the edge view: photon noise is not an edge."""
+EDGE_CONTEXT = 0.3
+EDGE_FLOOR = 0.01
+"""Least local contrast (in grey units) drawn at full brightness: a flat scan stays dark."""
+"""Share of the edge view given to the faint negative picture behind the outlines."""
 _LUT_PER_UNIT = 256
 _MATERIAL_HUES = (30.0, 120.0, 220.0)  # degrees: orange (organic), green (mixed), blue (metal)
 
@@ -225,16 +246,49 @@ def _grey_rgb(g: np.ndarray) -> np.ndarray:
 
 
 def auto_window(a: np.ndarray) -> tuple[float, float]:
-    """(level, width) from robust percentiles of the non-air pixels (a subsample is plenty)."""
+    """(level, width) on the densest cargo: a histogram window, not the full range.
+
+    A window from the 0.5..99.5 percentiles spans air-thin walls to saturated steel (on a
+    loaded tanker: level 5.6, width 11), which shows nothing that the grey view does not.
+    Instead the non-air histogram is smoothed, split into modes at its valleys, and the
+    window covers the 2..98 percentiles of the densest mode that holds at least
+    :data:`WINDOW_MODE_SHARE` of the non-air pixels: what is inside dense cargo gets the
+    whole grey range. A subsample is plenty.
+    """
     step = max(1, int(math.sqrt(a.size / 1_000_000)))
-    sample = a[::step, ::step]
-    sample = sample[sample > AIR_ATTENUATION]
+    sample = np.asarray(a[::step, ::step], dtype=np.float32)
+    sample = sample[np.isfinite(sample) & (sample > WINDOW_MIN_ATTENUATION)]
     if sample.size < 16:
         return (0.5, 1.0)
-    lo, hi = np.percentile(sample, [0.5, 99.5])
-    lo = max(float(lo), 0.0)
-    hi = max(float(hi), lo + 0.05)
+    top = float(np.percentile(sample, 99.9)) + 1e-3
+    hist, edges = np.histogram(sample, bins=WINDOW_BINS, range=(0.0, top))
+    smooth = cv2.GaussianBlur(hist.astype(np.float32).reshape(1, -1), (0, 0), 2.0).reshape(-1)
+    lo_bin, hi_bin = _densest_mode(smooth, hist.sum() * WINDOW_MODE_SHARE, hist)
+    mode = sample[(sample >= edges[lo_bin]) & (sample < edges[hi_bin + 1])]
+    if mode.size < 16:
+        mode = sample
+    lo, hi = (float(v) for v in np.percentile(mode, [2.0, 98.0]))
+    if hi - lo < WINDOW_MIN_WIDTH:  # one uniform material: centred on it
+        mid = float(np.median(mode))
+        lo, hi = mid - WINDOW_MIN_WIDTH / 2.0, mid + WINDOW_MIN_WIDTH / 2.0
+    lo = max(lo, 0.0)
     return ((lo + hi) / 2.0, hi - lo)
+
+
+def _densest_mode(smooth: np.ndarray, min_count: float, hist: np.ndarray) -> tuple[int, int]:
+    """(first, last) bin of the highest-attenuation mode of ``smooth`` holding at least
+    ``min_count`` pixels; modes are split at the valleys (local minima) between peaks."""
+    n = smooth.size
+    valleys = [0]
+    for i in range(1, n - 1):
+        if smooth[i] < smooth[i - 1] and smooth[i] <= smooth[i + 1]:
+            valleys.append(i)
+    valleys.append(n - 1)
+    spans = list(itertools.pairwise(valleys))
+    for first, last in reversed(spans):
+        if hist[first : last + 1].sum() >= min_count:
+            return first, last
+    return 0, n - 1
 
 
 def _window(a: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
@@ -254,11 +308,51 @@ def _window(a: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
 
 
 def _edge(g: np.ndarray) -> np.ndarray:
-    """Unsharp mask on the grey view: adds back 2x the detail finer than ~2 px sigma."""
-    blur = cv2.GaussianBlur(g, (0, 0), sigmaX=2.0)
-    out = g + np.float32(2.0) * (g - blur)
+    """Outlines, not grey: local contrast (difference of Gaussians) of the grey view as
+    bright lines on black, over a faint negative of the picture for context.
+
+    An unsharp mask on grey still looked like grey; outlines of wires, walls and hidden
+    compartments read best as bright lines on black. A wire is one bright line, a wall's
+    edge a bright pair. Scaled by the 99.9th percentile of the picture's local contrast (at
+    least :data:`EDGE_FLOOR`), so faint and strong scans alike use the range.
+    """
+    fine = cv2.GaussianBlur(g, (0, 0), sigmaX=EDGE_SIGMA)
+    coarse = cv2.GaussianBlur(g, (0, 0), sigmaX=3.0 * EDGE_SIGMA)
+    detail = np.abs(fine - coarse)
+    sub = detail[:: max(1, detail.shape[0] // 512), :: max(1, detail.shape[1] // 1024)]
+    detail *= np.float32(1.0 / max(float(np.percentile(sub, 99.9)), EDGE_FLOOR))
+    np.clip(detail, 0.0, 1.0, out=detail)
+    out = np.float32(EDGE_CONTEXT) * (np.float32(1.0) - g)
+    out += np.float32(1.0 - EDGE_CONTEXT) * detail
     np.clip(out, 0.0, 1.0, out=out)
     return out
+
+
+def _smoothed_material(
+    a_high: np.ndarray, ratio: np.ndarray, cal: MaterialCalibration
+) -> tuple[np.ndarray, np.ndarray]:
+    """The material index averaged over a neighbourhood, and how far to trust it (0..1).
+
+    Where photon noise dominates (dense or thick cargo) the per-pixel index jumps between
+    organic and metal from one pixel to the next: drawn as is, that speckle hid a person
+    the grey view showed plainly. The index is averaged (Gaussian, sigma
+    :data:`MATERIAL_REGION_SIGMA`), and the colour fades out where the ratio's local
+    spread, in units of the organic-to-metal gap (not clamped to it, so that noise beyond
+    the metal curve still counts as noise), is large: there the view shows grey.
+    """
+    sigma = MATERIAL_REGION_SIGMA
+    z = material_index(a_high, ratio, cal)
+    mean = cv2.GaussianBlur(z, (0, 0), sigma)
+    organic = np.interp(a_high, cal.a_high, cal.organic).astype(np.float32)
+    gap = organic - np.interp(a_high, cal.a_high, cal.metal).astype(np.float32)
+    unclamped = np.float32(2.0) * (organic - ratio) / np.maximum(gap, np.float32(1e-4))
+    m = cv2.GaussianBlur(unclamped, (0, 0), sigma)
+    sq = cv2.GaussianBlur(unclamped * unclamped, (0, 0), sigma)
+    spread = np.sqrt(np.maximum(sq - m * m, np.float32(0.0)))
+    trust = np.subtract(np.float32(MATERIAL_SPREAD_MAX), spread)
+    trust *= np.float32(1.0 / (MATERIAL_SPREAD_MAX - MATERIAL_SPREAD_OK))
+    np.clip(trust, 0.0, 1.0, out=trust)
+    return mean, trust
 
 
 def _material(
@@ -271,13 +365,14 @@ def _material(
     ah = cv2.GaussianBlur(a_high, ks, MATERIAL_SMOOTH_SIGMA)
     al = cv2.GaussianBlur(a_low, ks, MATERIAL_SMOOTH_SIGMA)
     ratio = al / np.maximum(ah, np.float32(1e-3))
-    z = material_index(ah, ratio, cal)
+    z, significance = _smoothed_material(ah, ratio, cal)
 
     h0, h1, h2 = _MATERIAL_HUES
     hue = np.where(z <= 1.0, h0 + (h1 - h0) * z, h1 + (h2 - h1) * (z - 1.0)).astype(np.float32)
     sat = np.subtract(ah, np.float32(AIR_ATTENUATION))
     sat *= np.float32(1.0 / MATERIAL_SATURATION_RAMP)
     np.clip(sat, 0.0, 1.0, out=sat)
+    sat *= significance
     # Brightness from transmission (dense = dark) but never fully black, so the hue
     # of dense cargo stays visible.
     val = np.float32(0.12) + np.float32(0.88) * _grey(a_high)
@@ -308,7 +403,10 @@ def render(
     if view == "material" and scan.low is not None:
         return _material(scan, a_high, calibration)
     if view == "window":
-        return _grey_rgb(_window(a_high, window))
+        # A narrow window magnifies photon noise as much as detail: a light smoothing
+        # (sigma WINDOW_SIGMA px) keeps what is inside dense cargo from drowning in it.
+        soft = cv2.GaussianBlur(a_high, (0, 0), WINDOW_SIGMA)
+        return _grey_rgb(_window(soft, window))
     g = _exported_grey(a_high) if scan.bit_depth == 8 else _grey(a_high)
     if view == "inverse":
         np.subtract(np.float32(1.0), g, out=g)

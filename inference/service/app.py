@@ -187,7 +187,7 @@ def _document_error_body(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: from the environment)."""
     # Here, not at the top: ``open_records`` (the CLI's) does not load the routers (OpenCV).
-    from inference.service import api, oip, reviews, users, viewer
+    from inference.service import api, oip, reviews, shift, users, viewer
     from inference.service.api_docs import install_api_docs
 
     settings = settings or Settings()
@@ -224,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oip.router)
     app.include_router(users.router)
     app.include_router(reviews.router)
+    app.include_router(shift.router)
     app.include_router(viewer.router)
     app.mount("/static", viewer.static_files(), name="static")
     install_api_docs(app)

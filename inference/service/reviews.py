@@ -76,6 +76,16 @@ def declared_text(meta: dict[str, Any] | None) -> str:
     return line if len(line) <= DECLARED_CHARS else line[: DECLARED_CHARS - 1] + "…"
 
 
+def top_finding(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The finding with the highest score (category and score), for the queue's row: the
+    officer sees what the model thinks is there before opening the scan."""
+    findings = [f for f in result.get("findings") or [] if isinstance(f, dict)]
+    if not findings:
+        return None
+    best = max(findings, key=lambda f: float(f.get("score") or 0.0))
+    return {"category": best.get("category"), "score": best.get("score")}
+
+
 @router.get("/queue", tags=["reviews"])
 def get_queue(
     request: Request,
@@ -111,6 +121,7 @@ def get_queue(
                 "scan_time": iso(scan.scan_time),
                 "declared": declared_text(scan.meta),
                 "findings": len(result.body.get("findings", [])) if result else 0,
+                "top_finding": top_finding(result.body) if result else None,
                 "review_status": it.review_status,
                 "review_verdict": it.review_verdict,
                 "model_version": result.model_version if result else None,

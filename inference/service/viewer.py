@@ -372,3 +372,39 @@ async def tile(
 
     png = await run_in_threadpool(cut)
     return Response(png, media_type="image/png", headers={"Cache-Control": TILE_CACHE_CONTROL})
+
+
+THUMB_WIDTH = 160
+"""Width (px) of a queue row's thumbnail: the load's outline, not its detail."""
+
+
+def thumbnail_png(scan: Scan) -> bytes:
+    """A small grey picture of ``scan``: the raw channel shrunk first (area average), then
+    drawn, so a thumbnail costs a fraction of a full rendering."""
+    h, w = scan.high.shape
+    tw = min(THUMB_WIDTH, w)
+    th = max(1, round(h * tw / w))
+    small = cv2.resize(scan.high, (tw, th), interpolation=cv2.INTER_AREA)
+    return encode_png(render(Scan.from_arrays(small), "grey")[:, :, 0])
+
+
+@router.get(
+    f"{API}/scans/{{scan_id}}/thumbnail.png",
+    tags=["viewer"],
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def thumbnail(request: Request, who: AnyCaller, scan_id: str) -> Response:
+    """The queue row's thumbnail: the grey view, 160 px wide (PNG; cached)."""
+    service = get_service(request)
+    rec, _ = await run_in_threadpool(owned_scan, service, who, scan_id)
+
+    def build() -> bytes:
+        # Not through the scan cache: a queue page of thumbnails would push out the
+        # rendered views officers are looking at.
+        return _cache(service).get(
+            ("thumb", rec.id), lambda: thumbnail_png(service.load_scan(rec)), len
+        )
+
+    png = await run_in_threadpool(build)
+    return Response(png, media_type="image/png", headers={"Cache-Control": TILE_CACHE_CONTROL})

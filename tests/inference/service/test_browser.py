@@ -502,7 +502,7 @@ def test_an_officer_reviews_the_riskiest_scan(site: Site, browser: Any):
         expect(p.locator("#queue-view")).to_be_visible()
         rows = p.locator("#queue-body tr")
         rows.nth(7).wait_for()  # the eight stored scans (and any posted by another test)
-        risks = [float(t.split()[-1]) for t in rows.locator("td:first-child").all_inner_texts()]
+        risks = [float(t.split()[-1]) for t in rows.locator("td:nth-child(2)").all_inner_texts()]
         assert risks == sorted(risks, reverse=True)
         assert rows.first.get_attribute("data-id") == site.riskiest
         expect(rows.first).to_contain_text("wine in drums")
@@ -616,6 +616,7 @@ def test_an_officer_reviews_the_riskiest_scan(site: Site, browser: Any):
         assert toolbar and toolbar["height"] < 48, "the toolbar wraps on a laptop screen"
         expect(p.locator("#review-submit")).to_be_in_viewport()
         _screenshot(p, "scan")
+        p.locator("#next-on-save").uncheck()  # stay: a second review follows
         p.keyboard.press("Control+Enter")
         expect(p.locator("#toast")).to_contain_text("Review saved")
         expect(p.locator("#history li")).to_have_count(1)

@@ -88,6 +88,7 @@ export const scans = {
   reopen: (id, reason) =>
     request(`${API}/scans/${encodeURIComponent(id)}/reopen`, { method: "POST", body: { reason } }),
   anomalyMapUrl: (id) => `${API}/scans/${encodeURIComponent(id)}/anomaly-map`,
+  thumbnailUrl: (id) => `${API}/scans/${encodeURIComponent(id)}/thumbnail.png`,
   dziUrl(id, view, window) {
     let url = `${API}/scans/${encodeURIComponent(id)}/tiles/${view}.dzi`;
     if (view === "window" && window) {
@@ -98,3 +99,10 @@ export const scans = {
 };
 
 export const viewerConfig = () => request(`${API}/viewer/config`);
+
+/** Release CLEAR scans in bulk; `sampleEvery` N keeps every Nth for review. */
+export const releaseClear = (scanIds, sampleEvery) =>
+  request(`${API}/queue/release-clear`, {
+    method: "POST",
+    body: { scan_ids: scanIds, sample_every: sampleEvery || null },
+  });

@@ -50,6 +50,7 @@ function route() {
   } else {
     if (location.hash !== "#/queue") history.replaceState(null, "", "#/queue");
     showSection("queue");
+    queue.seen();
     document.title = "CargoScan: queue";
   }
 }

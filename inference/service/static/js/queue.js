@@ -4,12 +4,13 @@
 // so scans that colleagues reviewed drop out.
 
 import * as api from "./api.js";
-import { $, el, longTime, riskCell, shortTime, toast, verdictBadge } from "./util.js";
+import { $, el, fmtTime, riskCell, toast, verdictBadge, waited } from "./util.js";
 
 const POLL_MS = 5000;
 const FULL_RELOAD_MS = 30000;
 const PAGE = 100;
 const MAX_LIMIT = 200; // the most rows the queue endpoint gives in one answer
+const SAMPLE_KEY = "cargoscan.clearSample";
 
 function order(a, b) {
   const ra = typeof a.risk === "number" ? a.risk : -1;
@@ -42,6 +43,53 @@ export class QueueView {
     });
     $("queue-refresh").addEventListener("click", () => this.reload());
     $("queue-more").addEventListener("click", () => this.more());
+    this.unseen = 0; // scans that arrived while the officer was not looking at the queue
+    const sample = localStorage.getItem(SAMPLE_KEY);
+    if (sample !== null) $("clear-sample").value = sample;
+    $("clear-sample").addEventListener("change", (e) =>
+      localStorage.setItem(SAMPLE_KEY, e.target.value),
+    );
+    $("release-clear").addEventListener("click", () => this.releaseClear());
+  }
+
+  /** Pending CLEAR scans listed with no finding: what "Release CLEAR" releases. */
+  clearIds() {
+    return this.items
+      .filter((it) => it.verdict === "clear" && it.review_status === "pending" && !it.findings)
+      .map((it) => it.id);
+  }
+
+  /** Release the listed CLEAR scans in one request (each an audited review); every Nth
+   *  stays in the queue for a full review when sampling is on. */
+  async releaseClear() {
+    const ids = this.clearIds();
+    if (!ids.length) return;
+    const every = Number($("clear-sample").value) || null;
+    const kept = every ? Math.floor(ids.length / every) : 0;
+    const ask = `Release ${ids.length - kept} CLEAR scan${ids.length - kept === 1 ? "" : "s"}${
+      kept ? ` and keep ${kept} (every ${every}th) for review` : ""
+    }?`;
+    if (!window.confirm(ask)) return;
+    try {
+      const out = await api.releaseClear(ids, every);
+      const skipped = out.skipped.length ? `, ${out.skipped.length} skipped` : "";
+      toast(
+        `Released ${out.released.length} CLEAR scans; ${out.kept_for_review.length} kept for review${skipped}`,
+      );
+    } catch (err) {
+      toast(`Not released: ${err.message}`, { error: true, ms: 5000 });
+    }
+    await this.reload();
+  }
+
+  /** The officer looks at the queue: the "new" counter starts again. */
+  seen() {
+    this.unseen = 0;
+    this.showUnseen();
+  }
+
+  showUnseen() {
+    $("new-count").textContent = this.unseen ? `+${this.unseen} new` : "";
   }
 
   /** Start polling (after login). */
@@ -117,6 +165,9 @@ export class QueueView {
 
   async tick() {
     if (document.visibilityState === "hidden") return;
+    for (const td of document.querySelectorAll("#queue-body td.waiting")) {
+      if (td.textContent !== "—") td.textContent = waited(td.dataset.since);
+    }
     if (Date.now() - this.lastFull > FULL_RELOAD_MS || this.items.length === 0) {
       await this.reload();
       return;
@@ -134,8 +185,10 @@ export class QueueView {
       const keep = this.items.findIndex((it) => it.id === selectedId);
       this.selected = Math.max(0, keep);
       this.render(new Set(fresh.map((it) => it.id)));
-      if (!$("queue-view").hidden) return;
-      toast(`${fresh.length} new scan${fresh.length > 1 ? "s" : ""} in the queue`);
+      // A quiet counter in the top bar, never a pop-up over the scan (nor in place of
+      // the "Review saved" confirmation).
+      if ($("queue-view").hidden) this.unseen += fresh.length;
+      this.showUnseen();
     } catch (err) {
       this.live(false, err);
     }
@@ -143,7 +196,7 @@ export class QueueView {
 
   live(ok, err) {
     const status = $("live-status");
-    status.textContent = ok ? `live · ${shortTime(new Date().toISOString())}` : "offline";
+    status.textContent = ok ? `live · ${fmtTime(new Date().toISOString())}` : "offline";
     status.title = ok ? "The queue updates itself every few seconds" : String(err?.message || err);
   }
 
@@ -159,14 +212,25 @@ export class QueueView {
           dataset: { id: it.id },
           onclick: () => this.open(it.id),
         },
+        el(
+          "td",
+          { class: "thumb-col" },
+          el("img", {
+            class: "thumb",
+            loading: "lazy",
+            alt: "",
+            src: api.scans.thumbnailUrl(it.id),
+          }),
+        ),
         el("td", { class: "num" }, riskCell(it.risk)),
         el("td", {}, verdictBadge(it.verdict)),
+        el("td", { class: "top-finding" }, topFinding(it.top_finding)),
         el("td", {}, it.station || "—"),
-        el("td", { title: longTime(it.received_at) }, shortTime(it.received_at)),
-        el("td", { title: longTime(it.scan_time) }, shortTime(it.scan_time)),
+        el("td", { title: `scanned ${fmtTime(it.scan_time)}` }, fmtTime(it.received_at)),
+        el("td", { class: "num waiting", dataset: { since: it.received_at || "" } }, waitCell(it)),
         el("td", { class: "declared", title: it.declared || "" }, it.declared || "—"),
         el("td", { class: "num" }, String(it.findings ?? 0)),
-        el("td", { class: `status-${status}` }, status),
+        el("td", { class: `status-${status}` }, status, reviewVerdict(it)),
       );
     });
     body.replaceChildren(...rows);
@@ -175,6 +239,9 @@ export class QueueView {
     $("queue-more").hidden = this.items.length >= this.total;
     $("pending-count").textContent =
       this.filters.status === "pending" && this.total ? String(this.total) : "";
+    const clear = this.clearIds().length;
+    $("clear-actions").hidden = !clear;
+    $("release-clear").textContent = `Release ${clear} CLEAR`;
     $("station-names").replaceChildren(
       ...[...this.stations].sort().map((s) => el("option", { value: s })),
     );
@@ -227,8 +294,28 @@ export class QueueView {
       case "g":
         this.reload();
         return true;
+      case "L":
+        this.releaseClear();
+        return true;
       default:
         return false;
     }
   }
+}
+
+function topFinding(top) {
+  if (!top) return el("span", { class: "muted" }, "—");
+  return `${top.category} ${typeof top.score === "number" ? top.score.toFixed(2) : ""}`.trim();
+}
+
+/** Waiting time of a scan still to review (a reviewed one no longer waits). */
+function waitCell(it) {
+  return it.review_status === "reviewed" ? "—" : waited(it.received_at);
+}
+
+/** The verdict of the latest review, in the reviewed list: release or inspect. */
+function reviewVerdict(it) {
+  if (it.review_status !== "reviewed" || !it.review_verdict) return null;
+  const word = it.review_verdict === "inspect" ? "inspect" : "release";
+  return el("span", { class: `review-verdict ${word}` }, ` · ${word}`);
 }

@@ -51,7 +51,15 @@ export class ScanView {
     this.queue = queue;
     this.config = config; // {categories, colours, views}
     this.viewer = null;
-    this.prefs = { view: null, boxes: true, heat: false, heatOpacity: 0.6, ...loadPrefs() };
+    this.prefs = {
+      view: null,
+      boxes: true,
+      heat: false,
+      heatOpacity: 0.6,
+      nextOnSave: true,
+      ...loadPrefs(),
+    };
+    this.preloaded = new Map(); // scan id -> Promise of [scan, tiles], fetched ahead
     this.id = null;
     this.picker = null; // {resolve, categories} while the category picker is open
     this.drawMode = false;
@@ -114,6 +122,12 @@ export class ScanView {
       this.renderReviewForm();
     });
     $("review-submit").addEventListener("click", () => this.submit());
+    $("reject-rest").addEventListener("click", () => this.rejectRest("release"));
+    $("next-on-save").checked = this.prefs.nextOnSave;
+    $("next-on-save").addEventListener("change", (e) => {
+      this.prefs.nextOnSave = e.target.checked;
+      this.savePrefs();
+    });
     $("next-scan").addEventListener("click", () => this.nextScan());
     $("reopen").addEventListener("click", () => this.reopen());
     this.buildViewButtons();
@@ -174,9 +188,17 @@ export class ScanView {
     viewer.addHandler("canvas-release", (e) => this.onRelease(e));
     viewer.addHandler("animation", () => this.showZoom());
     viewer.addHandler("resize", () => this.showZoom());
+    viewer.addHandler("update-viewport", () => this.layoutLabels());
     viewer.addHandler("open", () => {
       this.renderOverlays();
       this.showZoom();
+      const item = viewer.world.getItemAt(0);
+      const loaded = () => {
+        $("osd-loading").hidden = true;
+        this.preloadNext();
+      };
+      if (!item || item.getFullyLoaded()) loaded();
+      else item.addOnceHandler("fully-loaded-change", loaded);
     });
     this.viewer = viewer;
     window.cargoscanViewer = viewer; // for the browser tests and the curious
@@ -184,8 +206,11 @@ export class ScanView {
   }
 
   savePrefs() {
-    const { view, boxes, heat, heatOpacity } = this.prefs;
-    localStorage.setItem(PREFS_KEY, JSON.stringify({ view, boxes, heat, heatOpacity }));
+    const { view, boxes, heat, heatOpacity, nextOnSave } = this.prefs;
+    localStorage.setItem(
+      PREFS_KEY,
+      JSON.stringify({ view, boxes, heat, heatOpacity, nextOnSave }),
+    );
   }
 
   // ------------------------------------------------------------------ open a scan
@@ -197,11 +222,15 @@ export class ScanView {
     if (id !== this.id) this.reset();
     this.id = id;
     $("review-error").textContent = "";
+    $("osd-loading").hidden = false;
     let scan;
     let tiles;
     try {
-      [scan, tiles] = await Promise.all([api.scans.get(id), api.scans.tiles(id)]);
+      const ahead = this.preloaded.get(id);
+      this.preloaded.delete(id);
+      [scan, tiles] = await (ahead || Promise.all([api.scans.get(id), api.scans.tiles(id)]));
     } catch (err) {
+      $("osd-loading").hidden = true;
       if (this.id === id) this.failed(err);
       return;
     }
@@ -214,7 +243,7 @@ export class ScanView {
     this.syncWindowSliders();
     this.findings = scan.findings || [];
     let view = this.prefs.view || (tiles.has_low ? "material" : "grey");
-    if (!(view in tiles.views)) view = "grey";
+    if (!(view in tiles.views) || (view === "material" && !tiles.has_low)) view = "grey";
     this.view = view;
     this.markViewButtons();
 
@@ -256,6 +285,12 @@ export class ScanView {
    *  new ones have loaded (no flash of black). */
   showView(view) {
     if (!this.tiles || !(view in this.tiles.views)) return;
+    if (view === "material" && !this.tiles.has_low) {
+      toast("No material view: this is a single-energy scan (no low-energy channel)", {
+        error: true,
+      });
+      return;
+    }
     this.view = view;
     this.prefs.view = view;
     this.savePrefs();
@@ -292,9 +327,18 @@ export class ScanView {
   }
 
   markViewButtons() {
+    const single = this.tiles && !this.tiles.has_low;
     for (const b of $("view-buttons").children) {
       b.setAttribute("aria-checked", String(b.dataset.view === this.view));
+      if (b.dataset.view === "material") {
+        b.disabled = Boolean(single);
+        b.title = single
+          ? "Single-energy scan: no material information (it needs a dual-energy scan)"
+          : "Material view (3)";
+      }
     }
+    $("view-note").hidden = !single;
+    $("view-note").textContent = single ? "single-energy scan: no material view" : "";
     $("window-controls").hidden = this.view !== "window";
   }
 
@@ -316,8 +360,8 @@ export class ScanView {
   nudgeWindow(dLevel, widthFactor) {
     if (!this.window) return;
     this.window = {
-      level: Math.max(0, Math.min(8, this.window.level + dLevel * this.window.width)),
-      width: Math.max(0.05, Math.min(8, this.window.width * widthFactor)),
+      level: Math.max(0, Math.min(12, this.window.level + dLevel * this.window.width)),
+      width: Math.max(0.05, Math.min(12, this.window.width * widthFactor)),
     };
     this.syncWindowSliders();
     clearTimeout(this.nudgeTimer);
@@ -400,7 +444,12 @@ export class ScanView {
         "div",
         {
           class: classes.join(" "),
-          dataset: { kind: "finding", index: String(index), findingId: String(f.id) },
+          dataset: {
+            kind: "finding",
+            index: String(index),
+            findingId: String(f.id),
+            score: String(f.score),
+          },
           style: { "--c": this.colour(category) },
           title: f.explanation || "",
         },
@@ -419,6 +468,19 @@ export class ScanView {
       );
       node.style.setProperty("--c", a.category ? this.colour(a.category) : "#ffffff");
       viewer.addOverlay({ element: node, location: this.rect(a.box) });
+    });
+    this.layoutLabels();
+  }
+
+  /** Place the box labels so that none covers another, none runs out of the pane and
+   *  none lies on the overview map: each goes above its box if there is room, else below
+   *  or inside it, moved along until it is free (the selected box's and the highest
+   *  scores' first). Runs after OpenSeadragon has placed the boxes on this frame. */
+  layoutLabels() {
+    if (this.labelFrame) return;
+    this.labelFrame = requestAnimationFrame(() => {
+      this.labelFrame = 0;
+      placeLabels($("osd"), this.viewer?.navigator?.element);
     });
   }
 
@@ -583,7 +645,7 @@ export class ScanView {
     const li = document.querySelector(
       `#${sel?.kind === "added" ? "added" : "finding"}-list li.selected`,
     );
-    li?.scrollIntoView({ block: "nearest" });
+    if (li) scrollSideTo(li);
   }
 
   /** All selectable things in order: findings, then drawn boxes. */
@@ -656,6 +718,17 @@ export class ScanView {
       this.renderOverlays();
       this.renderFindings();
     }
+  }
+
+  /** Reject every finding not yet decided and choose the verdict: the officer's one key
+   *  for a scan whose findings are false alarms (decided ones are kept). */
+  rejectRest(verdict) {
+    if (!this.scan) return;
+    for (const f of this.findings) {
+      if (!this.decisions.has(f.id)) this.decisions.set(f.id, { decision: "reject", category: null });
+    }
+    this.verdict = verdict;
+    this.changed();
   }
 
   async relabelSelected() {
@@ -1117,8 +1190,14 @@ export class ScanView {
     }
     if (this.id !== id) return;
     this.dirty = false;
-    toast(`Review saved: ${this.verdict === "release" ? "release" : "physical inspection"}`);
+    const next = this.prefs.nextOnSave ? this.queue.nextAfter(id) : null;
+    const saved = `Review saved: ${this.verdict === "release" ? "release" : "physical inspection"}`;
+    toast(next ? `${saved}. Next scan.` : saved);
     this.queue.reviewed(id);
+    if (next) {
+      location.hash = `#/scan/${next}`;
+      return;
+    }
     this.scan.review_status = "reviewed";
     this.renderFacts();
     await this.loadHistory();
@@ -1141,6 +1220,41 @@ export class ScanView {
     this.renderFacts();
     this.renderReviewForm();
     this.queue.reload();
+  }
+
+  /** Fetch the next scan's result and the tiles its first view needs at the whole-scan
+   *  zoom, so that "next" (or saving) shows it at once: the browser keeps the tiles
+   *  (Cache-Control) and the service has the view rendered. */
+  async preloadNext() {
+    const next = this.queue.nextAfter(this.id);
+    if (!next || this.preloaded.has(next) || !this.viewer) return;
+    const ahead = Promise.all([api.scans.get(next), api.scans.tiles(next)]);
+    this.preloaded.set(next, ahead);
+    let tiles;
+    try {
+      [, tiles] = await ahead;
+    } catch {
+      this.preloaded.delete(next);
+      return;
+    }
+    let view = this.prefs.view || (tiles.has_low ? "material" : "grey");
+    if (!(view in tiles.views) || (view === "material" && !tiles.has_low) || view === "window") {
+      view = tiles.has_low ? "material" : "grey";
+    }
+    const pane = this.viewer.viewport.getContainerSize();
+    const need = Math.max(pane.x, (pane.y * tiles.width) / tiles.height) * window.devicePixelRatio;
+    const top = tiles.max_level;
+    const want = Math.min(top, top - Math.floor(Math.log2(Math.max(1, tiles.width / need))));
+    const base = api.scans.dziUrl(next, view, null).replace(/\.dzi$/, "_files");
+    const size = tiles.tile_size;
+    for (let level = Math.max(0, want - 3); level <= want; level++) {
+      const scale = 2 ** (level - top);
+      const cols = Math.ceil(Math.ceil(tiles.width * scale) / size);
+      const rows = Math.ceil(Math.ceil(tiles.height * scale) / size);
+      for (let c = 0; c < cols; c++) {
+        for (let r = 0; r < rows; r++) new Image().src = `${base}/${level}/${c}_${r}.png`;
+      }
+    }
   }
 
   nextScan() {
@@ -1246,6 +1360,12 @@ export class ScanView {
       case "u":
         this.decideSelected(null);
         return true;
+      case "x":
+        this.rejectRest("release");
+        return true;
+      case "X":
+        this.rejectRest("inspect");
+        return true;
       case "c":
         this.relabelSelected();
         return true;
@@ -1279,4 +1399,75 @@ function verdictWord(verdict) {
     { class: verdict === "inspect" ? "status-reopened" : "status-reviewed" },
     text,
   );
+}
+
+/** Scroll the side panel (only it, never the page) so that `node` is in view below the
+ *  panel's sticky head. */
+function scrollSideTo(node) {
+  const side = $("scan-side");
+  const head = side.querySelector(".scan-head");
+  const top = head ? head.offsetHeight : 0;
+  const box = node.getBoundingClientRect();
+  const pane = side.getBoundingClientRect();
+  if (box.top < pane.top + top) side.scrollTop -= pane.top + top - box.top + 4;
+  else if (box.bottom > pane.bottom) side.scrollTop += box.bottom - pane.bottom + 4;
+}
+
+function overlaps(a, b) {
+  return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+}
+
+/** The label placement of `layoutLabels` (screen pixels; each label is moved by a
+ *  transform from its place in the style sheet, above its box's top left corner). */
+function placeLabels(osd, navigator) {
+  const pane = osd.getBoundingClientRect();
+  const taken = [];
+  if (navigator && navigator.offsetParent !== null) {
+    const r = navigator.getBoundingClientRect();
+    taken.push({ left: r.left - 2, top: r.top - 2, right: r.right + 2, bottom: r.bottom + 2 });
+  }
+  const boxes = [...osd.querySelectorAll(".box:not(.rubber)")].filter(
+    (b) => b.querySelector(".label") && b.offsetParent !== null,
+  );
+  const rank = (b) =>
+    (b.classList.contains("selected") ? 10 : 0) + (Number(b.dataset.score) || 0);
+  boxes.sort((a, b) => rank(b) - rank(a));
+  for (const box of boxes) {
+    const label = box.querySelector(".label");
+    label.style.transform = "";
+    label.style.visibility = "";
+    const b = box.getBoundingClientRect();
+    const l = label.getBoundingClientRect();
+    const w = l.width;
+    const h = l.height;
+    if (!overlaps(b, pane)) {
+      label.style.visibility = "hidden";
+      continue;
+    }
+    const clampX = (x) => Math.max(pane.left + 2, Math.min(pane.right - w - 2, x));
+    const clampY = (y) => Math.max(pane.top + 2, Math.min(pane.bottom - h - 2, y));
+    const x = clampX(b.left);
+    const starts = [b.top - h - 2, b.bottom + 2, b.top + 2].map(clampY);
+    let spot = null;
+    for (const y0 of starts) {
+      for (let k = 0; k < 12 && !spot; k++) {
+        for (const dir of k ? [1, -1] : [1]) {
+          const y = y0 + dir * k * (h + 2);
+          if (y < pane.top + 2 || y + h > pane.bottom - 2) continue;
+          const r = { left: x, top: y, right: x + w, bottom: y + h };
+          if (!taken.some((t) => overlaps(t, r))) {
+            spot = r;
+            break;
+          }
+        }
+      }
+      if (spot) break;
+    }
+    if (!spot) {
+      label.style.visibility = "hidden"; // no free place on screen: the list has it
+      continue;
+    }
+    taken.push(spot);
+    label.style.transform = `translate(${spot.left - l.left}px, ${spot.top - l.top}px)`;
+  }
 }

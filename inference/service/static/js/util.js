@@ -30,25 +30,35 @@ export function el(tag, attrs = {}, ...children) {
 
 const pad = (n) => String(n).padStart(2, "0");
 
-/** "14:03:27" today, "27 Nov 14:03" this year, else "2024-11-27 14:03" (local time). */
-export function shortTime(iso) {
+/** The viewer's one time format, local time with its zone: "2026-06-12 23:16:36 CEST". */
+export function fmtTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  const now = new Date();
-  const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
-  if (d.toDateString() === now.toDateString()) return `${hm}:${pad(d.getSeconds())}`;
-  if (d.getFullYear() === now.getFullYear()) {
-    return `${d.getDate()} ${d.toLocaleString("en", { month: "short" })} ${hm}`;
-  }
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}`;
+  const zone =
+    new Intl.DateTimeFormat("en-GB", { timeZoneName: "short" })
+      .formatToParts(d)
+      .find((part) => part.type === "timeZoneName")?.value || "";
+  const date = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+  const time = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${date} ${time} ${zone}`.trim();
 }
 
-/** Full local date and time, for titles. */
-export function longTime(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso) : d.toLocaleString();
+/** Kept for the callers: every time on the page is in the one format. */
+export const shortTime = fmtTime;
+export const longTime = (iso) => (iso ? fmtTime(iso) : "");
+
+/** How long a scan has waited since `iso`: "45 s", "12 min", "2 h 05 min", "3 d 4 h". */
+export function waited(iso, now = Date.now()) {
+  const t = new Date(iso).getTime();
+  if (!iso || Number.isNaN(t)) return "—";
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min`;
+  const h = Math.floor(m / 60);
+  if (h < 24) return `${h} h ${pad(m % 60)} min`;
+  return `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 
 export function fmtRisk(risk) {
