@@ -7,6 +7,13 @@ and W multiples of the card's ``multiple_of``. Health endpoints are open (probes
 no keys); model metadata and inference need a station or admin key. Errors follow the
 protocol: ``{"error": "..."}``. Readiness answers 200 when ready and 503 when not (the
 protocol reads any non-200 as false).
+
+Tensors travel as JSON or, with the protocol's binary tensor data extension (what
+Triton's clients send by default), as raw little-endian bytes after a JSON header whose
+length the ``Inference-Header-Content-Length`` header gives: an input with
+``parameters.binary_data_size`` instead of ``data``; outputs in binary when the request
+asks (``outputs[i].parameters.binary_data`` or ``parameters.binary_data_output``). A
+full-size 2x800x3008 tensor is 19 MB raw and several times that as JSON text.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from inference.service.auth import AnyCaller
@@ -28,6 +35,8 @@ from inference.service.rollout import LiveModel
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
 _DTYPES = {"tensor(float)": "FP32", "tensor(int64)": "INT64", "tensor(int32)": "INT32"}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+FP32 = np.dtype("<f4")  # the protocol's binary tensors are little-endian, row-major
 
 
 class OIPError(Exception):
@@ -65,7 +74,11 @@ def _tensors(items: Any) -> list[dict[str, Any]]:
 
 @router.get("")
 def server_metadata() -> dict[str, Any]:
-    return {"name": "cargoscan", "version": service_version(), "extensions": []}
+    return {
+        "name": "cargoscan",
+        "version": service_version(),
+        "extensions": ["binary_tensor_data"],
+    }
 
 
 @router.get("/health/live")
@@ -123,12 +136,73 @@ def model_ready(request: Request, name: str) -> JSONResponse:
     return JSONResponse({"name": name, "ready": True})
 
 
-def _parse_request(raw: bytes, model: LiveModel, max_pixels: int) -> tuple[Any, np.ndarray, list]:
-    """Validate an infer request; returns (id, input tensor, requested output names)."""
+def split_body(raw: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    """The JSON header and the binary section of a request body (no header: all JSON)."""
+    if header_length is None:
+        return raw, b""
     try:
-        req = json.loads(raw)
+        n = int(header_length)
+    except ValueError:
+        raise OIPError(
+            400, f"{HEADER_LENGTH} must be a whole number of bytes, got {header_length!r}"
+        ) from None
+    if not 0 < n <= len(raw):
+        raise OIPError(400, f"{HEADER_LENGTH} is {n}, but the body has {len(raw)} bytes")
+    return raw[:n], raw[n:]
+
+
+def _input_values(spec: dict[str, Any], shape: list[int], binary: bytes) -> np.ndarray:
+    """The input tensor's values, from its JSON ``data`` or from the binary section."""
+    data = spec.get("data")
+    params = spec.get("parameters")
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is not None:
+        if data is not None:
+            raise OIPError(400, "input has both 'data' and parameters.binary_data_size")
+        want = math.prod(shape) * FP32.itemsize
+        if not isinstance(size, int) or isinstance(size, bool) or size != want:
+            raise OIPError(
+                400, f"binary_data_size must be {want} bytes for FP32 {shape}, got {size!r}"
+            )
+        if len(binary) != size:
+            raise OIPError(
+                400,
+                f"the body holds {len(binary)} bytes of binary tensor data; "
+                f"binary_data_size says {size}",
+            )
+        return np.frombuffer(binary, dtype=FP32).astype(np.float32).reshape(shape)
+    if binary:
+        raise OIPError(400, f"{len(binary)} bytes of binary data, but no input names a size")
+    if not isinstance(data, list):
+        raise OIPError(400, "input 'data' must be a (flat or nested) list of numbers")
+    try:
+        arr = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise OIPError(400, "input 'data' must hold numbers only") from None
+    if arr.size != math.prod(shape):
+        raise OIPError(400, f"input has {arr.size} values; shape {shape} needs {math.prod(shape)}")
+    return arr.reshape(shape)
+
+
+def _binary_flag(params: Any, key: str) -> bool:
+    if params is None:
+        return False
+    if not isinstance(params, dict) or not isinstance(params.get(key, False), bool):
+        raise OIPError(400, f"parameters.{key} must be true or false")
+    return bool(params.get(key, False))
+
+
+def _parse_request(
+    raw: bytes, header_length: str | None, model: LiveModel, max_pixels: int
+) -> tuple[Any, np.ndarray, list[tuple[str, bool]]]:
+    """Validate an infer request; returns (id, input tensor, requested outputs with
+    whether each goes back in binary)."""
+    head, binary = split_body(raw, header_length)
+    try:
+        req = json.loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise OIPError(400, f"the body is not JSON: {exc}") from None
+        hint = f" (binary tensors need the {HEADER_LENGTH} header)" if header_length is None else ""
+        raise OIPError(400, f"the body is not JSON{hint}: {exc}") from None
     if not isinstance(req, dict):
         raise OIPError(400, "the body must be a JSON object with 'inputs'")
     inputs = req.get("inputs")
@@ -154,69 +228,83 @@ def _parse_request(raw: bytes, model: LiveModel, max_pixels: int) -> tuple[Any, 
         raise OIPError(400, f"H and W must be multiples of {multiple}, got {h} x {w}")
     if n * h * w > max_pixels:
         raise OIPError(413, f"{n} x {h} x {w} pixels exceeds the limit of {max_pixels:,}")
-    data = spec.get("data")
-    if not isinstance(data, list):
-        raise OIPError(400, "input 'data' must be a (flat or nested) list of numbers")
-    try:
-        arr = np.asarray(data, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise OIPError(400, "input 'data' must hold numbers only") from None
-    if arr.size != math.prod(shape):
-        raise OIPError(400, f"input has {arr.size} values; shape {shape} needs {math.prod(shape)}")
+    arr = _input_values(spec, shape, binary)
     if not np.isfinite(arr).all():
         raise OIPError(400, "input holds NaN or infinite values")
+    all_binary = _binary_flag(req.get("parameters"), "binary_data_output")
     outputs = [o.name for o in model.engine.session.get_outputs()]
     requested = req.get("outputs")
     if requested is None:
-        names = outputs
+        names = [(o, all_binary) for o in outputs]
     elif isinstance(requested, list) and all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):
-        names = [o["name"] for o in requested]
-        unknown = sorted(set(names) - set(outputs))
+        names = [
+            (o["name"], all_binary or _binary_flag(o.get("parameters"), "binary_data"))
+            for o in requested
+        ]
+        unknown = sorted({name for name, _ in names} - set(outputs))
         if unknown:
             raise OIPError(400, f"unknown output(s) {unknown}; the model has {outputs}")
     else:
         raise OIPError(400, "'outputs' must be a list of {\"name\": ...} objects")
-    return req.get("id"), arr.reshape(shape), names
+    return req.get("id"), arr, names
 
 
-async def _infer(request: Request, name: str, version: str | None) -> JSONResponse:
+def _response(
+    head: dict[str, Any], names: list[tuple[str, bool]], values: list[np.ndarray]
+) -> Response:
+    """JSON outputs, or a JSON header followed by the binary outputs in order."""
+    blobs = []
+    outputs = []
+    for (name, binary), value in zip(names, values, strict=True):
+        out: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": list(value.shape)}
+        if binary:
+            blob = np.ascontiguousarray(value, dtype=FP32).tobytes()
+            out["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            out["data"] = np.asarray(value, np.float32).ravel().tolist()
+        outputs.append(out)
+    body = json.dumps({**head, "outputs": outputs}).encode()
+    if not blobs:
+        return Response(body, media_type="application/json")
+    return Response(
+        b"".join([body, *blobs]),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(body))},
+    )
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
     service = get_service(request)
     try:
         model = _model(service, name, version)
         raw = await request.body()
         # json of a large tensor takes a while: off the event loop
         req_id, tensor, names = await run_in_threadpool(
-            _parse_request, raw, model, service.settings.max_pixels
+            _parse_request,
+            raw,
+            request.headers.get(HEADER_LENGTH),
+            model,
+            service.settings.max_pixels,
         )
     except OIPError as exc:
         return _error(exc.status, exc.message)
     session = model.engine.session
-    values = await service.pool.run(session.run, names, {session.get_inputs()[0].name: tensor})
-    body: dict[str, Any] = {
-        "model_name": model.info["name"],
-        "model_version": model.version,
-        "outputs": [
-            {
-                "name": n,
-                "datatype": "FP32",
-                "shape": list(v.shape),
-                "data": np.asarray(v, np.float32).ravel().tolist(),
-            }
-            for n, v in zip(names, values, strict=True)
-        ],
-    }
+    feed = {session.get_inputs()[0].name: tensor}
+    values = await service.pool.run(session.run, [n for n, _ in names], feed)
+    head: dict[str, Any] = {"model_name": model.info["name"], "model_version": model.version}
     if req_id is not None:
-        body["id"] = req_id
-    return JSONResponse(body)
+        head["id"] = req_id
+    return await run_in_threadpool(_response, head, names, values)
 
 
 @router.post("/models/{name}/infer")
-async def infer(request: Request, _who: AnyCaller, name: str) -> JSONResponse:
+async def infer(request: Request, _who: AnyCaller, name: str) -> Response:
     return await _infer(request, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer")
-async def infer_version(request: Request, _who: AnyCaller, name: str, version: str) -> JSONResponse:
+async def infer_version(request: Request, _who: AnyCaller, name: str, version: str) -> Response:
     return await _infer(request, name, version)
