@@ -25,7 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 __all__ = [
     "CardError",
+    "CargoContainer",
+    "CargoReport",
     "InputSpec",
+    "ManifestCheck",
+    "ManifestDiscrepancy",
     "ModelCard",
     "NetworkConfig",
     "OnnxSpec",
@@ -198,6 +202,52 @@ class ResultFinding(BaseModel):
     explanation: str = Field(description="which threshold decided, from which table")
 
 
+class CargoContainer(BaseModel):
+    """One container (trailer bed, tank) and what the image shows in it (docs/cargo.md)."""
+
+    box: list[int] = Field(min_length=4, max_length=4, description="x0, y0, x1, y1 scan pixels")
+    empty: bool
+    score: float = Field(ge=0, le=1, description="how sure the empty/loaded call is (0.5..1)")
+    mass_kg: float = Field(ge=0, description="estimated mass of the load, kg")
+    fill: float = Field(ge=0, le=1, description="share of the box's inside the load covers")
+    kind: str = Field(description="material and packing in words, or 'empty'")
+    material: Literal["organic", "mixed", "metal", "unknown"]
+    packing: Literal["bulk", "packaged", "liquid", "none"]
+    tank: bool
+    load_box: list[int] | None = Field(description="where the load is (null when empty)")
+
+
+class ManifestDiscrepancy(BaseModel):
+    """One way the scan disagrees with its declared manifest."""
+
+    kind: Literal[
+        "declared_empty_but_loaded",
+        "declared_loaded_but_empty",
+        "undeclared_goods",
+        "false_description",
+        "weight_mismatch",
+    ]
+    score: float = Field(ge=0, le=1)
+    container: int | None = Field(description="index of cargo.containers (null: the whole load)")
+    box: list[int] = Field(min_length=4, max_length=4, description="where it applies")
+    explanation: str
+
+
+class ManifestCheck(BaseModel):
+    """Declared against observed; nothing is checked without a manifest or a container."""
+
+    status: Literal["no_manifest", "no_container", "consistent", "discrepancies"]
+    discrepancies: list[ManifestDiscrepancy]
+
+
+class CargoReport(BaseModel):
+    """The containers of a scan, their contents and the manifest check."""
+
+    containers: list[CargoContainer]
+    manifest_check: ManifestCheck
+    processing_ms: float = Field(ge=0, description="time the cargo analysis took")
+
+
 class ScanResult(BaseModel):
     """The result of one scan's analysis by one model (docs/design.md, "The result")."""
 
@@ -214,6 +264,9 @@ class ScanResult(BaseModel):
     findings: list[ResultFinding]
     cargo_region: list[float] | None = Field(description="not produced yet: always null")
     anomaly_map: str | None = Field(description="where the anomaly map is (a URL or file name)")
+    cargo: CargoReport | None = Field(
+        None, description="containers, contents and the manifest check (absent: not analysed)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """The result as stations receive it and the service stores and signs it: every

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from inference.boxes import iou_matrix
-from inference.contracts import CardError, ModelCard
+from inference.cargo import analyze_cargo
+from inference.contracts import CardError, CargoReport, ModelCard
 from inference.preprocess import PREPROCESS_VERSION, ModelInput, preprocess
 from inference.scan import Scan
 
@@ -52,6 +53,8 @@ class Analysis:
     bit_depth: int = 16
     # The station's pixel pitch (mm), None when it sent none: sets the smallest finding.
     pixel_pitch_mm: float | None = None
+    # Containers, contents and the manifest check (inference.cargo); None: not analysed.
+    cargo: CargoReport | None = None
 
 
 class Engine:
@@ -119,11 +122,18 @@ class Engine:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         return cls(session, card, threads)
 
-    def analyze(self, scan: Scan, min_score: float = MIN_SCORE) -> Analysis:
-        """Findings above `min_score` (not yet thresholded: the card's thresholds decide alarms)."""
+    def analyze(self, scan: Scan, min_score: float = MIN_SCORE, *, cargo: bool = False) -> Analysis:
+        """Findings above `min_score` (not yet thresholded: the card's thresholds decide
+        alarms); with `cargo`, also containers, contents and the manifest check, on the
+        attenuation the model saw (a few ms). The cargo analysis is experimental and off
+        by default: on real 8-bit scans it does not yet tell empty from loaded reliably
+        (docs/cargo.md), and a result must not state what the product cannot back."""
         model_input = preprocess(scan)
         outputs = self.run(model_input)
-        return self.decode(scan, model_input, outputs, min_score)
+        analysis = self.decode(scan, model_input, outputs, min_score)
+        if cargo:
+            analysis.cargo = analyze_cargo(scan, model_input)
+        return analysis
 
     def run(self, model_input: ModelInput) -> list[np.ndarray]:
         """The network alone on a pre-processed input: heat, box sides, anomaly map."""

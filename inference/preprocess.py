@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference.concurrency import both
-from inference.scan import Scan
+from inference.scan import PAD_MULTIPLE, Scan
 
 __all__ = [
     "AIR_PERCENTILE",
@@ -305,7 +305,7 @@ def _as_boxes(boxes: np.ndarray) -> np.ndarray:
     return b.copy()
 
 
-def preprocess(scan: Scan, *, pad_multiple: int = 32, scale: float = 1.0) -> ModelInput:
+def preprocess(scan: Scan, *, pad_multiple: int = PAD_MULTIPLE, scale: float = 1.0) -> ModelInput:
     """Turn a scan into the model input. The ONE function used by training and serving."""
     if not isinstance(pad_multiple, int) or pad_multiple < 1:
         raise ValueError(f"pad_multiple must be a positive integer, got {pad_multiple!r}")

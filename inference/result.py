@@ -387,6 +387,8 @@ def scan_result(
         for k, (_, category, score, box, source, why) in enumerate(decided, start=1)
     ]
     review = bool(findings) and not alarm
+    # The cargo section only where it was analysed: to_dict leaves unset fields out.
+    cargo = {"cargo": analysis.cargo} if analysis.cargo is not None else {}
     return ScanResult(
         scan_id=scan_id,
         model=result_model(engine.card),
@@ -396,6 +398,7 @@ def scan_result(
         findings=findings,
         cargo_region=None,
         anomaly_map=anomaly_map_url,
+        **cargo,
     )
 
 

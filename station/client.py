@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
 import httpx
@@ -195,14 +195,27 @@ def scan_metadata(
     }
 
 
+SIM_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def simulated_scan_time(index: int, seed: int) -> datetime:
+    """When scan ``index`` of ``seed`` was "taken": a property of the scan like its pixels,
+    so that running a seed again resends the same scans (a retry the service answers from
+    storage) rather than the same pixels with a new time, which it refuses (409)."""
+    return SIM_EPOCH + timedelta(minutes=seed % 1_000_000, seconds=30 * index)
+
+
 def make_upload(
     index: int,
     seed: int,
     cfg: SynthConfig,
     prefix: str = "sim",
     image_format: str = IMAGE_FORMATS[0],
+    scan_time: datetime | None = None,
 ) -> Upload:
-    """Generate scan ``index`` of ``seed`` and encode it as the station sends it."""
+    """Generate scan ``index`` of ``seed`` and encode it as the station sends it, taken at
+    ``scan_time`` (default: the seed's fixed time, so that the same seed resends the same
+    scans)."""
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     scan = generate_scan(index, seed, cfg)
@@ -212,7 +225,9 @@ def make_upload(
         station_scan_id=f"{prefix}-{seed}-{index:06d}",
         high=encode_channel(scan.high, image_format),
         low=encode_channel(scan.low, image_format),
-        metadata=scan_metadata(scan, index, seed, cfg, datetime.now(timezone.utc)),
+        metadata=scan_metadata(
+            scan, index, seed, cfg, scan_time or simulated_scan_time(index, seed)
+        ),
         width=int(w),
         height=int(h),
         truth=sorted({t.category for t in scan.threats}),
@@ -505,6 +520,10 @@ def simulate(
 
     out = out or sys.stdout
     cfg = config or SynthConfig()
+    # A seed given is a run to repeat: its scans carry the seed's fixed times, so a rerun
+    # is a retry the service answers from storage. A drawn seed (the demo) is live
+    # traffic: its scans are taken now.
+    live = seed is None
     seed = secrets.randbelow(1_000_000) if seed is None else seed
     summary = SimSummary(seed=seed)
     rng = random.Random(seed)
@@ -530,7 +549,14 @@ def simulate(
             )
             next_at = time.monotonic()
             prefetch = _Prefetch(
-                lambda i: make_upload(i, seed, cfg, image_format=image_format), indices
+                lambda i: make_upload(
+                    i,
+                    seed,
+                    cfg,
+                    image_format=image_format,
+                    scan_time=datetime.now(timezone.utc) if live else None,
+                ),
+                indices,
             )
             for upload in prefetch:
                 wait = next_at - time.monotonic()

@@ -77,6 +77,12 @@ def add_analyze(sub: Subcommands) -> None:
     )
     p.add_argument("--view", choices=VIEW_NAMES, default="material", help="picture view")
     p.add_argument("--single-energy", action="store_true", help="ignore any low channel")
+    p.add_argument(
+        "--cargo",
+        action="store_true",
+        help="experimental: also containers, contents and the manifest check (NAME.json "
+        "beside the scan gives the manifest); not yet reliable on real 8-bit scans",
+    )
     p.set_defaults(handler=_run_analyze)
 
 
@@ -96,7 +102,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
     from inference.annotate import annotate
     from inference.engine import Engine, ModelError
     from inference.result import anomaly_png, build_result, scan_cells
-    from inference.scan import ScanError, load_scan
+    from inference.scan import ScanError, ScanMetadata, load_scan
 
     try:
         engine = Engine.load(args.model, operating_point=args.operating_point)
@@ -106,15 +112,19 @@ def _run_analyze(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.scans:
         low = None if args.single_energy else _low_partner(path)
+        name = path.stem[: -len("_high")] if path.stem.endswith("_high") else path.stem
         try:
             scan = load_scan(path, low)
+            # The station's metadata (pitch, manifest) from NAME.json beside the scan.
+            meta_file = path.with_name(f"{name}.json")
+            if meta_file.is_file():
+                scan.metadata = ScanMetadata.from_dict(meta_file.read_bytes())
         except (ScanError, OSError) as exc:
             print(f"{path}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        name = path.stem[: -len("_high")] if path.stem.endswith("_high") else path.stem
         start = time.perf_counter()
-        analysis = engine.analyze(scan)
+        analysis = engine.analyze(scan, cargo=args.cargo)
         took_ms = (time.perf_counter() - start) * 1000.0
         amap = args.out / f"{name}_anomaly.png"
         amap.write_bytes(anomaly_png(scan_cells(analysis, engine.stride)))

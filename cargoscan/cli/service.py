@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from cargoscan.cli.common import (
     Subcommands,
@@ -67,6 +68,32 @@ def add_station(sub: Subcommands) -> None:
     ls = ssub.add_parser("list", help="list the stations")
     add_db_flags(ls)
     ls.set_defaults(handler=_run_station_list)
+    rev = ssub.add_parser(
+        "revoke",
+        help="refuse a station's keys from now on (its scans stay)",
+        description="The station's current key (and a previous one still in its grace "
+        "period) get 401 from the next request on. Logged in the audit log.",
+    )
+    rev.add_argument("name", help="the station")
+    add_db_flags(rev)
+    rev.set_defaults(handler=_run_station_revoke)
+    rot = ssub.add_parser(
+        "rotate",
+        help="give a station a new API key (printed once); the old one valid --grace seconds",
+        description="Prints a new key for the station. Its current key stays valid for "
+        "--grace seconds (time to install the new one on the station), then gets 401; a key "
+        "older than the current one is refused at once. Logged in the audit log.",
+    )
+    rot.add_argument("name", help="the station")
+    rot.add_argument(
+        "--grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long the current key stays valid (default 0: not at all; at most 30 days)",
+    )
+    add_db_flags(rot)
+    rot.set_defaults(handler=_run_station_rotate)
 
 
 def _run_station_add(args: argparse.Namespace) -> int:
@@ -90,7 +117,49 @@ def _run_station_add(args: argparse.Namespace) -> int:
 def _run_station_list(args: argparse.Namespace) -> int:
     with open_service_records(service_settings(args)) as records:
         for st in records.stations():
-            print(f"{st.name}\t{st.created_at.isoformat()}")
+            state = f"revoked {st.revoked_at.isoformat()}" if st.revoked_at else "active"
+            print(f"{st.name}\t{st.created_at.isoformat()}\t{state}")
+    return 0
+
+
+def _run_station_revoke(args: argparse.Namespace) -> int:
+    from inference.service.records import StationRevoked
+
+    with open_service_records(service_settings(args)) as records:
+        try:
+            station = records.revoke_station(args.name)
+        except StationRevoked as exc:
+            return fail("station revoke", str(exc))
+    if station is None:
+        return fail("station revoke", f"no station {args.name!r}")
+    print(f"station {args.name!r} revoked: its keys are refused from now on")
+    return 0
+
+
+def _run_station_rotate(args: argparse.Namespace) -> int:
+    import math
+
+    from inference.service.auth import hash_key, new_key
+    from inference.service.records import StationRevoked
+    from inference.service.records.stations import MAX_GRACE_S
+
+    if not (math.isfinite(args.grace) and 0 <= args.grace <= MAX_GRACE_S):
+        return fail("station rotate", f"--grace must be 0-{MAX_GRACE_S} seconds")
+    key = new_key()
+    with open_service_records(service_settings(args)) as records:
+        try:
+            station = records.rotate_station_key(args.name, hash_key(key), args.grace)
+        except StationRevoked as exc:
+            return fail("station rotate", str(exc))
+    if station is None:
+        return fail("station rotate", f"no station {args.name!r}")
+    until = station.previous_key_expires_at
+    old = f"valid until {until.isoformat()}" if until else "refused from now on"
+    print(
+        f"station {args.name!r}: new API key (shown once, store it now); the old key is {old}:",
+        file=sys.stderr,
+    )
+    print(key)
     return 0
 
 
@@ -284,25 +353,120 @@ def add_audit(sub: Subcommands) -> None:
     asub = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     ver = asub.add_parser(
         "verify",
-        help="re-hash the whole audit log and check every link; names the first broken entry",
+        help="re-hash the audit log, check every link and every stored record against it",
         description="Exit 0 when every entry hashes to its stored hash and links to the one "
-        "before it; 1 naming the first entry that does not (changed, removed or inserted). "
-        "Prints the head's hash: note it somewhere else to detect a cut-off tail later.",
+        "before it, and every scan, result and review in the database is what its entry "
+        "recorded; 1 naming the first broken entry or each changed, added or deleted record. "
+        "Prints the head's hash; --anchor checks anchors from `cargoscan audit anchor` "
+        "(a cut-off tail shows there).",
+    )
+    ver.add_argument(
+        "--anchor",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an anchor the log must still hold (repeatable)",
     )
     add_db_flags(ver)
     ver.set_defaults(handler=_run_audit_verify)
+    anc = asub.add_parser(
+        "anchor",
+        help="write the log's head (position and hash) signed by the service's key",
+        description="Prints (or writes to --out) a JSON anchor of the audit log's head, "
+        "signed with the service's signing key. Keep anchors where the database's owner "
+        "cannot change them, e.g. from cron every hour; `cargoscan audit verify --anchor "
+        "FILE` then finds entries removed after it was taken.",
+    )
+    anc.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
+    add_db_flags(anc)
+    anc.set_defaults(handler=_run_audit_anchor)
+
+
+def _service_key_sha256(settings: Any) -> str | None:
+    """The fingerprint of the service's signing key, without making one (None: none)."""
+    from inference.service.signing import DEFAULT_KEY_FILE, SigningKeyError, load_or_create
+
+    configured = getattr(settings, "signing_key_path", None)
+    path = configured or Path(settings.data_dir) / DEFAULT_KEY_FILE
+    try:
+        return load_or_create(Path(path).expanduser(), create=False).key_sha256
+    except SigningKeyError:
+        return None
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:
+    from inference.service.anchor import check_anchor
     from inference.service.audit import verify_chain
+    from inference.service.coverage import verify_records
 
-    with open_service_records(service_settings(args)) as records:
+    settings = service_settings(args)
+    anchors = []
+    for path in args.anchor:
+        try:
+            anchors.append((path, path.read_bytes()))
+        except OSError as exc:
+            return fail("audit verify", f"--anchor {path}: {exc.strerror or exc}")
+    with open_service_records(settings) as records:
         report = verify_chain(records.engine)
+        coverage = verify_records(records.engine) if report.ok else None
+        key = _service_key_sha256(settings) if anchors else None
+        checks = [(p, check_anchor(records.engine, text, key)) for p, text in anchors]
     if not report.ok:
         print(f"audit log BROKEN at entry #{report.broken_seq}: {report.problem}", file=sys.stderr)
         print(f"({report.entries} entries before it check out)", file=sys.stderr)
         return 1
+    failed = False
+    assert coverage is not None
+    if not coverage.ok:
+        failed = True
+        print(
+            f"stored records DO NOT MATCH the audit log: {len(coverage.problems) + coverage.more}"
+            " problem(s):",
+            file=sys.stderr,
+        )
+        for problem in coverage.problems:
+            print(f"  {problem}", file=sys.stderr)
+        if coverage.more:
+            print(f"  ... and {coverage.more} more", file=sys.stderr)
+    for path, check in checks:
+        if check.ok:
+            print(f"anchor {path}: OK (entry #{check.seq} as of {check.at})")
+        else:
+            failed = True
+            print(f"anchor {path}: FAILED: {check.problem}", file=sys.stderr)
+    if key is None and anchors:
+        print("  (no signing key here: anchors checked against their own key only)")
+    if failed:
+        return 1
+    counts = ", ".join(f"{n} {kind}" for kind, n in coverage.checked.items())
     print(f"audit log OK: {report.entries} entries, head #{report.head_seq} {report.head_hash}")
+    print(f"records OK: {counts} match their entries")
+    return 0
+
+
+def _run_audit_anchor(args: argparse.Namespace) -> int:
+    from inference.service.anchor import make_anchor
+    from inference.service.signing import SigningKeyError, signer_for
+
+    settings = service_settings(args)
+    try:
+        signer = signer_for(settings)
+    except SigningKeyError as exc:
+        return fail("audit anchor", str(exc))
+    with open_service_records(settings) as records:
+        head = records.audit_head()
+    if head is None:
+        return fail("audit anchor", "the audit log has no head (not migrated?)")
+    text = json.dumps(make_anchor(signer, head[0], head[1]), indent=1) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        return fail("audit anchor", f"--out {args.out}: {exc.strerror or exc}")
+    print(f"anchored entry #{head[0]} {head[1]} in {args.out}", file=sys.stderr)
     return 0
 
 

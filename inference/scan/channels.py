@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.scan.errors import ScanError
+from inference.scan.errors import ScanError, ScanTooLarge
 from inference.scan.metadata import ScanMetadata
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -22,6 +22,58 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 MIN_SIDE = 16
 """Smallest accepted width/height: anything smaller is a thumbnail or an error, not a scan."""
+
+PAD_MULTIPLE = 32
+"""The engine pads each side of a scan to a multiple of this (the network's largest stride)
+before the model sees it (``inference.preprocess``)."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Bounds on what the model will be given, checked from a header before decoding.
+
+    Why apart from ``max_pixels``: the model does not see the pixels a station sent but
+    the scan padded to a multiple of :data:`PAD_MULTIPLE` on each side, and its time and
+    memory follow that. A 999,000x40 PNG (76 KB, 40 Mpx) is padded to 999,008x64 = 64 Mpx:
+    20 s of inference and 4 GB. Real scans are a few thousand pixels long and about four
+    times longer than high; a side or an aspect ratio far beyond that is no scan.
+    """
+
+    max_padded_pixels: int
+    max_side: int = 30_000
+    max_aspect: float = 25.0
+    pad_multiple: int = PAD_MULTIPLE
+
+    def padded(self, height: int, width: int) -> tuple[int, int]:
+        """(H, W) as the model gets it."""
+        m = self.pad_multiple
+        return -(-height // m) * m, -(-width // m) * m
+
+    def problems(self, height: int, width: int) -> tuple[list[str], bool]:
+        """What is wrong with a ``width`` x ``height`` scan for the model, and whether any
+        of it is a matter of size (413) rather than shape (422)."""
+        found: list[str] = []
+        too_large = False
+        if max(height, width) > self.max_side:
+            side = "wide" if width >= height else "high"
+            found.append(
+                f"{max(height, width):,} px {side}, over the limit of {self.max_side:,} px a side"
+            )
+            too_large = True
+        ratio = max(height, width) / max(1, min(height, width))
+        if ratio > self.max_aspect:
+            found.append(
+                f"{ratio:,.0f}:1 long side to short, over {self.max_aspect:g}:1 (no scan is "
+                "that elongated)"
+            )
+        ph, pw = self.padded(height, width)
+        if ph * pw > self.max_padded_pixels:
+            found.append(
+                f"padded to {pw:,}x{ph:,} = {pw * ph:,} px for the model, over its limit of "
+                f"{self.max_padded_pixels:,}"
+            )
+            too_large = True
+        return found, too_large
 
 
 def _check_array(arr: Any, label: str, max_pixels: int | None) -> np.ndarray:
@@ -40,10 +92,17 @@ def _check_array(arr: Any, label: str, max_pixels: int | None) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def check_size(height: int, width: int, label: str, max_pixels: int | None) -> None:
-    """A channel's size within bounds, checked from a header before any pixel is decoded."""
+def check_size(
+    height: int,
+    width: int,
+    label: str,
+    max_pixels: int | None,
+    shape: ModelShape | None = None,
+) -> None:
+    """A channel's size within bounds, checked from a header before any pixel is decoded;
+    with ``shape``, also what the model would be given (:class:`ModelShape`)."""
     if max_pixels is not None and height * width > max_pixels:
-        raise ScanError(
+        raise ScanTooLarge(
             f"{label}: too many pixels: {width}x{height} = {width * height:,} "
             f"exceeds the limit of {max_pixels:,}"
         )
@@ -51,6 +110,12 @@ def check_size(height: int, width: int, label: str, max_pixels: int | None) -> N
         raise ScanError(
             f"{label}: image is {width}x{height} px; at least {MIN_SIDE}x{MIN_SIDE} expected"
         )
+    if shape is not None:
+        found, too_large = shape.problems(height, width)
+        if found:
+            error = ScanTooLarge if too_large else ScanError
+            what = "; ".join(found)
+            raise error(f"{label}: a {width}x{height} px image cannot be analysed: {what}")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from inference.concurrency import both
-from inference.scan.channels import DEFAULT_MAX_PIXELS, Scan, check_pair
+from inference.scan.channels import DEFAULT_MAX_PIXELS, ModelShape, Scan, check_pair
 from inference.scan.errors import ScanError
 from inference.scan.formats import ACCEPTED, sniff_format
 from inference.scan.jpeg import decode_jpeg
@@ -40,12 +40,17 @@ _OTHER_MAGICS = {
 
 
 def decode_image(
-    data: bytes, *, channel: str = "high", max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    *,
+    channel: str = "high",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    shape: ModelShape | None = None,
 ) -> np.ndarray:
     """Decode one channel's PNG/TIFF/JPEG bytes to a 2-D ``uint8`` or ``uint16`` array.
 
     ``channel`` only labels error messages. Raises :class:`ScanError` for anything that
-    is not a complete single-channel 8/16-bit greyscale image within ``max_pixels``.
+    is not a complete single-channel 8/16-bit greyscale image within ``max_pixels`` (and,
+    with ``shape``, within what the model will process; both from the header).
     """
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
@@ -56,11 +61,11 @@ def decode_image(
     kind = sniff_format(data)
     try:
         if kind == "png":
-            return decode_png(data, channel, max_pixels)
+            return decode_png(data, channel, max_pixels, shape)
         if kind == "tiff":
-            return decode_tiff(data, channel, max_pixels)
+            return decode_tiff(data, channel, max_pixels, shape)
         if kind == "jpeg":
-            return decode_jpeg(data, channel, max_pixels)
+            return decode_jpeg(data, channel, max_pixels, shape)
     except ScanError:
         raise
     except Exception as exc:  # any decoder failure on hostile bytes is bad input, not a bug
@@ -82,21 +87,24 @@ def decode_scan(
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     require_station: bool = False,
+    shape: ModelShape | None = None,
 ) -> Scan:
-    """Decode a scan from the bytes a station sends (one file per energy) + metadata."""
+    """Decode a scan from the bytes a station sends (one file per energy) + metadata;
+    ``shape``: refuse what the model should not be given (:class:`ModelShape`)."""
     meta = (
         metadata
         if isinstance(metadata, ScanMetadata)
         else ScanMetadata.from_dict(metadata, require_station=require_station)
     )
     if low is None:
-        return _assemble(decode_image(high, channel="high", max_pixels=max_pixels), None, meta)
+        hi = decode_image(high, channel="high", max_pixels=max_pixels, shape=shape)
+        return _assemble(hi, None, meta)
     # The two channels at once: libpng/zlib and libtiff release the GIL (a 16-bit PNG
     # channel of a 40 ft scan is ~40 ms of inflating). A bad high channel is still the
     # error reported when both are bad.
     hi, lo = both(
-        lambda: decode_image(high, channel="high", max_pixels=max_pixels),
-        lambda: decode_image(low, channel="low", max_pixels=max_pixels),
+        lambda: decode_image(high, channel="high", max_pixels=max_pixels, shape=shape),
+        lambda: decode_image(low, channel="low", max_pixels=max_pixels, shape=shape),
     )
     return _assemble(hi, lo, meta)
 

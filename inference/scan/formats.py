@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.scan.errors import ScanError
+from inference.scan.errors import ScanError, ScanTooLarge
 
 ACCEPTED = "8- or 16-bit unsigned greyscale PNG/TIFF, or 8-bit JPEG"
 """What the error messages tell a station to send instead."""
@@ -77,7 +77,7 @@ def open_pil(data: bytes, label: str) -> Any:
     try:
         return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ScanError(f"{label}: too many pixels ({exc})") from None
+        raise ScanTooLarge(f"{label}: too many pixels ({exc})") from None
     except Exception as exc:
         raise ScanError(f"{label}: cannot read image header ({exc})") from None
 

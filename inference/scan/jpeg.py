@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 
-from inference.scan.channels import check_size
+from inference.scan.channels import ModelShape, check_size
 from inference.scan.errors import ScanError
 from inference.scan.formats import ACCEPTED, open_pil, pil_load, to_grey
 
@@ -57,10 +57,12 @@ def _jpeg_frame(data: bytes, label: str) -> tuple[int, int, int, int]:
     return frame
 
 
-def decode_jpeg(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def decode_jpeg(
+    data: bytes, label: str, max_pixels: int, shape: ModelShape | None = None
+) -> np.ndarray:
     """One 8-bit JPEG channel -> 2-D uint8 (``label`` names it in errors)."""
     precision, height, width, comps = _jpeg_frame(data, label)
-    check_size(height, width, label, max_pixels)
+    check_size(height, width, label, max_pixels, shape)
     # Each scan of a progressive JPEG is a pass over the whole image: thousands of scans
     # in a small file keep a thread busy for minutes. Entropy-coded data stuffs every FF
     # byte (FF 00), so FF DA occurs only as a real start-of-scan marker.

@@ -15,6 +15,17 @@ from typing import Any
 
 from inference.scan.errors import ScanError
 
+MAX_LINE_WEIGHT_KG = 60_000.0
+"""A manifest line heavier than this is a typo: a 40 ft box's gross limit is 30,480 kg and
+no road vehicle a portal scans carries twice that."""
+# HS chapters (the first two digits): 01-97 less 77, reserved by the WCO.
+_HS_CHAPTERS = frozenset(f"{n:02d}" for n in range(1, 98) if n != 77)
+
+
+def known_hs_chapter(chapter: str) -> bool:
+    """Whether `chapter` (two digits) is an HS chapter: 98/99 are national, 00 is none."""
+    return chapter in _HS_CHAPTERS
+
 
 def _fmt_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
@@ -90,20 +101,25 @@ class _Checker:
 
 @dataclass
 class ManifestItem:
-    """One declared line of the cargo manifest."""
+    """One declared line of the cargo manifest; ``container`` names the box it is in, by
+    index (0 = the first from the image's left) or ISO id (one of ``container_ids``)."""
 
     hs_code: str
     description: str
     declared_weight_kg: float | None
     quantity: int | None = None
+    container: int | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "hs_code": self.hs_code,
             "description": self.description,
             "declared_weight_kg": self.declared_weight_kg,
             "quantity": self.quantity,
         }
+        if self.container is not None:
+            out["container"] = self.container
+        return out
 
     @classmethod
     def _parse(cls, data: Any, path: str, chk: _Checker) -> ManifestItem | None:
@@ -111,7 +127,9 @@ class ManifestItem:
         if data is None:
             chk.fail(path, "must be an object with hs_code, description, declared_weight_kg")
             return None
-        chk.unknown(data, {"hs_code", "description", "declared_weight_kg", "quantity"}, path)
+        chk.unknown(
+            data, {"hs_code", "description", "declared_weight_kg", "quantity", "container"}, path
+        )
         hs = data.get("hs_code")
         hs_path = _fmt_path(path, "hs_code")
         if hs is None:
@@ -127,17 +145,38 @@ class ManifestItem:
                 if not digits.isdigit() or not 2 <= len(digits) <= 12:
                     chk.fail(hs_path, f"must be 2-12 digits (dots allowed), got {hs!r}")
                     hs = None
+                elif not known_hs_chapter(digits[:2]):
+                    chk.fail(hs_path, f"unknown HS code {hs!r}: no chapter {digits[:2]}")
+                    hs = None
         desc = data.get("description", "")
         if desc is None:
             desc = ""
         if not isinstance(desc, str):
             chk.fail(_fmt_path(path, "description"), "must be a string")
             desc = ""
-        weight = chk.number(data.get("declared_weight_kg"), _fmt_path(path, "declared_weight_kg"))
+        weight_path = _fmt_path(path, "declared_weight_kg")
+        weight = chk.number(data.get("declared_weight_kg"), weight_path)
+        if weight is not None and weight > MAX_LINE_WEIGHT_KG:
+            chk.fail(
+                weight_path, f"{weight:g} kg is more than any road load ({MAX_LINE_WEIGHT_KG:g})"
+            )
+            weight = None
         qty = chk.integer(data.get("quantity"), _fmt_path(path, "quantity"))
+        container = data.get("container")
+        if container is not None:
+            if isinstance(container, str):
+                container = chk.string(container, _fmt_path(path, "container"))
+            else:
+                container = chk.integer(container, _fmt_path(path, "container"))
         if hs is None:
             return None
-        return cls(hs_code=hs, description=desc.strip(), declared_weight_kg=weight, quantity=qty)
+        return cls(
+            hs_code=hs,
+            description=desc.strip(),
+            declared_weight_kg=weight,
+            quantity=qty,
+            container=container,
+        )
 
 
 @dataclass
@@ -181,6 +220,21 @@ def _parse_time(value: Any, path: str, chk: _Checker) -> datetime | None:
         return None
 
 
+def _check_container_ref(ref: int | str | None, ids: list[str], path: str, chk: _Checker) -> None:
+    """A line's container must be one the station named: an ISO id of ``container_ids``,
+    or an index below their number (any index when it named none: the image decides)."""
+    where = _fmt_path(path, "container")
+    if isinstance(ref, str) and ref not in ids:
+        chk.fail(where, f"{ref!r} is not one of container_ids")
+    elif isinstance(ref, int) and ids and ref >= len(ids):
+        chk.fail(where, f"index {ref} but container_ids names {len(ids)} container(s)")
+    elif isinstance(ref, int) and ref >= MAX_CONTAINERS:
+        chk.fail(where, f"index {ref}: a vehicle carries at most {MAX_CONTAINERS} containers")
+
+
+MAX_CONTAINERS = 4
+
+
 _METADATA_KEYS = {
     "station_id",
     "station_scan_id",
@@ -211,6 +265,8 @@ class ScanMetadata:
     container_ids: list[str] = field(default_factory=list)
     manifest: list[ManifestItem] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    # A manifest was sent ([] declares the vehicle empty); absent, nothing is checked.
+    manifest_declared: bool = False
 
     @classmethod
     def from_dict(
@@ -284,6 +340,7 @@ class ScanMetadata:
                     parsed = ManifestItem._parse(item, f"manifest[{i}]", chk)
                     if parsed is not None:
                         manifest.append(parsed)
+                        _check_container_ref(parsed.container, containers, f"manifest[{i}]", chk)
 
         extra = {str(k): v for k, v in data.items() if k not in _METADATA_KEYS}
         try:
@@ -303,6 +360,7 @@ class ScanMetadata:
             container_ids=containers,
             manifest=manifest,
             extra=extra,
+            manifest_declared=raw_manifest is not None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -317,7 +375,9 @@ class ScanMetadata:
                 "pixel_pitch_mm": self.pixel_pitch_mm,
                 "vehicle_id": self.vehicle_id,
                 "container_ids": list(self.container_ids),
-                "manifest": [item.to_dict() for item in self.manifest],
+                "manifest": (
+                    [item.to_dict() for item in self.manifest] if self.manifest_declared else None
+                ),
             }
         )
         return out

@@ -7,23 +7,34 @@ import struct
 
 import numpy as np
 
-from inference.scan.channels import check_size
-from inference.scan.errors import ScanError
+from inference.scan.channels import ModelShape, check_size
+from inference.scan.errors import ScanError, ScanTooLarge
 from inference.scan.formats import ACCEPTED, open_pil, pil_load, to_grey
 
 _PNG_COLOUR = {0: "greyscale", 2: "RGB", 3: "palette", 4: "grey+alpha", 6: "RGBA"}
+_LIBPNG_MAX_SIDE = 1_000_000
+"""libpng's default user limit on width and height (PNG_USER_WIDTH_MAX): OpenCV's decoder
+refuses anything larger with "Invalid IHDR data", which would read as a damaged file."""
 _METADATA_ALLOWANCE = 1 << 20
 """Bytes a file may carry beyond its pixels (ICC profile, EXIF, text) before it is padded."""
 
 
-def decode_png(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def decode_png(
+    data: bytes, label: str, max_pixels: int, shape: ModelShape | None = None
+) -> np.ndarray:
     """One PNG channel -> 2-D uint8/uint16 (``label`` names it in errors)."""
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise ScanError(f"{label}: truncated or corrupt PNG (no IHDR header)")
     width, height, depth, ctype, _, _, _ = struct.unpack(">IIBBBBB", data[16:29])
     if ctype not in _PNG_COLOUR:
         raise ScanError(f"{label}: corrupt PNG (colour type {ctype})")
-    check_size(height, width, label, max_pixels)
+    check_size(height, width, label, max_pixels, shape)
+    if max(width, height) > _LIBPNG_MAX_SIDE:
+        raise ScanTooLarge(
+            f"{label}: PNG is {width:,}x{height:,} px; PNGs of more than "
+            f"{_LIBPNG_MAX_SIDE:,} px a side are not accepted (the PNG decoder's limit): "
+            f"send a TIFF, or a smaller image"
+        )
     if ctype != 3 and depth not in (8, 16):
         raise ScanError(
             f"{label}: {depth}-bit {_PNG_COLOUR[ctype]} PNG not accepted; send {ACCEPTED}"

@@ -8,14 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from inference.scan.channels import check_size
+from inference.scan.channels import ModelShape, check_size
 from inference.scan.errors import ScanError
 from inference.scan.formats import ACCEPTED, to_grey
 
 _TIFF_SAMPLEFORMAT = {1: "unsigned integer", 2: "signed integer", 3: "floating point"}
 
 
-def decode_tiff(data: bytes, label: str, max_pixels: int) -> np.ndarray:
+def decode_tiff(
+    data: bytes, label: str, max_pixels: int, shape: ModelShape | None = None
+) -> np.ndarray:
     """One single-page TIFF channel -> 2-D uint8/uint16 (``label`` names it in errors)."""
     import tifffile
 
@@ -42,7 +44,7 @@ def decode_tiff(data: bytes, label: str, max_pixels: int) -> np.ndarray:
         depth = int(getattr(page, "imagedepth", 1) or 1)
         if depth > 1:
             raise ScanError(f"{label}: volumetric TIFF (depth {depth}) not accepted")
-        check_size(height, width, label, max_pixels)
+        check_size(height, width, label, max_pixels, shape)
         samples = int(page.samplesperpixel)
         fmt = int(page.sampleformat)
         bits = int(page.bitspersample)

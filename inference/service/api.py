@@ -36,7 +36,7 @@ from inference.service.auth import (
     StationCaller,
     SupervisorCaller,
 )
-from inference.service.core import API, Service, ServiceUnavailable
+from inference.service.core import API, Service, ServiceUnavailable, retry_conflict
 from inference.service.db import ResultRecord, ScanRecord, iso
 from inference.service.deps import Verdict, View, get_service, owned_scan, station_name_for
 from inference.service.rollout import RolloutBusy, RolloutError
@@ -168,19 +168,20 @@ def _check_station_scan_id(value: str | None) -> None:
 
 
 def _stored(
-    service: Service, station_id: int, station_scan_id: str, high: bytes, low: bytes | None
+    service: Service,
+    station_id: int,
+    station_scan_id: str,
+    high: bytes,
+    low: bytes | None,
+    meta: ScanMetadata,
 ) -> tuple[ScanRecord, ResultRecord | None] | None:
-    """The scan stored before under this station scan id (409 if its bytes differ)."""
+    """The scan stored before under this station scan id (409 if its bytes or metadata
+    differ: that is no retry)."""
     found = service.records.scan_by_station_scan_id(station_id, station_scan_id)
-    if found is not None and (found[0].high_sha256, found[0].low_sha256) != (
-        _sha(high),
-        _sha(low),
-    ):
-        raise HTTPException(
-            409,
-            f"station_scan_id {station_scan_id!r} was already used for a scan with other "
-            "image bytes; use a new station_scan_id for a new scan",
-        )
+    if found is not None:
+        conflict = retry_conflict(found[0], _sha(high) or "", _sha(low), meta.to_dict())
+        if conflict is not None:
+            raise HTTPException(409, conflict)
     return found
 
 
@@ -218,7 +219,7 @@ async def post_scan(
 
     if meta.station_scan_id is not None:
         found = await run_in_threadpool(
-            _stored, service, who.station_id, meta.station_scan_id, high_bytes, low_bytes
+            _stored, service, who.station_id, meta.station_scan_id, high_bytes, low_bytes, meta
         )
         if found is not None:  # a retry: answered even while draining, nothing to compute
             scan, result = found

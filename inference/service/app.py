@@ -16,6 +16,7 @@ The running ``Service`` is in ``core.py``; the routers (``api``, ``oip``, ``user
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 import uuid
@@ -25,15 +26,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from inference.scan import ScanError
+from inference.scan import ScanError, ScanTooLarge
 from inference.service.auth import KEY_PREFIX, hash_key
 from inference.service.core import (
     API,
+    ScanConflict,
     Service,
     ServiceUnavailable,
     open_records,
@@ -104,8 +106,9 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def scan_error_status(exc: ScanError) -> int:
-    """413 for a scan over the pixel limit (checked from the header), 422 otherwise."""
-    return 413 if "too many pixels" in str(exc) else 422
+    """413 for a scan too large to take (pixels, sides: checked from the header), 422
+    otherwise."""
+    return 413 if isinstance(exc, ScanTooLarge) else 422
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -134,6 +137,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             status_code=429,
             headers={"Retry-After": str(exc.retry_after)},
         )
+
+    @app.exception_handler(ScanConflict)
+    async def _conflict(_req: Request, exc: ScanConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(ServiceUnavailable)
     async def _unavailable(req: Request, exc: ServiceUnavailable) -> JSONResponse:
@@ -187,7 +194,7 @@ def _document_error_body(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: from the environment)."""
     # Here, not at the top: ``open_records`` (the CLI's) does not load the routers (OpenCV).
-    from inference.service import api, oip, reviews, shift, users, viewer
+    from inference.service import api, oip, related, reviews, shift, users, viewer
     from inference.service.api_docs import install_api_docs
 
     settings = settings or Settings()
@@ -225,6 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users.router)
     app.include_router(reviews.router)
     app.include_router(shift.router)
+    app.include_router(related.router)
     app.include_router(viewer.router)
     app.mount("/static", viewer.static_files(), name="static")
     install_api_docs(app)
@@ -247,8 +255,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready", "model": model.info})
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
-        """Prometheus text format."""
+    def metrics(request: Request) -> Response:
+        """Prometheus text format; behind ``CARGOSCAN_METRICS_KEY`` when that is set."""
+        if not _metrics_allowed(settings, request.headers.get("authorization")):
+            return JSONResponse(
+                {"detail": "/metrics needs 'Authorization: Bearer <metrics key>' here"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="cargoscan-metrics"'},
+            )
         return PlainTextResponse(service.metrics.render(), media_type=service.metrics.content_type)
 
     # Outermost first: security headers on every answer; metrics see every answer, including
@@ -264,6 +278,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
     app.add_middleware(SecurityHeadersMiddleware, api_prefix=API + "/")
     return app
+
+
+def _metrics_allowed(settings: Settings, authorization: str | None) -> bool:
+    """Open without a metrics key; with one, its bearer (or the admin key's). Why a key at
+    all: the counts tell an outsider how busy each gate is and which model serves."""
+    if settings.metrics_key is None or not settings.metrics_key.get_secret_value():
+        return True
+    scheme, _, sent = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not sent.strip():
+        return False
+    sent_hash = hash_key(sent.strip())
+    allowed = [settings.metrics_key.get_secret_value()]
+    if settings.admin_key is not None and settings.admin_key.get_secret_value():
+        allowed.append(settings.admin_key.get_secret_value())
+    return any(hmac.compare_digest(sent_hash, hash_key(k)) for k in allowed)
 
 
 def _admin_key_hash(settings: Settings) -> str | None:

@@ -17,13 +17,18 @@ runs in the same transaction as the change it records, so the log and the data c
 disagree after a crash.
 
 Events (``kind``): ``audit.start`` (the chain starts at migration 0003; rows stored before
-it are counted in its data, not logged one by one), ``scan.received`` (with the SHA-256
-of each channel's bytes), ``result`` (its verdict, the SHA-256 of its JSON and of its
-signed statement), ``result.signed`` (a signature made later, for a result stored before
-the service signed), ``review`` (the officer's verdict, the SHA-256 of the review and of
+it are counted in its data, not logged one by one), ``audit.sealed`` (migration 0004: a
+digest of the rows stored before entries carried record hashes), ``scan.received`` (with
+the SHA-256 of each channel's bytes and of the whole record, ``facts.py``), ``result``
+(its verdict, the SHA-256 of its JSON, of the whole row and of its signed statement),
+``result.signed`` (a signature made later, for a result stored before the service
+signed), ``review`` (the officer's verdict, the SHA-256 of the review and of
 its signed statement), ``review.reopened``, ``model.activated``, ``user.login``,
 ``user.login_failed``, ``user.logout``, ``user.created``, ``user.changed``,
-``station.created`` (a new station key; never the key), ``evidence.exported``.
+``station.created`` (a new station key; never the key), ``station.key_rotated``,
+``station.revoked``, ``evidence.exported``. The rows these entries speak of are held
+against them by ``coverage.py`` (``cargoscan audit verify``); anchors (``anchor.py``)
+catch a cut-off tail.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ from inference.service.signing import canonical, sha256_hex
 GENESIS_PREV = "0" * 64
 """The ``prev_hash`` of the first entry."""
 HEAD_ID = 1
-APPEND_ONLY_TABLES = ("audit_log", "signatures", "results", "reviews", "reopenings")
-"""Tables whose rows the database refuses to update or delete (migration 0003)."""
+APPEND_ONLY_TABLES = ("audit_log", "signatures", "results", "reviews", "reopenings", "scans")
+"""Tables whose rows the database refuses to update or delete (migrations 0003, 0004)."""
 
 
 def timestamp(at: datetime) -> str:

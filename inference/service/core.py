@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from inference.result import anomaly_png, build_result, scan_cells
 from inference.scan import Scan, ScanError, ScanMetadata, decode_scan
 from inference.service.db import ResultRecord, ScanRecord, make_engine, migrate
-from inference.service.limits import LoginLimiter, TokenBuckets
+from inference.service.limits import HashingGate, LoginLimiter, TokenBuckets
 from inference.service.metrics import Metrics
 from inference.service.pool import InferencePool
 from inference.service.records import Records
@@ -78,6 +78,16 @@ class Service:
             ["kind"],
             registry=self.metrics.registry,
         )
+        hashes = Counter(
+            "cargoscan_password_hashes",
+            "password hashes computed for logins (Argon2)",
+            registry=self.metrics.registry,
+        )
+        # Argon2 in threads of its own (limits.py): a login flood cannot take the threads
+        # and memory that stations' requests use.
+        self.password_hashing = HashingGate(
+            settings.login_hash_threads, settings.login_hash_queue, on_run=hashes.inc
+        )
 
     # ----------------------------------------------------------------- life cycle
 
@@ -107,6 +117,7 @@ class Service:
             self.pool.shutdown(wait=True)
         if self.writer is not None:
             self.writer.shutdown(wait=True)
+        self.password_hashing.shutdown()
         if self.records is not None:
             self.records.engine.dispose()
 
@@ -222,7 +233,9 @@ class Service:
         if model is None:
             raise ServiceUnavailable("no model is loaded yet")
         start = time.perf_counter()
-        scan = decode_scan(high, low, meta, max_pixels=self.settings.max_pixels)
+        scan = decode_scan(
+            high, low, meta, max_pixels=self.settings.max_pixels, shape=self.settings.model_shape()
+        )
         # The channels' bytes are stored (durably: fsync) while the model runs, and the
         # anomaly map is encoded and stored the same way; all are on disk before the
         # scan's record is written, as before, and processing_ms still includes them.
@@ -230,7 +243,7 @@ class Service:
         if low is not None:
             puts.append(self.writer.submit(self.blobs.put, low))
         try:
-            analysis = model.engine.analyze(scan)
+            analysis = model.engine.analyze(scan, cargo=self.settings.cargo_analysis)
             cells = scan_cells(analysis, model.engine.stride)
             puts.append(self.writer.submit(lambda: self.blobs.put(anomaly_png(cells))))
         finally:
@@ -263,7 +276,10 @@ class Service:
         )
         stored, created = self.records.add_scan(rec, result_record(result, anomaly_sha))
         self.metrics.inference.observe(took_ms / 1000.0)
-        if not created:  # a concurrent retry stored it first
+        if not created:  # a concurrent retry stored it first: the same scan, or a conflict
+            conflict = retry_conflict(stored, high_sha, low_sha, rec.meta)
+            if conflict is not None:
+                raise ScanConflict(conflict)
             found = self.records.get_scan(stored.id, station_id)
             body = found[1].body if found and found[1] else result
             return Outcome(stored, body, False)
@@ -301,6 +317,33 @@ def sweep_partial_files(root: Path, older_than_s: float) -> int:
 
 class ServiceUnavailable(Exception):
     """The service cannot take work now (no model, draining): 503 with Retry-After."""
+
+
+class ScanConflict(Exception):
+    """A ``station_scan_id`` used before for other bytes or other metadata: 409."""
+
+
+def retry_conflict(
+    stored: ScanRecord, high_sha: str, low_sha: str | None, meta: dict[str, Any]
+) -> str | None:
+    """Why an upload under a stored scan's ``station_scan_id`` is not a retry of it (None
+    when it is). Why refuse different metadata: answering 200 would tell the station that
+    its vehicle id or manifest was taken while the old one stays on record."""
+    sid = stored.station_scan_id
+    if (stored.high_sha256, stored.low_sha256) != (high_sha, low_sha):
+        return (
+            f"station_scan_id {sid!r} was already used for a scan with other image bytes; "
+            "use a new station_scan_id for a new scan"
+        )
+    old = stored.meta or {}
+    differ = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+    if differ:
+        return (
+            f"station_scan_id {sid!r} was already used for these image bytes with other "
+            f"metadata ({', '.join(differ)} differ from what was stored); a retry must send "
+            "the same metadata, a new scan a new station_scan_id"
+        )
+    return None
 
 
 def result_record(result: dict[str, Any], anomaly_sha: str | None) -> ResultRecord:

@@ -12,7 +12,8 @@ Results are append-only: one row per (scan, model version), never updated; a new
 adds a row and the newest row is the scan's current result. Reviews and re-openings are
 append-only as well: a scan's review status is whichever of them came last. Since
 revision 0003 the database itself refuses UPDATE and DELETE on results, reviews,
-re-openings, signatures and the audit log (triggers; see ``audit.py``).
+re-openings, signatures and the audit log, since 0004 on scans as well (triggers; see
+``audit.py``).
 """
 
 from __future__ import annotations
@@ -85,14 +86,22 @@ class Base(DeclarativeBase):
 
 
 class Station(Base):
-    """A scanner station; only the SHA-256 of its API key is stored."""
+    """A scanner station; only the SHA-256 of its API key is stored.
+
+    A rotated key stays valid until ``previous_key_expires_at`` (the grace period the
+    operator gave, so the station can be given its new key without a gap); a revoked
+    station's keys are refused at once (``revoked_at``), its scans stay."""
 
     __tablename__ = "stations"
+    __table_args__ = (Index("ix_stations_previous_key_hash", "previous_key_hash", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    previous_key_hash: Mapped[str | None] = mapped_column(String(64))
+    previous_key_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ScanRecord(Base):
@@ -119,6 +128,24 @@ class ScanRecord(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON)
 
     station: Mapped[Station] = relationship(lazy="joined")
+
+
+class ScanIdentifier(Base):
+    """A container ISO id or the vehicle id of a scan, normalised (``records.identifiers``):
+    the index that finds a container's or vehicle's earlier scans, which the metadata JSON
+    column cannot be indexed for on both SQLite and PostgreSQL. Derived from the scan's
+    metadata when it is stored (revision 0005 filled it for the scans before)."""
+
+    __tablename__ = "scan_identifiers"
+    __table_args__ = (
+        UniqueConstraint("scan_id", "kind", "value", name="uq_scan_identifiers"),
+        Index("ix_scan_identifiers_kind_value", "kind", "value"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[str] = mapped_column(ForeignKey("scans.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # "container" | "vehicle"
+    value: Mapped[str] = mapped_column(String(100))
 
 
 class ResultRecord(Base):
@@ -275,10 +302,32 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _create_private(url: str) -> None:
+    """Make a new SQLite file mode 0600 before SQLite does (0644 by the umask): it holds
+    password and token hashes. SQLite gives its -wal and -shm files the database file's
+    mode. An existing file is left as its owner set it."""
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:  # a folder that does not exist: SQLite says so when it connects
+        return
+    os.close(fd)
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and synchronous=FULL."""
+    """An engine for ``url``; SQLite gets WAL, foreign keys and synchronous=FULL, and a new
+    database file is made private (0600)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        _create_private(url)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
         )

@@ -30,10 +30,12 @@ any Ed25519 and SHA-256 tool, see its README.txt):
 
 :func:`verify_package` checks every hash, every signature and the links between them (the
 scan's hash in the signed result against the scan files, the result's hash against
-``result.json``, each review against its statement), and names each thing that does not
-match. The package proves who signed; *which* key must be the service's is for the
-receiver to know: compare the fingerprint with the one the administration published
-(``GET /api/v1/signing-key``), or pass it to ``cargoscan verify --key-sha256``.
+``result.json``, each review against its statement, and ``scan.json``, ``result.json`` and
+each review against the audit entries that logged them: ``package_links.py``), and names
+each thing that does not match. The package proves who signed; *which* key must be the
+service's is for the receiver to know: compare the fingerprint with the one the
+administration published (``GET /api/v1/signing-key``), or pass it to ``cargoscan verify
+--key-sha256``.
 """
 
 from __future__ import annotations
@@ -476,7 +478,34 @@ def verify_package(
     _check_result(members, manifest, signed_files, report)
     _check_reviews(members, manifest, signed_files, report)
     _check_audit(members, manifest, report)
+    _check_links(members, manifest, signed_files.get(RESULT_STMT), report)
     return report
+
+
+def _check_links(
+    members: dict[str, bytes],
+    manifest: dict[str, Any],
+    statement: dict[str, Any] | None,
+    report: PackageReport,
+) -> None:
+    """scan.json, result.json and reviews.json against the package's audit entries."""
+    from inference.service.package_links import cross_check
+
+    quiet: list[str] = []  # each file's own problems were reported above
+    audit = _json(members, AUDIT, quiet)
+    entries = audit.get("entries") if isinstance(audit, dict) else None
+    if not isinstance(entries, list):
+        return
+    problems, checked = cross_check(
+        scan_id=manifest.get("scan_id"),
+        scan=_json(members, SCAN, quiet),
+        result=_json(members, RESULT, quiet),
+        reviews=_json(members, REVIEWS, quiet),
+        entries=entries,
+        result_id=(statement or {}).get("result_id"),
+    )
+    report.problems.extend(problems)
+    report.checked.extend(checked)
 
 
 def _check_signatures(

@@ -10,6 +10,13 @@ guessing an officer's password slow: 5 wrong tries for one name from one address
 pair for the rest of the window, and a larger count locks the address for every name
 (password spraying), before Argon2 is even run.
 
+A login counts as a failure *before* its password is checked (``LoginLimiter.begin``, one
+step under the lock) and is refunded if it succeeds: checking first and counting after let
+150 concurrent logins all pass a limit of 100 that none of them had yet reached. And
+Argon2 runs in a few threads of its own (``HashingGate``): each check takes ~64 MB and tens
+of milliseconds, so a flood of logins queues there (or is refused past a bound) instead of
+filling the threads and memory that stations' requests need.
+
 Both are in memory: they start empty at a restart, which costs an attacker nothing but a
 restart they cannot cause, and need no table. Several service processes behind a load
 balancer each count on their own (the limit is then per process). The tables are bounded:
@@ -19,19 +26,29 @@ then the least recently used.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["LoginLimiter", "StationRateLimitMiddleware", "TokenBuckets"]
+__all__ = [
+    "HashingBusy",
+    "HashingGate",
+    "LoginLimiter",
+    "StationRateLimitMiddleware",
+    "TokenBuckets",
+]
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 MAX_KEYS = 50_000
 """Entries kept per table: a flood of made-up keys or names cannot grow memory past this."""
 
@@ -120,7 +137,7 @@ class LoginLimiter:
         self.max_per_address = max_failures_per_address
         self.max_keys = max_keys
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # ``begin`` checks and counts under one hold
         self._fails: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
     @staticmethod
@@ -160,28 +177,114 @@ class LoginLimiter:
             return None
         return max(1, math.ceil(max(waits)))
 
-    def failed(self, username: str, address: str) -> None:
-        now = self._clock()
+    def begin(self, username: str, address: str) -> int | None:
+        """Check and count a login attempt in one step: None when it may go on (it is
+        counted as a failure already; ``succeeded(..., begun=True)`` refunds it), else
+        the whole seconds to wait. Concurrent attempts cannot all pass the same count."""
         with self._lock:
-            for key in (self._pair(username, address), self._address(address)):
-                times = self._recent(key, now)
-                if times is None:
-                    times = self._fails[key] = deque()
-                else:
-                    self._fails.move_to_end(key)
-                times.append(now)
-                # a count above the limit adds nothing: keep at most limit + 1 entries
-                while len(times) > max(self.max_failures, self.max_per_address) + 1:
-                    times.popleft()
-            if len(self._fails) > self.max_keys:
-                for key in [k for k in self._fails if self._recent(k, now) is None]:
-                    self._fails.pop(key, None)
-                while len(self._fails) > self.max_keys * 9 // 10:
-                    self._fails.popitem(last=False)
+            wait = self.retry_after(username, address)
+            if wait is None:
+                self._count(username, address, self._clock())
+            return wait
 
-    def succeeded(self, username: str, address: str) -> None:
+    def failed(self, username: str, address: str) -> None:
+        """Count a failed login (for callers that did not ``begin`` it)."""
+        with self._lock:
+            self._count(username, address, self._clock())
+
+    def _count(self, username: str, address: str, now: float) -> None:
+        """One failure for the pair and the address. Called with the lock held."""
+        for key in (self._pair(username, address), self._address(address)):
+            times = self._recent(key, now)
+            if times is None:
+                times = self._fails[key] = deque()
+            else:
+                self._fails.move_to_end(key)
+            times.append(now)
+            # a count above the limit adds nothing: keep at most limit + 1 entries
+            while len(times) > max(self.max_failures, self.max_per_address) + 1:
+                times.popleft()
+        if len(self._fails) > self.max_keys:
+            for key in [k for k in self._fails if self._recent(k, now) is None]:
+                self._fails.pop(key, None)
+            while len(self._fails) > self.max_keys * 9 // 10:
+                self._fails.popitem(last=False)
+
+    def succeeded(self, username: str, address: str, *, begun: bool = False) -> None:
+        """Clear the pair's failures; ``begun``: also take back the address's count of this
+        attempt (a login that worked is no spraying)."""
         with self._lock:
             self._fails.pop(self._pair(username, address), None)
+            if begun:
+                times = self._fails.get(self._address(address))
+                if times:
+                    times.pop()
+
+
+class HashingBusy(Exception):
+    """More password checks are waiting than the gate takes: answer 429 at once."""
+
+
+class HashingGate:
+    """Runs password hashing (Argon2) in ``limit`` threads of its own, with at most
+    ``queue`` more waiting; ``run`` raises :class:`HashingBusy` past that.
+
+    Why threads of its own: the server's shared thread pool also runs the stations'
+    requests; logins waiting for Argon2 there would hold those threads (and 64 MB each
+    while hashing). ``runs`` counts the hashes started, ``peak`` the most at once."""
+
+    def __init__(self, limit: int, queue: int, on_run: Callable[[], None] | None = None) -> None:
+        self.limit = max(1, int(limit))
+        self.queue = max(0, int(queue))
+        self.on_run = on_run
+        self.runs = 0
+        self.peak = 0
+        self._running = 0
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self.limit, thread_name_prefix="cargoscan-argon2"
+                )
+            return self._executor
+
+    def _counted(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            self._running += 1
+            self.runs += 1
+            self.peak = max(self.peak, self._running)
+        if self.on_run is not None:
+            self.on_run()
+        try:
+            return fn()
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on one of the gate's threads, awaited without holding any other."""
+        with self._lock:
+            if self._pending >= self.limit + self.queue:
+                raise HashingBusy(
+                    f"too many logins at once ({self._pending} being checked); try again"
+                )
+            self._pending += 1
+        try:
+            future = self._pool().submit(self._counted, fn)
+            return await asyncio.wrap_future(future)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def shutdown(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
 
 
 def _bearer(scope: Scope) -> str | None:

@@ -13,7 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference import DEFAULT_MODEL
-from inference.scan import DEFAULT_MAX_PIXELS
+from inference.scan import DEFAULT_MAX_PIXELS, ModelShape
 
 
 class Settings(BaseSettings):
@@ -54,11 +54,27 @@ class Settings(BaseSettings):
 
     workers: int = Field(1, ge=1, le=64, description="inference threads (one model session)")
     engine_threads: int = Field(2, ge=1, le=64, description="ONNX Runtime threads per inference")
+    cargo_analysis: bool = Field(
+        False,
+        description="experimental: containers, contents and the manifest check in each "
+        "result (docs/cargo.md; not yet reliable on real 8-bit scans)",
+    )
     queue_size: int = Field(
         8, ge=0, le=10_000, description="requests that may wait for a free inference thread"
     )
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="413 above this")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=256, description="per channel; 413 above")
+    # What the model is given: the scan padded to a multiple of 32 a side (ModelShape).
+    max_model_pixels: int | None = Field(
+        None,
+        ge=1024,
+        description="pixels of the padded model input (each side rounded up to a multiple "
+        "of 32); 413 above. Default: MAX_PIXELS plus 10 %",
+    )
+    max_scan_side: int = Field(30_000, ge=64, description="longest side of a scan (px); 413 above")
+    max_aspect_ratio: float = Field(
+        25.0, ge=1.0, description="long side / short side of a scan; 422 above"
+    )
     retry_after_s: int = Field(2, ge=1, description="least Retry-After of a 429")
     drain_timeout_s: int = Field(30, ge=0, description="graceful shutdown: wait this long")
     check_scans: int = Field(3, ge=0, le=50, description="stored scans a new model must pass")
@@ -74,6 +90,17 @@ class Settings(BaseSettings):
     login_window_s: int = Field(900, ge=1, description="the failed-login window (s)")
     login_max_failures_per_address: int = Field(
         100, ge=1, description="failed logins per client address, all names, in the window"
+    )
+    metrics_key: SecretStr | None = Field(
+        None,
+        description="when set, /metrics answers only 'Authorization: Bearer METRICS_KEY' "
+        "(or the admin key); 401 otherwise. Unset: open, as Prometheus scrapes by default",
+    )
+    login_hash_threads: int = Field(
+        2, ge=1, le=64, description="password checks (Argon2, ~64 MB each) run at once"
+    )
+    login_hash_queue: int = Field(
+        32, ge=0, description="logins that may wait for a password check; 429 above"
     )
     admin_key_file: Path | None = Field(
         None,
@@ -96,6 +123,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"admin_key_file: {self.admin_key_file} is empty")
             self.admin_key = SecretStr(text)
         return self
+
+    def model_shape(self) -> ModelShape:
+        """The bounds on what the model is given, checked from an upload's header."""
+        padded = self.max_model_pixels or self.max_pixels + self.max_pixels // 10
+        return ModelShape(
+            max_padded_pixels=padded,
+            max_side=self.max_scan_side,
+            max_aspect=self.max_aspect_ratio,
+        )
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to SQLite in the data directory."""

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from inference.service.audit import actor_of
 from inference.service.auth import (
@@ -34,9 +35,11 @@ from inference.service.auth import (
     verify_password,
 )
 from inference.service.core import API
-from inference.service.db import User, iso, utcnow
+from inference.service.db import Station, User, iso, utcnow
 from inference.service.deps import get_service
-from inference.service.records import DuplicateName
+from inference.service.limits import HashingBusy
+from inference.service.records import DuplicateName, StationRevoked
+from inference.service.records.stations import MAX_GRACE_S
 
 router = APIRouter(prefix=API)
 
@@ -81,15 +84,17 @@ def _clear_cookies(response: JSONResponse) -> None:
 
 
 @router.post("/auth/login", tags=["auth"])
-def login(request: Request, body: Login) -> JSONResponse:
+async def login(request: Request, body: Login) -> JSONResponse:
     """A user's name and password -> a bearer token (and the page's session cookies).
     401 for a wrong name or password, said the same way for both; 429 with Retry-After
     after too many failures for the name from this address, or from this address at all
-    (checked before the password is, so guessing costs no Argon2 time)."""
+    (the attempt is counted before the password is checked, so concurrent guesses cannot
+    run past the limit, and a refused one costs no Argon2 time), or while too many logins
+    wait for a password check."""
     service = get_service(request)
     records = service.records
     address = request.client.host if request.client else "unknown"
-    wait = service.login_limits.retry_after(body.username, address)
+    wait = service.login_limits.begin(body.username, address)
     if wait is not None:
         service.rate_limited.labels("login").inc()
         raise HTTPException(
@@ -98,18 +103,38 @@ def login(request: Request, body: Login) -> JSONResponse:
             headers={"Retry-After": str(wait)},
         )
     # A name no account can have (PostgreSQL would refuse the NUL) is just a wrong name.
-    found = records.user_by_name(body.username) if "\x00" not in body.username else None
-    ok = verify_password(found.password_hash if found else None, body.password)
+    found = (
+        await run_in_threadpool(records.user_by_name, body.username)
+        if "\x00" not in body.username
+        else None
+    )
+    stored = found.password_hash if found else None
+    try:
+        ok = await service.password_hashing.run(lambda: verify_password(stored, body.password))
+    except HashingBusy as exc:
+        service.login_limits.succeeded(body.username, address, begun=True)  # not tried
+        service.rate_limited.labels("login").inc()
+        retry = str(service.settings.retry_after_s)
+        raise HTTPException(429, str(exc), headers={"Retry-After": retry}) from None
     if found is None or not ok or not found.active:
-        service.login_limits.failed(body.username, address)
-        _log_failed_login(records, body.username, found is not None)
+        await run_in_threadpool(_log_failed_login, records, body.username, found is not None)
         raise HTTPException(401, "wrong user name or password")
-    service.login_limits.succeeded(body.username, address)
-    if needs_rehash(found.password_hash):
+    service.login_limits.succeeded(body.username, address, begun=True)
+    rehashed = None
+    if needs_rehash(found.password_hash):  # rare: once per account and parameter change
+        try:
+            rehashed = await service.password_hashing.run(lambda: hash_password(body.password))
+        except HashingBusy:
+            rehashed = None  # next time
+    return await run_in_threadpool(_open_session, request, found, rehashed)
+
+
+def _open_session(request: Request, found: User, rehashed: str | None) -> JSONResponse:
+    """The token of a login that succeeded (a worker thread: database writes)."""
+    records = get_service(request).records
+    if rehashed is not None:
         # Same password, stronger parameters: the user's other sessions stay open.
-        records.update_user(
-            found.name, password_hash=hash_password(body.password), keep_sessions=True
-        )
+        records.update_user(found.name, password_hash=rehashed, keep_sessions=True)
     token = new_token()
     expires = utcnow() + TOKEN_TTL
     records.add_token(found.id, hash_key(token), expires)
@@ -242,11 +267,64 @@ class NewStation(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
+class KeyRotation(BaseModel):
+    grace_s: float = Field(
+        0,
+        ge=0,
+        le=MAX_GRACE_S,
+        description="seconds the current key stays valid beside the new one (0: none)",
+    )
+
+
+def station_json(station: Station) -> dict[str, Any]:
+    """A station as the admin sees it (never a key or its hash)."""
+    now = utcnow()
+    grace = station.previous_key_expires_at
+    return {
+        "name": station.name,
+        "created_at": iso(station.created_at),
+        "revoked_at": iso(station.revoked_at),
+        "old_key_valid_until": iso(grace) if grace is not None and grace > now else None,
+    }
+
+
 @router.get("/admin/stations", tags=["admin"])
 def list_stations(request: Request, _who: AdminCaller) -> dict[str, Any]:
-    """Every station (never a key)."""
+    """Every station (never a key), revoked ones with the time."""
     stations = get_service(request).records.stations()
-    return {"items": [{"name": s.name, "created_at": iso(s.created_at)} for s in stations]}
+    return {"items": [station_json(s) for s in stations]}
+
+
+@router.post("/admin/stations/{name}/revoke", tags=["admin"])
+def revoke_station(request: Request, who: AdminCaller, name: str) -> dict[str, Any]:
+    """Refuse the station's keys from now on (its next request gets 401); its scans stay.
+    404 for an unknown station, 409 if it was revoked before. Logged."""
+    try:
+        station = get_service(request).records.revoke_station(name, actor_of(who))
+    except StationRevoked as exc:
+        raise HTTPException(409, str(exc)) from None
+    if station is None:
+        raise HTTPException(404, f"no station {name[:100]!r}")
+    return station_json(station)
+
+
+@router.post("/admin/stations/{name}/rotate", tags=["admin"])
+def rotate_station_key(
+    request: Request, who: AdminCaller, name: str, body: KeyRotation
+) -> dict[str, Any]:
+    """A new key for the station, shown this once; the current key stays valid for
+    ``grace_s`` seconds (time to install the new one), a key from before is refused. 404
+    for an unknown station, 409 for a revoked one. Logged (never the key)."""
+    key = new_key()
+    try:
+        station = get_service(request).records.rotate_station_key(
+            name, hash_key(key), body.grace_s, actor_of(who)
+        )
+    except StationRevoked as exc:
+        raise HTTPException(409, str(exc)) from None
+    if station is None:
+        raise HTTPException(404, f"no station {name[:100]!r}")
+    return {**station_json(station), "key": key}
 
 
 @router.post("/admin/stations", tags=["admin"], status_code=201)
@@ -260,4 +338,4 @@ def add_station(request: Request, _who: AdminCaller, body: NewStation) -> dict[s
         station = get_service(request).records.add_station(name, hash_key(key), actor_of(_who))
     except DuplicateName as exc:
         raise HTTPException(409, str(exc)) from None
-    return {"name": station.name, "created_at": iso(station.created_at), "key": key}
+    return {**station_json(station), "key": key}

@@ -438,6 +438,19 @@ def threat_contrast(
     return float(np.median(change)), float(np.median(change / noise))
 
 
+def _seen_box(c: Canvas, x0: float, y0: float, x1: float, y1: float) -> tuple[int, int, int, int]:
+    """A box (mm) as it appears in the image: near side's top, lowest of the two bottoms."""
+    top_seen = max(c.apparent_y(y1, z) for z in (-HALF_WIDTH, HALF_WIDTH))
+    bottom_seen = min(c.apparent_y(y0, z) for z in (-HALF_WIDTH, HALF_WIDTH))
+    col0, row0, col1, row1 = c.box_px(x0, bottom_seen, x1, top_seen)
+    return (
+        max(int(col0), 0),
+        max(int(row0), 0),
+        min(int(np.ceil(col1)), c.width_px),
+        min(int(np.ceil(row1)), c.height_px),
+    )
+
+
 def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     """Generate scan number `index` of the data set with this seed."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
@@ -480,22 +493,24 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     x1 = max(b.x1 for b in layout.containers)
     y1 = max(b.y1 for b in layout.containers)
     y0 = min(b.y0 for b in layout.containers)
-    # The box as it appears: near side's top, lowest of the two bottoms.
-    top_seen = max(c.apparent_y(y1, z) for z in (-HALF_WIDTH, HALF_WIDTH))
-    bottom_seen = min(c.apparent_y(y0, z) for z in (-HALF_WIDTH, HALF_WIDTH))
-    col0, row0, col1, row1 = c.box_px(x0, bottom_seen, x1, top_seen)
-    cargo_region = (
-        max(int(col0), 0),
-        max(int(row0), 0),
-        min(int(np.ceil(col1)), c.width_px),
-        min(int(np.ceil(row1)), c.height_px),
-    )
+    cargo_region = _seen_box(c, x0, y0, x1, y1)
     info = {
         "vehicle": vehicle,
         "load": load_kinds,
         "true_manifest": true_manifest,
         "declared_manifest": declared_manifest,
         "manifest_discrepancy": discrepancy,
+        # Each container as it appears (x0, y0, x1, y1 px) and the true mass of its load,
+        # to measure container finding and the mass estimate (inference.cargo).
+        "containers": [
+            {
+                "box": list(_seen_box(c, b.x0, b.y0, b.x1, b.y1)),
+                "tank": b.tank,
+                "load": kind,
+                "mass_kg": round(sum(it.mass_kg for it in box_items), 1),
+            }
+            for b, kind, box_items in zip(layout.containers, load_kinds, items, strict=True)
+        ],
         "clean": not labels,
         "scanner": {
             "kind": "portal",

@@ -13,6 +13,7 @@ from __future__ import annotations
 from inference.service.records.activations import ActivationRecords
 from inference.service.records.audit_log import AuditRecords
 from inference.service.records.base import DuplicateName, Repository
+from inference.service.records.identifiers import IdentifierRecords, Related, RelatedPage
 from inference.service.records.reviews import (
     REVIEW_STATUSES,
     QueueItem,
@@ -21,7 +22,7 @@ from inference.service.records.reviews import (
     ReviewState,
 )
 from inference.service.records.scans import Page, ScanRecords
-from inference.service.records.stations import StationRecords
+from inference.service.records.stations import StationRecords, StationRevoked
 from inference.service.records.users import UserRecords
 
 __all__ = [
@@ -31,7 +32,10 @@ __all__ = [
     "QueueItem",
     "QueuePage",
     "Records",
+    "Related",
+    "RelatedPage",
     "ReviewState",
+    "StationRevoked",
 ]
 
 
@@ -42,6 +46,7 @@ class Records(
     ActivationRecords,
     UserRecords,
     ReviewRecords,
+    IdentifierRecords,
     Repository,
 ):
     """Every repository over one engine and one ``signer``: what the service, the CLI and

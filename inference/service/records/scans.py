@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 
 from inference.service import audit
 from inference.service.db import ResultRecord, ScanRecord, Station
+from inference.service.facts import fact_sha256, result_fact_of, scan_fact_of
 from inference.service.records.base import Repository, signature_fields
+from inference.service.records.identifiers import index_scan
 from inference.service.signing import Signer, canonical, sha256_hex
 
 
@@ -69,8 +71,10 @@ class ScanRecords(Repository):
             with self.session() as s:
                 s.add(scan)
                 s.flush()
+                index_scan(s, scan)  # its container and vehicle ids, for related scans
                 station = s.get(Station, scan.station_id)
-                actor = f"station:{station.name}" if station else f"station#{scan.station_id}"
+                assert station is not None  # the foreign key
+                actor = f"station:{station.name}"
                 audit.append(
                     s,
                     "scan.received",
@@ -85,6 +89,8 @@ class ScanRecords(Repository):
                         "width": scan.width,
                         "height": scan.height,
                         "bit_depth": scan.bit_depth,
+                        # the whole record (station, times, metadata): facts.py
+                        "scan_sha256": fact_sha256(scan_fact_of(scan, station.name)),
                     },
                 )
                 result.scan_id = scan.id
@@ -139,6 +145,8 @@ class ScanRecords(Repository):
                 "risk": result.risk,
                 "findings": len(result.body.get("findings", [])),
                 "result_sha256": sha256_hex(canonical(result.body)),
+                "anomaly_sha256": result.anomaly_sha256,
+                "row_sha256": fact_sha256(result_fact_of(result)),  # every column: facts.py
                 **signature_fields(sig),
             },
         )

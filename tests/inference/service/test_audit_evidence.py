@@ -118,6 +118,7 @@ def test_a_realistic_sequence_leaves_a_chain_that_verifies(
     code, out, err = cli(capsys, "audit", "verify", *db)
     assert code == 0, err
     assert out.startswith("audit log OK: ")
+    assert "records OK: 1 scans, 1 results, 1 reviews match their entries" in out  # both DBs
     engine = make_engine(database_url)
     logged = kinds(engine)
     assert logged[0] == "audit.start"
@@ -613,7 +614,9 @@ def test_results_stored_before_signing_are_signed_at_export(tmp_path: Path):
     scan.high_sha256 = blobs.put(b"\x89PNG not really")
     records.add_scan(scan, result)
     records.signer = Signer.generate()
-    summary = {"id": scan.id, "high_sha256": scan.high_sha256, "low_sha256": None}
+    from inference.service.api import scan_summary
+
+    summary = scan_summary(scan, "gate-1")  # what the API puts in scan.json
     data = evidence.export_package(records, blobs, scan, summary, "admin-key")
     report = evidence.verify_package(data, records.signer.key_sha256)
     assert report.ok, report.problems

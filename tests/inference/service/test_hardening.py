@@ -159,6 +159,72 @@ def test_login_attempts_are_limited(make_settings: Callable[..., Settings]):
         assert 'cargoscan_rate_limited_total{kind="login"} 1.0' in client.get("/metrics").text
 
 
+def test_a_login_flood_runs_no_more_password_hashes_than_the_limit(
+    make_settings: Callable[..., Settings],
+):
+    """40 concurrent logins with made-up names from one address, a limit of 10: each
+    attempt is counted before its password is checked, so 10 hashes run (not one per
+    login that got past the check before the others were counted), at most 2 at once,
+    and a station's request is answered meanwhile. A good login is not counted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = make_settings(
+        login_max_failures_per_address=10, login_hash_threads=2, login_hash_queue=64
+    )
+    _add_user(settings, "olga")
+    station = add_station(settings, "gate-1")
+    login = f"{API}/auth/login"
+    with running(settings, wait_ready=False) as client:
+        service = client.app.state.service
+        # one good login first: refunded, so it leaves the address its 10 failures
+        ok = client.post(login, json={"username": "olga", "password": PASSWORD})
+        assert ok.status_code == 200, ok.text
+        client.cookies.clear()
+        assert service.password_hashing.runs == 1
+
+        def attempt(i: int) -> int:
+            body = {"username": f"spray-{i}", "password": f"guess {i}"}
+            return client.post(login, json=body).status_code
+
+        with ThreadPoolExecutor(40) as pool:
+            futures = [pool.submit(attempt, i) for i in range(40)]
+            me = client.get(f"{API}/auth/me", headers=station)
+            statuses = sorted(f.result() for f in futures)
+        assert me.status_code == 200
+        assert statuses == [401] * 10 + [429] * 30, statuses
+        assert service.password_hashing.runs == 1 + 10
+        assert service.password_hashing.peak <= 2
+        metrics = client.get("/metrics").text
+        assert "cargoscan_password_hashes_total 11.0" in metrics
+        assert 'cargoscan_rate_limited_total{kind="login"} 30.0' in metrics
+        # the address is locked now, for every name, before any hash
+        r = client.post(login, json={"username": "olga", "password": PASSWORD})
+        assert r.status_code == 429 and service.password_hashing.runs == 11
+
+
+def test_logins_past_the_hashing_queue_are_refused_at_once(
+    make_settings: Callable[..., Settings],
+):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = make_settings(login_hash_threads=1, login_hash_queue=0)
+    with running(settings, wait_ready=False) as client:
+        service = client.app.state.service
+
+        def attempt(i: int) -> tuple[int, str]:
+            r = client.post(f"{API}/auth/login", json={"username": f"u{i}", "password": "x"})
+            return r.status_code, r.json()["detail"]
+
+        with ThreadPoolExecutor(12) as pool:
+            results = list(pool.map(attempt, range(12)))
+        codes = [c for c, _ in results]
+        assert set(codes) == {401, 429}, codes
+        busy = [d for c, d in results if c == 429]
+        assert all("too many logins at once" in d for d in busy)
+        assert service.password_hashing.peak == 1
+        assert service.password_hashing.runs == codes.count(401)
+
+
 def _sha(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 

@@ -83,6 +83,7 @@ export const scans = {
   get: (id) => request(`${API}/scans/${encodeURIComponent(id)}`),
   tiles: (id) => request(`${API}/scans/${encodeURIComponent(id)}/tiles`),
   reviews: (id) => request(`${API}/scans/${encodeURIComponent(id)}/reviews`),
+  related: (id) => request(`${API}/scans/${encodeURIComponent(id)}/related`),
   review: (id, body) =>
     request(`${API}/scans/${encodeURIComponent(id)}/reviews`, { method: "POST", body }),
   reopen: (id, reason) =>

@@ -6,6 +6,8 @@
 // pixel p is the viewport point p / width, on both axes.
 
 import * as api from "./api.js";
+import { Ruler } from "./measure.js";
+import { RelatedScans } from "./related.js";
 import { $, el, fmtRisk, longTime, shortTime, toast, verdictBadge } from "./util.js";
 
 const VIEW_LABELS = {
@@ -67,6 +69,8 @@ export class ScanView {
     this.generation = 0; // increases with every view switch (late loads are dropped)
     this.reset();
     this.bindControls();
+    this.ruler = new Ruler(this);
+    this.related = new RelatedScans(this);
   }
 
   reset() {
@@ -106,6 +110,7 @@ export class ScanView {
     $("zoom-out").addEventListener("click", () => this.zoomBy(1 / 1.5));
     $("zoom-fit").addEventListener("click", () => this.viewer?.viewport.goHome());
     $("draw-button").addEventListener("click", () => this.setDrawMode(!this.drawMode));
+    $("measure-button").addEventListener("click", () => this.setMeasureMode(!this.ruler.active));
     $("window-level").addEventListener("change", () => this.windowFromSliders());
     $("window-width").addEventListener("change", () => this.windowFromSliders());
     $("window-auto").addEventListener("click", () => {
@@ -183,7 +188,9 @@ export class ScanView {
     viewer.addHandler("canvas-press", (e) => this.onPress(e));
     viewer.addHandler("canvas-drag", (e) => this.onDrag(e));
     viewer.addHandler("canvas-drag-end", (e) => {
-      if (this.drawMode || this.drag) e.preventDefaultAction = true;
+      if (this.drawMode || this.drag || this.ruler.active || this.ruler.dragging) {
+        e.preventDefaultAction = true;
+      }
     });
     viewer.addHandler("canvas-release", (e) => this.onRelease(e));
     viewer.addHandler("animation", () => this.showZoom());
@@ -201,6 +208,7 @@ export class ScanView {
       else item.addOnceHandler("fully-loaded-change", loaded);
     });
     this.viewer = viewer;
+    this.ruler.attach(viewer);
     window.cargoscanViewer = viewer; // for the browser tests and the curious
     return viewer;
   }
@@ -218,6 +226,7 @@ export class ScanView {
   /** Show scan `id`: its result, tiles, manifest and review history. */
   async show(id) {
     this.setDrawMode(false);
+    this.ruler.clear();
     this.closePicker(null);
     if (id !== this.id) this.reset();
     this.id = id;
@@ -259,6 +268,7 @@ export class ScanView {
     this.renderFindings();
     this.renderReviewForm();
     this.loadHistory();
+    this.related.load(id);
     if (this.findings.length && !this.selected) this.select({ kind: "finding", index: 0 }, false);
     $("osd").focus({ preventScroll: true });
   }
@@ -295,6 +305,7 @@ export class ScanView {
     this.prefs.view = view;
     this.savePrefs();
     this.markViewButtons();
+    this.related.followView(view);
     const viewer = this.viewer;
     const gen = ++this.generation;
     const old = [];
@@ -554,7 +565,7 @@ export class ScanView {
   }
 
   onClick(e) {
-    if (this.drawMode || !e.quick) return;
+    if (this.drawMode || this.ruler.active || !e.quick) return;
     const target = e.originalEvent?.target;
     const box = target instanceof Element ? target.closest(".box") : null;
     if (!box || !box.dataset.kind) return;
@@ -563,6 +574,11 @@ export class ScanView {
   }
 
   onPress(e) {
+    if (this.ruler.active) {
+      e.preventDefaultAction = true;
+      this.ruler.press(this.imagePoint(e.position));
+      return;
+    }
     if (!this.drawMode) return;
     e.preventDefaultAction = true;
     const start = this.imagePoint(e.position);
@@ -575,6 +591,11 @@ export class ScanView {
   }
 
   onDrag(e) {
+    if (this.ruler.dragging) {
+      e.preventDefaultAction = true;
+      this.ruler.move(this.imagePoint(e.position));
+      return;
+    }
     if (!this.drag) return;
     e.preventDefaultAction = true;
     this.drag.end = this.imagePoint(e.position);
@@ -592,6 +613,11 @@ export class ScanView {
   }
 
   async onRelease(e) {
+    if (this.ruler.dragging) {
+      e.preventDefaultAction = true;
+      this.ruler.release(this.imagePoint(e.position));
+      return;
+    }
     if (!this.drag) return;
     e.preventDefaultAction = true;
     this.drag.end = this.imagePoint(e.position);
@@ -618,7 +644,14 @@ export class ScanView {
     this.changed();
   }
 
+  /** The ruler (m): the next drag measures instead of panning; never with drawing. */
+  setMeasureMode(on) {
+    if (on) this.setDrawMode(false);
+    this.ruler.setActive(on);
+  }
+
   setDrawMode(on) {
+    if (on) this.ruler.setActive(false);
     this.drawMode = on;
     $("draw-button").setAttribute("aria-pressed", String(on));
     $("draw-hint").hidden = !on;
@@ -1284,6 +1317,7 @@ export class ScanView {
     switch (k) {
       case "Escape":
         if (this.drawMode) this.setDrawMode(false);
+        else if (this.ruler.active || this.ruler.line) this.ruler.clear();
         else if (document.activeElement === $("review-comment")) $("osd").focus();
         else if (sel) {
           this.selected = null;
@@ -1371,6 +1405,12 @@ export class ScanView {
         return true;
       case "d":
         this.setDrawMode(!this.drawMode);
+        return true;
+      case "m":
+        this.setMeasureMode(!this.ruler.active);
+        return true;
+      case "v":
+        this.related.toggle();
         return true;
       case "Delete":
       case "Backspace":
