@@ -34,6 +34,8 @@ MIN_LENGTH_SHARE = 0.05  # a roof run shorter than this share of the scan is no 
 MIN_CONTAINER_MM = 2500.0  # shorter than a 10 ft box: not a container (with a pitch)
 SPLIT_CONTRAST = 0.45  # a middle frame at least this share of the end frames' contrast
 SPLIT_MIN = 0.5  # and at least this much attenuation above its surroundings
+AIR_ROWS = 0.03  # share of the image's top rows read as air above the vehicle
+AIR_MAX = 0.25  # a column's air level above this is matter, not grey air
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class Container:
     tank: bool = False
 
 
-def _median_filter(values: np.ndarray, size: int) -> np.ndarray:
+def median_filter_1d(values: np.ndarray, size: int) -> np.ndarray:
+    """Running median (edges padded): drops spikes one or two samples wide."""
     if values.size < size:
         return values
     padded = np.pad(values, size // 2, mode="edge")
@@ -92,7 +95,7 @@ def _split_pair(small: np.ndarray, x0: int, x1: int, roof: int, bottom: int) -> 
         (roof + int(0.08 * h), roof + int(0.3 * h)),
     ):
         q = small[r0:r1, x0:x1].mean(axis=0)
-        local.append(q - _median_filter(q, 2 * win + 1))
+        local.append(q - median_filter_1d(q, 2 * win + 1))
     k = lo + int(np.argmax(local[1][lo:hi]))
     under_roof, upper = (float(v[max(k - 1, 0) : k + 2].max()) for v in local)
     ends = max(local[1][:edge].max(), local[1][-edge:].max())
@@ -121,10 +124,15 @@ def find_containers(
         return []
     pad = (small > PAD_LEVEL).mean(axis=0) > 0.97
     small[:, pad] = 0.0
+    # Some exporters leave the air grey (a = 0.1-0.2, drifting along the scan): the top
+    # rows are air above the vehicle in a portal scan, so each column's own air level
+    # is taken from them (bounded: a roof that reaches the top row stays matter).
+    air = np.clip(np.median(small[: max(2, round(AIR_ROWS * sh))], axis=0), 0.0, AIR_MAX)
+    small = np.clip(small - air[None, :], 0.0, None)
     matter = small > MATTER
     run = matter[:-1] & matter[1:]
     top = np.where(run.any(axis=0), np.argmax(run, axis=0), sh)
-    top = _median_filter(top.astype(np.float64), 5)
+    top = median_filter_1d(top.astype(np.float64), 5)
     runs = _roof_runs(top, sh)
     if not runs:
         return []

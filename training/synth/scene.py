@@ -520,3 +520,46 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
         },
     }
     return SynthScan(high, low, labels, cargo_region, info)
+
+
+def generate_small_load_scan(
+    index: int, seed: int, cfg: SynthConfig, where: str, mass_kg: float
+) -> SynthScan:
+    """An empty container with `mass_kg` of packed goods hidden in it, as smugglers use an
+    empty box: `where` is "front_wall" (a 200 mm stack behind the front wall, 1.2 m high)
+    or "floor_cavity" (in the floor, half the box's length). Measures whether contents
+    verification lets a small load pass as empty (docs/cargo.md)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index, 26]))
+    layout, vehicle = _build_vehicle(rng, cfg)
+    while layout.containers[0].tank:  # a tank's frame has no front wall or floor cavity
+        layout, vehicle = _build_vehicle(rng, cfg)
+    c = layout.canvas
+    box = layout.containers[0]
+    depth = 2000.0
+    if where == "front_wall":
+        x0, x1, y0, y1 = box.inner_x0, box.inner_x0 + 200.0, box.floor_y, box.floor_y + 1200.0
+    elif where == "floor_cavity":
+        mid = box.x0 + (box.x1 - box.x0) * rng.uniform(0.3, 0.7)
+        half = (box.x1 - box.x0) * 0.25
+        x0, x1, y0, y1 = mid - half, mid + half, box.y0 + 40.0, box.y0 + 130.0
+    else:
+        raise ValueError(f"where: front_wall or floor_cavity, not {where!r}")
+    density = mass_kg * 1e3 / ((x1 - x0) * (y1 - y0) * depth / 1e3)  # g/cm^3
+    c.add_box("food", x0, y0, x1, y1, depth, density)
+    det = cfg.detector
+    row_gain = 1.0 + det.row_gain_sigma * rng.standard_normal(c.height_px)
+    high = det.expose(polychromatic_transmission(c.maps, linac_spectrum(cfg.high_mv)), rng,
+                      row_gain=row_gain)  # fmt: skip
+    low = det.expose(
+        polychromatic_transmission(c.maps, linac_spectrum(cfg.low_mv)),
+        rng,
+        row_gain=row_gain,
+        quanta_scale=cfg.low_quanta_scale,
+    )
+    seen = list(_seen_box(c, box.x0, box.y0, box.x1, box.y1))
+    info = {
+        "vehicle": vehicle,
+        "hidden": {"where": where, "mass_kg": mass_kg, "box_mm": [x0, y0, x1, y1]},
+        "containers": [{"box": seen, "tank": False, "load": "empty", "mass_kg": mass_kg}],
+    }
+    return SynthScan(high, low, [], tuple(seen), info)  # type: ignore[arg-type]
