@@ -400,6 +400,7 @@ def current_model(request: Request, _who: AdminCaller) -> dict[str, Any]:
         "path": str(model.path) if model else None,
         "operating_point": str(model.operating_point) if model and model.operating_point else None,
         "status": service.models.status,
+        "follow_error": service.follow_error,  # a roll-out by another replica not followed
         "last_activation": None
         if last is None
         else {

@@ -252,7 +252,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse(
                 {"status": "not ready", "reason": service.models.status}, status_code=503
             )
-        return JSONResponse({"status": "ready", "model": model.info})
+        body: dict[str, Any] = {"status": "ready", "model": model.info}
+        if service.follow_error is not None:  # serving, but not what another replica rolled out
+            body["follow_error"] = service.follow_error
+        return JSONResponse(body)
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     def metrics(request: Request) -> Response:

@@ -9,10 +9,11 @@ audit verify``) finds and names. The database refuses UPDATE and DELETE on the t
 (triggers of migration 0003), so breaking it takes dropping a trigger first: a deliberate
 act by someone who owns the database, which the chain then shows.
 
-Appends are serialised: every append first locks the single ``audit_head`` row (``SELECT
-... FOR UPDATE`` on PostgreSQL; on SQLite any write takes the database's one write lock,
-and the head is read only after one), so two entries never share a predecessor; the
-unique ``prev_hash`` makes the database refuse it even if that ever went wrong. An append
+Appends are serialised, across threads and replicas alike: every append first locks the
+single ``audit_head`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite any write
+takes the database's one write lock, and the head is read only after one), so two
+entries never share a predecessor; the unique ``prev_hash`` makes the database refuse it
+even if that ever went wrong (``test_replicas.py``: two processes writing at once). An append
 runs in the same transaction as the change it records, so the log and the data cannot
 disagree after a crash.
 

@@ -9,6 +9,7 @@ The routers (``api``, ``oip``, ``reviews``, ``users``, ``viewer``) and the app f
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -26,7 +27,7 @@ from inference.service.limits import HashingGate, LoginLimiter, TokenBuckets
 from inference.service.metrics import Metrics
 from inference.service.pool import InferencePool
 from inference.service.records import Records
-from inference.service.rollout import LiveModel, ModelSlot, RolloutError
+from inference.service.rollout import LiveModel, ModelSlot, RolloutBusy, RolloutError
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 
@@ -60,6 +61,13 @@ class Service:
         self.metrics = Metrics()
         self.models = ModelSlot()
         self.draining = False
+        # Replicas on one database follow each other's roll-outs (follow_rollouts_once):
+        # the newest model activation this process has acted on, and why the last one it
+        # tried to follow failed (None: serving what the database says).
+        self.seen_activation = 0
+        self.follow_error: str | None = None
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
         self.started = time.time()
         self.records: Records = None  # type: ignore[assignment]  # set by open()
         self.blobs: BlobStore = None  # type: ignore[assignment]
@@ -113,6 +121,9 @@ class Service:
     def close(self) -> None:
         self.draining = True
         self.metrics.ready.set(0)
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=60)  # a model load in progress ends first
         if self.pool is not None:
             self.pool.shutdown(wait=True)
         if self.writer is not None:
@@ -126,6 +137,14 @@ class Service:
         return self.models.current is not None and not self.draining
 
     def load_startup_model(self) -> None:
+        """The start-up model (:meth:`_load_startup_model`), then the thread that follows
+        the roll-outs other replicas make."""
+        try:
+            self._load_startup_model()
+        finally:
+            self._start_following()
+
+    def _load_startup_model(self) -> None:
         """The model that served last (a roll-out survives a restart, with the site's
         operating point it had) unless the configured model path or operating point
         changed since they were last used: the newest decision wins."""
@@ -135,11 +154,8 @@ class Service:
         cfg_op_path = str(cfg_op.resolve()) if cfg_op is not None else None
         last = self.records.latest_activation()
         last_cfg = self.records.latest_activation("config")
-
-        def op_of(activation: Any) -> str | None:
-            value = (activation.checks or {}).get("operating_point") if activation else None
-            return value if isinstance(value, str) else None
-
+        self.seen_activation = last.id if last is not None else 0
+        op_of = operating_point_of
         candidates: list[tuple[str, str, str | None]] = []
         config = (cfg_path, "config", cfg_op_path) if cfg_path else None
         if config and (
@@ -171,7 +187,7 @@ class Service:
                 or last.sha256 != model.info["sha256"]
                 or op_of(last) != op
             ):
-                self.records.add_activation(
+                self.seen_activation = self.records.add_activation(
                     source=source, path=path, info=model.info, checks=checks
                 )
             self._went_live(model)
@@ -194,7 +210,10 @@ class Service:
         except RolloutError:
             self.metrics.rollouts.labels("failed").inc()
             raise
-        self.records.add_activation(source="admin", path=str(path), info=model.info, checks=checks)
+        self.seen_activation = self.records.add_activation(
+            source="admin", path=str(path), info=model.info, checks=checks
+        )
+        self.follow_error = None
         self.metrics.rollouts.labels("succeeded").inc()
         self._went_live(model)
         return {
@@ -203,6 +222,72 @@ class Service:
             "path": str(path),
             **checks,
         }
+
+    def follow_rollouts_once(self) -> bool:
+        """Serve the model another replica rolled out (the newest activation in the shared
+        database), after the same load, warm-up and check steps; True when it swapped.
+
+        Why: ``cargoscan model activate`` reaches one replica through the load balancer;
+        without this the others would go on serving the old model until restarted. A
+        model that does not load here (a path missing on this machine) is reported in
+        ``follow_error`` and the log, and the serving model stays; it is not retried until
+        the next roll-out."""
+        latest = self.records.latest_activation()
+        seen = self.seen_activation
+        if latest is None or latest.id <= seen:
+            return False
+        self.seen_activation = latest.id
+        op = operating_point_of(latest)
+        current = self.models.current
+        if current is not None and (
+            str(current.path),
+            current.info["sha256"],
+            str(current.operating_point) if current.operating_point is not None else None,
+        ) == (latest.path, latest.sha256, op):
+            return False  # this replica's own roll-out, or the same model again
+        try:
+            model, _checks = self.models.activate(
+                Path(latest.path),
+                self.settings.engine_threads,
+                self.check_scans(self.settings.check_scans),
+                Path(op) if op is not None else None,
+            )
+        except RolloutBusy:  # an admin roll-out on this replica right now: look again later
+            self.seen_activation = seen
+            return False
+        except RolloutError as exc:
+            self.metrics.rollouts.labels("failed").inc()
+            self.follow_error = (
+                f"cannot follow the roll-out of {latest.version} from {latest.path} "
+                f"(activation {latest.id}): {exc}"
+            )
+            log.warning("%s; still serving %s", self.follow_error, current and current.version)
+            return False
+        if model.info["sha256"] != latest.sha256:
+            log.warning(
+                "%s here has SHA-256 %s, not %s as where it was rolled out: is the model "
+                "folder shared?", latest.path, model.info["sha256"], latest.sha256,
+            )  # fmt: skip
+        self.follow_error = None
+        self.metrics.rollouts.labels("followed").inc()
+        self._went_live(model)
+        return True
+
+    def _start_following(self) -> None:
+        """Every ``model_sync_s`` seconds (0: never), :meth:`follow_rollouts_once`."""
+        interval = self.settings.model_sync_s
+        if interval <= 0 or self._follower is not None or self._stop.is_set():
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.follow_rollouts_once()
+                except Exception as exc:  # the database away for a moment: next time
+                    log.warning("checking for roll-outs by other replicas failed: %s", exc)
+
+        self._follower = threading.Thread(target=loop, name="cargoscan-follow", daemon=True)
+        self._follower.start()
 
     def check_scans(self, n: int) -> list[tuple[str, Scan]]:
         """The newest stored scans, decoded, for checking a new model on real input."""
@@ -285,6 +370,12 @@ class Service:
             return Outcome(stored, body, False)
         self.metrics.count_result(result)
         return Outcome(rec, result, True)
+
+
+def operating_point_of(activation: Any) -> str | None:
+    """The site operating point an activation was made with (None: the card's own)."""
+    value = (activation.checks or {}).get("operating_point") if activation else None
+    return value if isinstance(value, str) else None
 
 
 def _stored(puts: list[Future[str]], has_low: bool) -> tuple[str, str | None, str]:

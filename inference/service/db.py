@@ -18,6 +18,8 @@ re-openings, signatures and the audit log, since 0004 on scans as well (triggers
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -345,13 +348,52 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+MIGRATION_LOCK_ID = 0x436172676F5363  # "CargoSc": PostgreSQL's advisory lock of migrate()
+"""Every replica migrates at start: the lock makes the second wait and then find the schema
+at the newest revision, instead of both creating the same tables (one would fail)."""
+
+
 def migrate(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest Alembic revision (at every start)."""
+    """Create or upgrade the schema to the newest Alembic revision (at every start).
+
+    Serialised across processes (replicas starting together, the CLI beside a server): on
+    PostgreSQL by an advisory lock taken in the migration's own transaction (DDL is
+    transactional there, so the lock is released exactly when the new schema is
+    committed); on SQLite, whose DDL takes no lock up front, by a file lock beside the
+    database file."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with _sqlite_file_lock(engine), engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive ``flock`` on ``DATABASE.migrate-lock`` while a SQLite database migrates
+    (nothing to lock for another database, an in-memory one or where flock is missing)."""
+    name = engine.url.database if engine.dialect.name == "sqlite" else None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        name = None
+    if not name or name == ":memory:" or name.startswith("file:"):
+        yield
+        return
+    import os
+
+    try:
+        fd = os.open(f"{name}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # a read-only folder: SQLite will say what is wrong when it connects
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(2, ge=1, description="least Retry-After of a 429")
     drain_timeout_s: int = Field(30, ge=0, description="graceful shutdown: wait this long")
     check_scans: int = Field(3, ge=0, le=50, description="stored scans a new model must pass")
+    model_sync_s: float = Field(
+        10.0,
+        ge=0,
+        description="replicas on one database: look this often (s) for a model another "
+        "replica rolled out, and serve it too (0: never)",
+    )
 
     # Hardening: per-caller limits (inference/service/limits.py) and secrets from files.
     station_rate_per_min: float = Field(

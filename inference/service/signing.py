@@ -112,15 +112,8 @@ def load_or_create(path: Path, *, create: bool) -> Signer:
         if not create:
             raise SigningKeyError(f"signing key {path}: no such file")
         signer = Signer.generate()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            return load_or_create(path, create=False)
-        with os.fdopen(fd, "wb") as f:
-            f.write(signer.private_pem())
-            f.flush()
-            os.fsync(f.fileno())
+        if not _publish_new_key(path, signer.private_pem()):
+            return load_or_create(path, create=False)  # another replica made it first
         log.info("made a new signing key %s (public key sha256 %s)", path, signer.key_sha256)
         return signer
     try:
@@ -133,6 +126,52 @@ def load_or_create(path: Path, *, create: bool) -> Signer:
     signer = Signer.from_pem(pem, where=f"signing key {path}")
     log.info("signing with key %s (public key sha256 %s)", path, signer.key_sha256)
     return signer
+
+
+def _publish_new_key(path: Path, pem: bytes) -> bool:
+    """Write ``pem`` to a private temporary file, fsync it, then hard-link it to ``path``:
+    the key appears whole or not at all, and never over an existing one. Why not create
+    ``path`` itself with O_EXCL: replicas starting together on one data directory would
+    read the other's file while it is still empty. False when ``path`` exists already."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: create it in place instead
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the new name durable (not possible on every OS)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def signer_for(settings: Any) -> Signer:

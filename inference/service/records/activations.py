@@ -16,7 +16,8 @@ class ActivationRecords(Repository):
 
     def add_activation(
         self, *, source: str, path: str, info: dict[str, str], checks: dict[str, Any]
-    ) -> None:
+    ) -> int:
+        """Record (and log) a model that went live; returns the activation's id."""
         with self.session() as s:
             row = ModelActivation(
                 source=source,
@@ -41,6 +42,7 @@ class ActivationRecords(Repository):
                     "sha256": info["sha256"],
                 },
             )
+            return row.id
 
     def latest_activation(self, source: str | None = None) -> ModelActivation | None:
         with self.session() as s:
