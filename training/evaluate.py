@@ -37,6 +37,10 @@ detection_by_contrast.png and detection_by_concealment.png (where the data set
 records contrast and hiding places, as `cargoscan synth` does) and
 worst_cases.png.
 
+`evaluate_detector` gives the same figures (without the card's and the verdicts') for
+any detector, a function from a scan to its findings: `bench/peer_accuracy.py` judges
+YOLOv8n by it.
+
 `clean_scan_alarms` is the other check: scans known to hold no contraband
 (e.g. real scans) through the engine at the card's thresholds; the share that
 alarms is the false-alarm rate a station would see on that traffic.
@@ -47,7 +51,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -61,7 +66,7 @@ from inference.preprocess import attenuation
 from inference.result import build_result, thresholds_for
 from inference.scan import Scan, load_scan
 from training.augment import eight_bit_export_of
-from training.data import IMAGE_SUFFIXES, data_label, open_sources
+from training.data import IMAGE_SUFFIXES, LabelledScan, data_label, open_sources
 from training.metrics import (
     ATTENUATION_EDGES,
     CONTRAST_EDGES,
@@ -253,6 +258,113 @@ def verdict_figures(scans: list[ScanFindings], results: list[dict[str, Any]]) ->
     }
 
 
+Detections = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""A detector's findings on one scan: boxes (N, 4) x0, y0, x1, y1 in the scan's pixels,
+scores (N,) and category indices (N,)."""
+
+
+class Tally:
+    """What `evaluate` counts scan by scan, whichever detector found the boxes: the
+    findings beside the labels, the COCO ground truth and detections for mAP, and the
+    scans' names and bit depths.
+
+    Why apart from the engine: a peer detector (`bench/peer_accuracy.py`) must be judged
+    by exactly the figures `cargoscan evaluate` gives CargoNet.
+    """
+
+    def __init__(self, categories: Sequence[str]) -> None:
+        self.categories = list(categories)
+        self.scans: list[ScanFindings] = []
+        self.bit_depths: list[int] = []
+        self.names: list[str] = []
+        self.detections: list[dict[str, Any]] = []
+        self.gt: dict[str, Any] = {
+            "images": [],
+            "annotations": [],
+            "categories": [{"id": c + 1, "name": n} for c, n in enumerate(self.categories)],
+        }
+
+    def add(self, item: LabelledScan, scan: Scan, found: Detections) -> None:
+        """One scan: `item` as labelled, `scan` as the detector was sent it."""
+        boxes, scores, labels = found
+        # Measured on the scan as recorded (not its 8-bit export): the same bands throughout.
+        depth = box_attenuation(item.scan.high, item.boxes)
+        self.scans.append(
+            ScanFindings(
+                boxes, scores, labels, item.boxes, item.labels, depth, item.contrasts, item.places
+            )
+        )
+        self.bit_depths.append(int(scan.bit_depth))
+        self.names.append(item.name)
+        image_id = len(self.scans)
+        h, w = scan.shape
+        gt = self.gt
+        gt["images"].append({"id": image_id, "width": w, "height": h})
+        for (x0, y0, x1, y1), lab in zip(item.boxes, item.labels, strict=True):
+            gt["annotations"].append(
+                {"id": len(gt["annotations"]) + 1, "image_id": image_id,
+                 "category_id": int(lab) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                 "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0}
+            )  # fmt: skip
+        for (x0, y0, x1, y1), sc, lab in zip(boxes, scores, labels, strict=True):
+            self.detections.append(
+                {"image_id": image_id, "category_id": int(lab) + 1,
+                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(sc)}
+            )  # fmt: skip
+
+    def metrics(
+        self, fars: tuple[float, ...] = FARS
+    ) -> tuple[dict[str, Any], dict[float, dict[int, float]]]:
+        """The detector-independent figures of metrics.json (per category, scan level,
+        mAP, the splits, the counts) and the per-category thresholds at each rate."""
+        scans = self.scans
+        m, m50, per_cat_ap = _coco_map(self.gt, self.detections)
+        metrics: dict[str, Any] = {"categories": {}}
+        thresholds: dict[float, dict[int, float]] = {far: {} for far in fars}
+        for c, name in enumerate(self.categories):
+            rates, t = detection_rate_at_far(scans, c, fars)
+            for far in fars:
+                thresholds[far][c] = t[far]
+            metrics["categories"][name] = {
+                "ap50": _none_if_nan(per_cat_ap.get(c + 1, float("nan"))),
+                "detection_rate_at_far": {str(f): _none_if_nan(r) for f, r in rates.items()},
+                "threshold_at_far": {str(f): v for f, v in t.items()},
+            }
+        scan_rates, scan_fars = {}, {}
+        for far in fars:
+            r = _rates_at(scans, thresholds[far])
+            scan_rates[str(far)], scan_fars[str(far)] = r["detection_rate"], r["false_alarm_rate"]
+        metrics["scan"] = {
+            "detection_rate_at_far": scan_rates,
+            "false_alarm_rate_at_far": scan_fars,
+        }
+        metrics["map50"], metrics["map"] = m50, m
+        for key, split in (
+            ("by_attenuation", detection_by_attenuation),
+            ("by_contrast", detection_by_contrast),
+            ("by_concealment", detection_by_concealment),
+        ):
+            metrics[key] = {
+                "far": str(fars[0]),
+                "all": split(scans, None, thresholds[fars[0]]),
+                "categories": {
+                    name: split(scans, c, thresholds[fars[0]])
+                    for c, name in enumerate(self.categories)
+                },
+            }
+        metrics["by_attenuation"]["edges"] = list(ATTENUATION_EDGES)
+        metrics["by_contrast"]["edges"] = list(CONTRAST_EDGES)
+        metrics["clean_scans"] = sum(s.clean for s in scans)
+        metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
+        return metrics, thresholds
+
+
+def _as_sent(item: LabelledScan, index: int, single_energy: bool, eight_bit: bool) -> Scan:
+    """Scan `index` as the evaluation sends it: the high channel only, or the 8-bit export."""
+    scan = _single_energy(item.scan) if single_energy else item.scan
+    return eight_bit_export_of(scan, index) if eight_bit else scan
+
+
 def evaluate(
     model: Path,
     data: Path | Sequence[Path],
@@ -274,83 +386,17 @@ def evaluate(
     """
     engine = Engine.load(model, operating_point=operating_point)
     source = open_sources(data, engine.categories)
-    scans: list[ScanFindings] = []
-    bit_depths: list[int] = []
-    names: list[str] = []
+    tally = Tally(engine.categories)
     results: list[dict[str, Any]] = []
-    detections: list[dict[str, Any]] = []
-    gt: dict[str, Any] = {
-        "images": [],
-        "annotations": [],
-        "categories": [{"id": c + 1, "name": n} for c, n in enumerate(engine.categories)],
-    }
     for k in tqdm(range(len(source)), desc="evaluate", unit="scan", disable=not progress):
         item = source.labelled(k)
-        scan = _single_energy(item.scan) if single_energy else item.scan
-        if eight_bit:
-            scan = eight_bit_export_of(scan, k)
+        scan = _as_sent(item, k, single_energy, eight_bit)
         analysis = engine.analyze(scan)
-        boxes, scores, labels = findings_arrays(engine, analysis)
         results.append(build_result(engine, analysis, item.name, 0.0))
-        # Measured on the scan as recorded (not its 8-bit export): the same bands throughout.
-        depth = box_attenuation(item.scan.high, item.boxes)
-        scans.append(
-            ScanFindings(
-                boxes, scores, labels, item.boxes, item.labels, depth, item.contrasts, item.places
-            )
-        )
-        bit_depths.append(int(scan.bit_depth))
-        names.append(item.name)
-        image_id = k + 1
-        h, w = scan.shape
-        gt["images"].append({"id": image_id, "width": w, "height": h})
-        for (x0, y0, x1, y1), lab in zip(item.boxes, item.labels, strict=True):
-            gt["annotations"].append(
-                {"id": len(gt["annotations"]) + 1, "image_id": image_id,
-                 "category_id": int(lab) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                 "area": float((x1 - x0) * (y1 - y0)), "iscrowd": 0}
-            )  # fmt: skip
-        for (x0, y0, x1, y1), sc, lab in zip(boxes, scores, labels, strict=True):
-            detections.append(
-                {"image_id": image_id, "category_id": int(lab) + 1,
-                 "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(sc)}
-            )  # fmt: skip
-    m, m50, per_cat_ap = _coco_map(gt, detections)
-    metrics: dict[str, Any] = {"categories": {}}
-    thresholds: dict[float, dict[int, float]] = {far: {} for far in fars}
-    for c, name in enumerate(engine.categories):
-        rates, t = detection_rate_at_far(scans, c, fars)
-        for far in fars:
-            thresholds[far][c] = t[far]
-        metrics["categories"][name] = {
-            "ap50": _none_if_nan(per_cat_ap.get(c + 1, float("nan"))),
-            "detection_rate_at_far": {str(f): _none_if_nan(r) for f, r in rates.items()},
-            "threshold_at_far": {str(f): v for f, v in t.items()},
-        }
-    scan_rates, scan_fars = {}, {}
-    for far in fars:
-        r = _rates_at(scans, thresholds[far])
-        scan_rates[str(far)], scan_fars[str(far)] = r["detection_rate"], r["false_alarm_rate"]
-    metrics["scan"] = {"detection_rate_at_far": scan_rates, "false_alarm_rate_at_far": scan_fars}
-    metrics["map50"], metrics["map"] = m50, m
-    for key, split in (
-        ("by_attenuation", detection_by_attenuation),
-        ("by_contrast", detection_by_contrast),
-        ("by_concealment", detection_by_concealment),
-    ):
-        metrics[key] = {
-            "far": str(fars[0]),
-            "all": split(scans, None, thresholds[fars[0]]),
-            "categories": {
-                name: split(scans, c, thresholds[fars[0]])
-                for c, name in enumerate(engine.categories)
-            },
-        }
-    metrics["by_attenuation"]["edges"] = list(ATTENUATION_EDGES)
-    metrics["by_contrast"]["edges"] = list(CONTRAST_EDGES)
-    metrics["clean_scans"] = sum(s.clean for s in scans)
-    metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
-    metrics["at_card_thresholds"] = _card_figures(engine, scans, bit_depths)
+        tally.add(item, scan, findings_arrays(engine, analysis))
+    metrics, thresholds = tally.metrics(fars)
+    scans = tally.scans
+    metrics["at_card_thresholds"] = _card_figures(engine, scans, tally.bit_depths)
     metrics["verdicts"] = verdict_figures(scans, results)
     metrics["single_energy"] = single_energy or eight_bit
     metrics["eight_bit"] = eight_bit
@@ -364,10 +410,44 @@ def evaluate(
         for key in report.SPLITS:
             report.split_bars(metrics[key], key, out)
         report.worst_cases(
-            source, scans, names, engine.categories, thresholds[fars[0]], out,
+            source, scans, tally.names, engine.categories, thresholds[fars[0]], out,
             single_energy=single_energy or eight_bit,
         )  # fmt: skip
     return metrics
+
+
+def evaluate_detector(
+    detect: Callable[[Scan], Detections],
+    categories: Sequence[str],
+    data: Path | Sequence[Path],
+    fars: tuple[float, ...] = FARS,
+    *,
+    single_energy: bool = False,
+    eight_bit: bool = False,
+    progress: bool = True,
+) -> tuple[dict[str, Any], Tally]:
+    """`evaluate`'s figures for any detector: `detect(scan)` gives its findings in the
+    scan's pixels (category indices into `categories`). Each call is timed (wall clock,
+    the scan already decoded): metrics["seconds_per_scan"] holds the times in order.
+
+    Why: a peer (another network, another runtime) is measured by the same counts,
+    thresholds and mAP as our engine, on the same scans sent the same way.
+    """
+    source = open_sources(data, categories)
+    tally = Tally(categories)
+    seconds: list[float] = []
+    for k in tqdm(range(len(source)), desc="evaluate", unit="scan", disable=not progress):
+        item = source.labelled(k)
+        scan = _as_sent(item, k, single_energy, eight_bit)
+        started = time.perf_counter()
+        found = detect(scan)
+        seconds.append(time.perf_counter() - started)
+        tally.add(item, scan, found)
+    metrics, _ = tally.metrics(fars)
+    metrics["single_energy"] = single_energy or eight_bit
+    metrics["eight_bit"] = eight_bit
+    metrics["seconds_per_scan"] = seconds
+    return metrics, tally
 
 
 def record_in_card(
