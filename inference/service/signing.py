@@ -27,6 +27,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from inference.service.storage import fsync_dir
+
 log = logging.getLogger("cargoscan.service")
 
 DEFAULT_KEY_FILE = "signing-key.pem"
@@ -156,22 +158,8 @@ def _publish_new_key(path: Path, pem: bytes) -> bool:
                 os.fsync(f.fileno())
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the new name durable (not possible on every OS)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def signer_for(settings: Any) -> Signer:

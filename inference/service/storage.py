@@ -46,7 +46,7 @@ class BlobStore:
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return digest
 
     def get(self, sha256: str) -> bytes:
@@ -57,7 +57,7 @@ class BlobStore:
         return self.path(sha256).is_file()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename durable: fsync the directory entry (not possible on every OS)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
