@@ -26,28 +26,24 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
 import httpx
 import numpy as np
 import pytest
 
-from inference.result import anomaly_png, model_info
-from inference.scan import ScanMetadata
+from inference.result import model_info
 from inference.service.app import open_records
 from inference.service.auth import hash_key, new_key
-from inference.service.core import API, result_record
-from inference.service.db import ScanRecord
+from inference.service.core import API
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 from station.server import free_port, serving
-from tests.inference.service.service_helpers import scan_pngs
+from tests.inference.service.service_helpers import scan_pngs, store_scan
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -85,12 +81,6 @@ class Site:
     mislabelled: str  # scan id: one finding that calls the narcotics bricks "firearm"
     unmarked: str  # scan id: no finding at all (the officer draws one)
     drugs: tuple[float, float, float, float]  # the bricks in those two scans
-
-
-def _png16(img: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", img)
-    assert ok
-    return buf.tobytes()
 
 
 def _anomaly_cells(w: int, h: int, box: tuple[float, ...], peak: float) -> np.ndarray:
@@ -166,41 +156,25 @@ def _seed(settings: Settings, model_card: dict[str, Any]) -> tuple[str, dict[str
         manifest: list[dict[str, Any]] | None = None,
         anomaly: np.ndarray | None = None,
     ) -> str:
-        h, w = synth.high.shape
-        high, low = _png16(synth.high), _png16(synth.low)
         meta = scan_metadata(synth, 0, seed, cfg, now - timedelta(minutes=minutes + 1))
         if manifest is not None:
             meta["manifest"] = manifest
         meta["station_scan_id"] = f"{station.name}-{minutes:04d}"
-        scan_id = str(uuid.uuid4())
-        cells = anomaly if anomaly is not None else np.zeros((math.ceil(h / 4), math.ceil(w / 4)))
-        result = {
-            "scan_id": scan_id,
-            "model": info,
-            "processing_ms": 812.0,
-            "risk": risk,
-            "verdict": verdict,
-            "findings": [{"id": i, **f} for i, f in enumerate(findings, start=1)],
-            "cargo_region": None,
-            "anomaly_map": f"{API}/scans/{scan_id}/anomaly-map",
-        }
-        rec = ScanRecord(
-            id=scan_id,
-            station_id=station.id,
-            station_scan_id=meta["station_scan_id"],
+        return store_scan(
+            records,
+            blobs,
+            station=station,
+            high=synth.high,
+            low=synth.low,
+            meta=meta,
             received_at=now - timedelta(minutes=minutes),
-            scan_time=now - timedelta(minutes=minutes + 1),
-            width=w,
-            height=h,
-            bit_depth=16,
-            high_sha256=blobs.put(high),
-            high_bytes=len(high),
-            low_sha256=blobs.put(low),
-            low_bytes=len(low),
-            meta=ScanMetadata.from_dict(meta).to_dict(),
+            model=info,
+            risk=risk,
+            verdict=verdict,
+            findings=findings,
+            anomaly=anomaly,
+            processing_ms=812.0,
         )
-        records.add_scan(rec, result_record(result, blobs.put(anomaly_png(cells))))
-        return scan_id
 
     try:
         # The first seed whose scan holds a stowaway and a currency bundle (seed 10 today);

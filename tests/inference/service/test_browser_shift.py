@@ -14,30 +14,25 @@ writes ``DIR/scan-1280x720.png`` and ``DIR/scan-1920x1080.png``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 
-from inference.result import anomaly_png, model_info
-from inference.scan import ScanMetadata
+from inference.result import model_info
 from inference.service.app import open_records
 from inference.service.auth import hash_key, new_key
-from inference.service.core import API, result_record
-from inference.service.db import ScanRecord
+from inference.service.core import API
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 from station.server import free_port, serving
-from tests.inference.service.service_helpers import scan_pngs
+from tests.inference.service.service_helpers import scan_pngs, store_scan
 from tests.inference.service.test_browser import (
     CHROMIUM,
     PASSWORD,
@@ -45,7 +40,6 @@ from tests.inference.service.test_browser import (
     Page,
     _finding,
     _login,
-    _png16,
     _screenshot,
     _settled,
     expect,
@@ -113,39 +107,21 @@ def shift_site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Any])
     ids: dict[str, Any] = {"shift": [], "clear": []}
 
     def store(name: str, minutes: int, risk: float, verdict: str, findings: list, low=True):
-        high = _png16(synth.high)
-        lowb = _png16(synth.low) if low else None
         meta = scan_metadata(synth, 0, 3, cfg, now - timedelta(minutes=minutes + 1))
         meta["station_scan_id"] = name
-        scan_id = str(uuid.uuid4())
-        result = {
-            "scan_id": scan_id,
-            "model": info,
-            "processing_ms": 500.0,
-            "risk": risk,
-            "verdict": verdict,
-            "findings": [{"id": i, **f} for i, f in enumerate(findings, start=1)],
-            "cargo_region": None,
-            "anomaly_map": f"{API}/scans/{scan_id}/anomaly-map",
-        }
-        rec = ScanRecord(
-            id=scan_id,
-            station_id=gate.id,
-            station_scan_id=name,
+        return store_scan(
+            records,
+            blobs,
+            station=gate,
+            high=synth.high,
+            low=synth.low if low else None,
+            meta=meta,
             received_at=now - timedelta(minutes=minutes),
-            scan_time=now - timedelta(minutes=minutes + 1),
-            width=w,
-            height=h,
-            bit_depth=16,
-            high_sha256=blobs.put(high),
-            high_bytes=len(high),
-            low_sha256=blobs.put(lowb) if lowb else None,
-            low_bytes=len(lowb) if lowb else None,
-            meta=ScanMetadata.from_dict(meta).to_dict(),
+            model=info,
+            risk=risk,
+            verdict=verdict,
+            findings=findings,
         )
-        cells = np.zeros((math.ceil(h / 4), math.ceil(w / 4)))
-        records.add_scan(rec, result_record(result, blobs.put(anomaly_png(cells))))
-        return scan_id
 
     try:
         ids["crowded"] = store("crowded", 30, 0.97, "alarm", _crowded(w, h))

@@ -15,23 +15,20 @@ import json
 import math
 import os
 import re
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import numpy as np
 import pytest
 
-from inference.result import anomaly_png, model_info
-from inference.scan import ScanMetadata
+from inference.result import model_info
 from inference.service.app import open_records
 from inference.service.auth import hash_key, hash_password, new_key
-from inference.service.core import API, result_record
-from inference.service.db import Review, ScanRecord
+from inference.service.db import Review
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 from station.server import free_port, serving
+from tests.inference.service.service_helpers import store_scan
 from tests.inference.service.test_browser import (
     CHROMIUM,
     LAPTOP,
@@ -40,7 +37,6 @@ from tests.inference.service.test_browser import (
     Page,
     _finding,
     _login,
-    _png16,
     _screen_point,
     _settled,
     _zoom,
@@ -84,41 +80,24 @@ def tools_site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Any])
     cfg = SynthConfig()
     synth = generate_scan(0, 3, cfg)
     h, w = synth.high.shape
-    high, low = _png16(synth.high), _png16(synth.low)
 
     def store(name: str, station: Any, minutes: int, risk: float, verdict: str, **meta: Any):
         m = scan_metadata(synth, 0, 3, cfg, now - timedelta(minutes=minutes + 1))
         m.update(station_scan_id=name, **meta)
-        scan_id = str(uuid.uuid4())
         findings = [_finding("firearm", 0.6, (300, 300, 360, 360))] if verdict != "clear" else []
-        result = {
-            "scan_id": scan_id,
-            "model": info,
-            "processing_ms": 500.0,
-            "risk": risk,
-            "verdict": verdict,
-            "findings": [{"id": i, **f} for i, f in enumerate(findings, start=1)],
-            "cargo_region": None,
-            "anomaly_map": f"{API}/scans/{scan_id}/anomaly-map",
-        }
-        rec = ScanRecord(
-            id=scan_id,
-            station_id=station.id,
-            station_scan_id=name,
+        return store_scan(
+            records,
+            blobs,
+            station=station,
+            high=synth.high,
+            low=synth.low,
+            meta=m,
             received_at=now - timedelta(minutes=minutes),
-            scan_time=now - timedelta(minutes=minutes + 1),
-            width=w,
-            height=h,
-            bit_depth=16,
-            high_sha256=blobs.put(high),
-            high_bytes=len(high),
-            low_sha256=blobs.put(low),
-            low_bytes=len(low),
-            meta=ScanMetadata.from_dict(m).to_dict(),
+            model=info,
+            risk=risk,
+            verdict=verdict,
+            findings=findings,
         )
-        cells = np.zeros((math.ceil(h / 4), math.ceil(w / 4)))
-        stored = records.add_scan(rec, result_record(result, blobs.put(anomaly_png(cells))))[0]
-        return stored.id
 
     try:
         ids = {
