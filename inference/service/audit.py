@@ -122,6 +122,21 @@ def actor_of(who: Any) -> str:
     return "admin-key"
 
 
+def lock_head(s: Session) -> Any:
+    """Lock the chain's head row for the rest of the session's transaction and return it
+    (seq, entry_hash), or None before migration 0003. Every writer that appends takes it,
+    so a check made after taking it sees every write committed before (reviews: "has
+    another officer closed this scan?" cannot race)."""
+    head = AuditHead.__table__
+    if s.get_bind().dialect.name == "sqlite":
+        # Take SQLite's write lock before reading the head: a read first would see a head
+        # another connection may move before this transaction gets to write.
+        s.execute(head.update().where(head.c.id == HEAD_ID).values(seq=head.c.seq))
+    return s.execute(
+        select(head.c.seq, head.c.entry_hash).where(head.c.id == HEAD_ID).with_for_update()
+    ).one_or_none()
+
+
 def append(
     s: Session,
     kind: str,
@@ -130,14 +145,7 @@ def append(
     data: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Append one entry in the session's transaction (it commits or rolls back with it)."""
-    head = AuditHead.__table__
-    if s.get_bind().dialect.name == "sqlite":
-        # Take SQLite's write lock before reading the head: a read first would see a head
-        # another connection may move before this transaction gets to write.
-        s.execute(head.update().where(head.c.id == HEAD_ID).values(seq=head.c.seq))
-    row = s.execute(
-        select(head.c.seq, head.c.entry_hash).where(head.c.id == HEAD_ID).with_for_update()
-    ).one_or_none()
+    row = lock_head(s)
     if row is None:
         raise RuntimeError("the audit log has no head row: migrate the database (0003)")
     seq, prev = int(row.seq) + 1, str(row.entry_hash)
@@ -159,6 +167,7 @@ def append(
     )
     s.add(entry)
     s.flush()
+    head = AuditHead.__table__
     s.execute(
         head.update().where(head.c.id == HEAD_ID).values(seq=seq, entry_hash=entry.entry_hash)
     )

@@ -35,6 +35,7 @@ from inference.service.core import API, Service, ServiceUnavailable
 from inference.service.db import Review, ScanRecord, iso
 from inference.service.deps import Verdict, get_service, owned_scan, station_name_for
 from inference.service.evidence import review_dict
+from inference.service.records.reviews import ScanClosed
 
 router = APIRouter(prefix=API)
 
@@ -260,19 +261,23 @@ def post_review(
             "a supervisor can re-open it for another review",
         )
     assert who.user_id is not None and who.role is not None
-    review = service.records.add_review(
-        Review(
-            scan_id=scan.id,
-            result_id=result.id,
-            user_id=who.user_id,
-            user_role=who.role,
-            model_version=result.model_version,
-            verdict=body.verdict,
-            comment=comment,
-            findings=decisions,
-            added=added,
+    try:
+        review = service.records.add_review(
+            Review(
+                scan_id=scan.id,
+                result_id=result.id,
+                user_id=who.user_id,
+                user_role=who.role,
+                model_version=result.model_version,
+                verdict=body.verdict,
+                comment=comment,
+                findings=decisions,
+                added=added,
+            ),
+            unless_closed_by_another=not who.has_role("supervisor"),
         )
-    )
+    except ScanClosed as exc:  # another officer saved first, after the check above
+        raise HTTPException(409, str(exc)) from None
     return JSONResponse(
         review_dict(review),
         status_code=201,

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, func, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
 from inference.service import audit
 from inference.service.db import Reopening, ResultRecord, Review, ScanRecord, Station, User
@@ -53,14 +53,47 @@ def statement_for_review(signer: Signer, review: Review, *, later: bool) -> dict
     return review_statement(review_dict(review), key_sha256=signer.key_sha256, signed_later=later)
 
 
+class ScanClosed(Exception):
+    """Another officer's review closed the scan; a supervisor can re-open it."""
+
+    def __init__(self, scan_id: str, reviewer: str) -> None:
+        super().__init__(
+            f"scan {scan_id} was reviewed by {reviewer}; "
+            "a supervisor can re-open it for another review"
+        )
+
+
+def _state_in(s: Session, scan_id: str) -> ReviewState:
+    latest = s.scalars(
+        select(Review).where(Review.scan_id == scan_id).order_by(Review.id.desc()).limit(1)
+    ).first()
+    reopened = s.scalars(
+        select(Reopening).where(Reopening.scan_id == scan_id).order_by(Reopening.id.desc()).limit(1)
+    ).first()
+    if latest is None:
+        return ReviewState("pending", None, reopened)
+    if reopened is not None and reopened.created_at > latest.created_at:
+        return ReviewState("reopened", latest, reopened)
+    return ReviewState("reviewed", latest, reopened)
+
+
 class ReviewRecords(Repository):
     """Reviews and re-openings (append-only), and the queue built from them."""
 
-    def add_review(self, review: Review) -> Review:
-        """Store, sign and log a review (one transaction)."""
+    def add_review(self, review: Review, *, unless_closed_by_another: bool = False) -> Review:
+        """Store, sign and log a review (one transaction). With `unless_closed_by_another`
+        (an officer's review), raise ScanClosed when another user's review closed the
+        scan: checked after taking the audit head's lock, so two officers saving at the
+        same moment (in one process or on two replicas) cannot both get in."""
         from inference.service.evidence import review_dict
 
         with self.session() as s:
+            if unless_closed_by_another:
+                audit.lock_head(s)
+                state = _state_in(s, review.scan_id)
+                latest = state.latest
+                if state.status == "reviewed" and latest and latest.user_id != review.user_id:
+                    raise ScanClosed(review.scan_id, latest.user.name)
             s.add(review)
             s.flush()
             s.refresh(review, ["user"])
@@ -110,20 +143,7 @@ class ReviewRecords(Repository):
 
     def review_state(self, scan_id: str) -> ReviewState:
         with self.session() as s:
-            latest = s.scalars(
-                select(Review).where(Review.scan_id == scan_id).order_by(Review.id.desc()).limit(1)
-            ).first()
-            reopened = s.scalars(
-                select(Reopening)
-                .where(Reopening.scan_id == scan_id)
-                .order_by(Reopening.id.desc())
-                .limit(1)
-            ).first()
-        if latest is None:
-            return ReviewState("pending", None, reopened)
-        if reopened is not None and reopened.created_at > latest.created_at:
-            return ReviewState("reopened", latest, reopened)
-        return ReviewState("reviewed", latest, reopened)
+            return _state_in(s, scan_id)
 
     @staticmethod
     def _review_columns() -> tuple[Any, Any, Any, ColumnElement[str]]:

@@ -389,3 +389,65 @@ def test_users_and_reviews_on_postgresql(
     assert main([*args, "--data-dir", str(settings.data_dir)]) == 0
     coco = json.loads((out / "annotations.json").read_text())
     assert [im["scan_id"] for im in coco["images"]] == [sids[0]]
+
+
+def test_two_officers_saving_at_the_same_moment_cannot_both_close_a_scan(world: World):
+    # The route checks "reviewed by another officer?" before storing; the storage checks
+    # again after taking the audit head's lock, in the review's own transaction, so two
+    # officers saving the same scan at once (threads, or two replicas) store one review.
+    import threading
+
+    from inference.service.db import Review
+    from inference.service.records.reviews import ScanClosed
+
+    records = world.client.app.state.service.records
+    officers = [records.user_by_name(n) for n in ("olga", "omar")]
+    for seed in range(30, 36):
+        sid = post_scan(world.client, world.who["gate-1"], seed=seed)
+        (result,) = records.results(sid)
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+
+        def save(
+            officer: Any,
+            sid: str = sid,
+            result: Any = result,
+            barrier: threading.Barrier = barrier,
+            outcomes: dict[str, str] = outcomes,
+        ) -> None:
+            review = Review(
+                scan_id=sid,
+                result_id=result.id,
+                user_id=officer.id,
+                user_role="officer",
+                model_version=result.model_version,
+                verdict="release",
+                comment="",
+                findings=[],
+                added=[],
+            )
+            barrier.wait()
+            try:
+                records.add_review(review, unless_closed_by_another=True)
+                outcomes[officer.name] = "stored"
+            except ScanClosed as exc:
+                outcomes[officer.name] = str(exc)
+
+        threads = [threading.Thread(target=save, args=(o,)) for o in officers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(outcomes.values())[-1] == "stored", outcomes
+        assert sum(v == "stored" for v in outcomes.values()) == 1, outcomes
+        assert len(records.reviews(sid)) == 1
+        (refused,) = [v for v in outcomes.values() if v != "stored"]
+        assert "re-open" in refused
+    # A supervisor's review is not refused: it may overrule (after a re-opening or not).
+    sue = records.user_by_name("sue")
+    review = Review(
+        scan_id=sid, result_id=result.id, user_id=sue.id, user_role="supervisor",
+        model_version=result.model_version, verdict="inspect", comment="", findings=[], added=[],
+    )  # fmt: skip
+    records.add_review(review)
+    assert len(records.reviews(sid)) == 2
