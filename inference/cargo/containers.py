@@ -54,8 +54,9 @@ def median_filter_1d(values: np.ndarray, size: int) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, size), axis=1)
 
 
-def _roof_runs(top: np.ndarray, height: int) -> list[tuple[int, int, float, float]]:
-    """Runs of columns whose roof row changes slowly: (start, end, low roof, median roof)."""
+def roof_runs(top: np.ndarray, height: int) -> list[tuple[int, int, float, float]]:
+    """Runs of columns whose roof row changes slowly: (start, end (exclusive), low roof,
+    median roof); shared with threat projection's cargo-space finder."""
     width = top.size
     runs = []
     c = 0
@@ -133,7 +134,7 @@ def find_containers(
     run = matter[:-1] & matter[1:]
     top = np.where(run.any(axis=0), np.argmax(run, axis=0), sh)
     top = median_filter_1d(top.astype(np.float64), 5)
-    runs = _roof_runs(top, sh)
+    runs = roof_runs(top, sh)
     if not runs:
         return []
     groups: list[list[tuple[int, int, float, float]]] = [[runs[0]]]

@@ -29,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from inference.cargo.containers import median_filter_1d, roof_runs
 from training.synth.threats import CATEGORIES
 
 CONTAINER_HEIGHT_MM = 2591.0
@@ -88,34 +89,9 @@ class CargoSpace:
         }
 
 
-def median_filter_1d(values: np.ndarray, size: int) -> np.ndarray:
-    padded = np.pad(values, size // 2, mode="edge")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, size), axis=1)
-
-
 def _roof_segments(top: np.ndarray, height: int) -> list[list[float]]:
-    """Runs of columns whose roof row changes slowly: [start, end, roof, median roof]."""
-    width = top.size
-    segments = []
-    c = 0
-    while c < width:
-        if top[c] >= 0.6 * height:
-            c += 1
-            continue
-        start, ref, end, gap = c, float(top[c]), c, 0
-        rows = []
-        while c < width:
-            if abs(top[c] - ref) <= 3:
-                rows.append(top[c])
-                ref, end, gap = 0.8 * ref + 0.2 * top[c], c, 0
-            else:
-                gap += 1
-                if gap > width * 0.01 + 2:
-                    break
-            c += 1
-        segments.append([start, end, float(np.percentile(rows, 20)), float(np.median(rows))])
-        c = end + 1
-    return [s for s in segments if s[1] - s[0] >= 0.05 * width]
+    """Runs of columns whose roof row changes slowly: [start, last, roof, median roof]."""
+    return [[s, e - 1, low, med] for s, e, low, med in roof_runs(top, height)]
 
 
 def _pitch(length_px: float, height_px: float) -> tuple[float, float, str]:

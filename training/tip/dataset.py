@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from inference.cargo.containers import median_filter_1d
 from inference.coco import (
     coco_document,
     encode_png,
@@ -64,7 +65,6 @@ from training.tip.cargo_space import (
     cargo_mask,
     find_cargo_space,
     find_spots,
-    median_filter_1d,
 )
 from training.tip.project import (
     HOST_MATERIAL,
