@@ -429,6 +429,11 @@ def _screenshot(p: Any, name: str) -> None:
 
     from PIL import Image
 
+    # Pictures (queue thumbnails load lazily) in before the shot, not white boxes.
+    for _ in range(100):
+        if p.evaluate("() => [...document.images].every((i) => i.complete && i.naturalWidth)"):
+            break
+        p.wait_for_timeout(100)
     out = Path(folder) / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     img = Image.open(BytesIO(p.screenshot())).convert("RGB")
