@@ -21,6 +21,9 @@ from training.quantize import calibration_paths
 from training.synth.dataset import write_dataset
 from training.synth.scene import SynthConfig
 
+# Calibrating and quantising a model takes seconds a test: out of the quick run.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def float_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -20,6 +20,9 @@ from tests.inference.service.service_helpers import ADMIN_KEY, REPO, ServeProces
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] (dev extra)")
 
+# A real server and a 19 MB tensor each way: out of the quick run.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def expected_session(models: dict[str, Path]) -> ort.InferenceSession:

@@ -100,6 +100,7 @@ def _revision_and_chain(url: str) -> tuple[str | None, list[tuple[int, str]]]:
     return rev, [(int(seq), str(kind)) for seq, kind in entries]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_replicas_starting_together_migrate_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
