@@ -12,6 +12,9 @@ So each scan, result and review is re-hashed (``facts.py``) and compared with it
 - a result with its ``result`` entry (the whole row since 0004; verdict, risk, model and
   the JSON's hash before);
 - a review with its ``review`` entry (the review as signed);
+- a re-opening (which sends a reviewed scan back to the queue) with its
+  ``review.reopened`` entry (scan and reason); re-openings from before the log began
+  (revision 0002's, stored before ``audit.start``) have no entry and are let be;
 - the rows stored before their entries carried a whole-record hash, together, with the
   ``audit.sealed`` entry of migration 0004 (count and digest per table).
 
@@ -28,7 +31,14 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from inference.service.db import AuditEntry, ResultRecord, Review, ScanRecord, Station
+from inference.service.db import (
+    AuditEntry,
+    Reopening,
+    ResultRecord,
+    Review,
+    ScanRecord,
+    Station,
+)
 from inference.service.facts import (
     SCAN_ENTRY_FIELDS,
     fact_sha256,
@@ -95,6 +105,7 @@ def verify_records(engine: Engine) -> CoverageReport:
         _scans(s, report, seal, sealed["scans"])
         _results(s, report, seal, sealed["results"])
         _reviews(s, report, sealed["reviews"])
+        _reopenings(s, report)
         _check_seal(report, seal, sealed)
     return report
 
@@ -217,6 +228,34 @@ def _reviews(s: Session, report: CoverageReport, sealed: list[tuple[Any, str]]) 
             "from the database: it was deleted"
         )
     report.checked["reviews"] = n
+
+
+def _reopenings(s: Session, report: CoverageReport) -> None:
+    logged = _entries(s, "review.reopened", "reopening_id")
+    start = s.execute(
+        select(AuditEntry.created_at).where(AuditEntry.kind == "audit.start").limit(1)
+    ).scalar()
+    n = 0
+    for (row,) in _rows(s, select(Reopening).order_by(Reopening.id)):
+        n += 1
+        entry = logged.pop(row.id, None)
+        if entry is None:
+            if start is not None and row.created_at >= start:
+                report.add(
+                    f"re-opening {row.id} of scan {row.scan_id} has no audit entry: it was "
+                    "added behind the log"
+                )
+        elif entry.subject != row.scan_id or entry.data.get("reason") != row.reason:
+            report.add(
+                f"re-opening {row.id} of scan {row.scan_id} was changed after it was stored: "
+                f"it differs from what audit entry #{entry.seq} recorded"
+            )
+    for reopening_id, entry in logged.items():
+        report.add(
+            f"re-opening {reopening_id} of scan {entry.subject} (audit entry #{entry.seq}) is "
+            "missing from the database: it was deleted"
+        )
+    report.checked["reopenings"] = n
 
 
 def _check_seal(

@@ -118,7 +118,9 @@ def test_a_realistic_sequence_leaves_a_chain_that_verifies(
     code, out, err = cli(capsys, "audit", "verify", *db)
     assert code == 0, err
     assert out.startswith("audit log OK: ")
-    assert "records OK: 1 scans, 1 results, 1 reviews match their entries" in out  # both DBs
+    assert (
+        "records OK: 1 scans, 1 results, 1 reviews, 1 reopenings match their entries" in out
+    )  # both DBs
     engine = make_engine(database_url)
     logged = kinds(engine)
     assert logged[0] == "audit.start"

@@ -291,3 +291,47 @@ def test_an_anchor_finds_a_cut_off_tail(
     assert code == 1
     assert f"anchor {anchor}: FAILED: the log has no entry #{seq}" in err
     engine.dispose()
+
+
+def test_edited_deleted_or_forged_reopenings_are_named(
+    stored: tuple[Settings, dict[str, str]], capsys: pytest.CaptureFixture[str]
+):
+    # A re-opening sends a reviewed scan back to the queue: a decision fact like a review.
+    from inference.service.app import open_records
+
+    settings, ids = stored
+    records = open_records(settings)
+    sue = records.add_user("sue", "supervisor", "not-a-real-hash")
+    kept = records.add_reopening(ids["S-1"], sue.id, "look at the roof")
+    edited = records.add_reopening(ids["S-1"], sue.id, "second opinion")
+    gone = records.add_reopening(ids["S-2"], sue.id, "wrong verdict")
+    records.engine.dispose()
+    assert verify(capsys, settings)[0] == 0
+
+    engine = make_engine(settings.resolved_database_url())
+    triggers = [
+        name
+        for (name,) in engine.connect().execute(
+            text(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'reopenings'"
+            )
+        )
+    ]
+    drop_triggers(engine, *triggers)
+    sql(engine, "UPDATE reopenings SET reason = 'nothing to see' WHERE id = :i", i=edited.id)
+    sql(engine, "DELETE FROM reopenings WHERE id = :i", i=gone.id)
+    sql(
+        engine,
+        "INSERT INTO reopenings (id, scan_id, user_id, created_at, reason) "
+        "VALUES (99, :s, :u, :t, 'forged')",
+        s=ids["S-2"],
+        u=sue.id,
+        t=datetime.now(timezone.utc).replace(tzinfo=None).isoformat(sep=" "),
+    )
+    code, _, err = verify(capsys, settings)
+    assert code == 1
+    assert f"re-opening {edited.id} of scan {ids['S-1']} was changed after it was stored" in err
+    assert f"re-opening {gone.id} of scan {ids['S-2']} (audit entry #" in err
+    assert f"re-opening 99 of scan {ids['S-2']} has no audit entry: it was added behind" in err
+    assert f"re-opening {kept.id} " not in err
+    engine.dispose()
