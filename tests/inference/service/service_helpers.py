@@ -187,3 +187,21 @@ def store_scan(
     )
     cells = anomaly if anomaly is not None else np.zeros((math.ceil(h / 4), math.ceil(w / 4)))
     return records.add_scan(rec, result_record(result, blobs.put(anomaly_png(cells))))[0].id
+
+
+def serve_env(data: Path, model: Path, port: int) -> dict[str, str]:
+    """The environment of a `cargoscan serve` the browser tests start on ``data``: one
+    engine thread, SQLite in the data folder, no admin key (officers log in)."""
+    import os
+
+    env = {
+        **os.environ,
+        "CARGOSCAN_DATA_DIR": str(data),
+        "CARGOSCAN_MODEL_PATH": str(model),
+        "CARGOSCAN_PORT": str(port),
+        "CARGOSCAN_ENGINE_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("CARGOSCAN_DATABASE_URL", None)
+    env.pop("CARGOSCAN_ADMIN_KEY", None)
+    return env

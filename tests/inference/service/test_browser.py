@@ -43,7 +43,7 @@ from inference.service.core import API
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 from station.server import free_port, serving
-from tests.inference.service.service_helpers import scan_pngs, store_scan
+from tests.inference.service.service_helpers import scan_pngs, serve_env, store_scan
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -286,16 +286,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
     card = json.loads(models["clear"].with_suffix(".json").read_text())
     key, riskiest = _seed(settings, card)
     port = free_port()
-    env = {
-        **os.environ,
-        "CARGOSCAN_DATA_DIR": str(data),
-        "CARGOSCAN_MODEL_PATH": str(models["clear"]),
-        "CARGOSCAN_PORT": str(port),
-        "CARGOSCAN_ENGINE_THREADS": "1",
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("CARGOSCAN_DATABASE_URL", None)
-    env.pop("CARGOSCAN_ADMIN_KEY", None)
+    env = serve_env(data, models["clear"], port)
     for name, role in ((OFFICER, "officer"), (SUPERVISOR, "supervisor")):
         cli = [sys.executable, "-m", "cargoscan", "user", "add", name, "--role", role]
         added = subprocess.run(

@@ -14,7 +14,6 @@ writes ``DIR/scan-1280x720.png`` and ``DIR/scan-1920x1080.png``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from inference.service.core import API
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 from station.server import free_port, serving
-from tests.inference.service.service_helpers import scan_pngs, store_scan
+from tests.inference.service.service_helpers import scan_pngs, serve_env, store_scan
 from tests.inference.service.test_browser import (
     CHROMIUM,
     PASSWORD,
@@ -139,16 +138,7 @@ def shift_site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Any])
     finally:
         records.engine.dispose()
     port = free_port()
-    env = {
-        **os.environ,
-        "CARGOSCAN_DATA_DIR": str(data),
-        "CARGOSCAN_MODEL_PATH": str(models["clear"]),
-        "CARGOSCAN_PORT": str(port),
-        "CARGOSCAN_ENGINE_THREADS": "1",
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("CARGOSCAN_DATABASE_URL", None)
-    env.pop("CARGOSCAN_ADMIN_KEY", None)
+    env = serve_env(data, models["clear"], port)
     cli = [sys.executable, "-m", "cargoscan", "user", "add", OFFICER, "--role", "officer"]
     added = subprocess.run(
         [*cli, "--password-stdin"],

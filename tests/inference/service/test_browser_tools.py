@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -28,7 +27,7 @@ from inference.service.db import Review
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 from station.server import free_port, serving
-from tests.inference.service.service_helpers import store_scan
+from tests.inference.service.service_helpers import serve_env, store_scan
 from tests.inference.service.test_browser import (
     CHROMIUM,
     LAPTOP,
@@ -138,16 +137,7 @@ def tools_site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Any])
     finally:
         records.engine.dispose()
     port = free_port()
-    env = {
-        **os.environ,
-        "CARGOSCAN_DATA_DIR": str(data),
-        "CARGOSCAN_MODEL_PATH": str(models["clear"]),
-        "CARGOSCAN_PORT": str(port),
-        "CARGOSCAN_ENGINE_THREADS": "1",
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("CARGOSCAN_DATABASE_URL", None)
-    env.pop("CARGOSCAN_ADMIN_KEY", None)
+    env = serve_env(data, models["clear"], port)
     with serving(port, log=root / "serve.log", env=env, cwd=REPO, ready_timeout_s=90) as server:
         yield {"url": server.url, "w": w, "h": h, **ids}
 
