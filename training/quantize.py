@@ -46,7 +46,15 @@ KEEP_FLOAT = (
 """Nodes left in float32: the stem and the first stage (stride 2 and 4: their inputs span
 air to dense steel, and int8 there moved scores the most: mean change 0.023 with them
 quantised, 0.014 without, on 20 real and synthetic scans), and the heads' output
-convolutions (the scores and box sides themselves)."""
+convolutions (the scores and box sides themselves).
+
+Every node outside ``/net/`` (the decoding `ExportWrapper` adds: sigmoid, exp, the peak
+test) stays float as well, always: quantised, the heads' logits went through a uint8
+grid before the sigmoid (0.08 logit steps, about 0.02 of score near 0.5) and the box
+sides after the exp (steps of some 40 px), for no speed (they are element-wise)."""
+
+NETWORK_SCOPE = "/net/"
+"""Node-name prefix of the network proper in the exported graph (`training.model`)."""
 
 
 CALIBRATION_METHODS = {
@@ -55,6 +63,26 @@ CALIBRATION_METHODS = {
     "entropy": lambda m: m.Entropy,
 }
 """How activation ranges are set from the calibration scans (ONNX Runtime's methods)."""
+
+
+def _fixed_grids(int8_model: Path, prepared: Path) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime's TensorQuantOverrides pinning each activation that ``int8_model``
+    quantises (and ``prepared`` has) to that file's scale and zero point."""
+    import onnx
+
+    from training.qat import activation_grids
+
+    produced = {o for n in onnx.load(str(prepared)).graph.node for o in n.output}
+    grids = activation_grids(int8_model)
+    if not grids:
+        raise ValueError(f"{int8_model}: no uint8 activations: not an int8 file of `quantize`")
+    return {
+        name: [
+            {"scale": np.array(g.scale, np.float32), "zero_point": np.array(g.zero_point, np.uint8)}
+        ]
+        for name, g in grids.items()
+        if name in produced
+    }
 
 
 def calibration_paths(folders: Sequence[Path], count: int) -> list[Path]:
@@ -123,11 +151,15 @@ def quantize(
     val: Sequence[Path] | None = None,
     keep_float: Sequence[str] = KEEP_FLOAT,
     method: str = "minmax",
+    activations_from: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``out`` (int8 ONNX) and its card from ``model`` (float ONNX with its card),
     calibrating activation ranges on about ``count`` scans from ``calibration`` folders;
-    ``check`` scans (outside calibration) measure how far outputs moved. Returns the card."""
+    ``check`` scans (outside calibration) measure how far outputs moved. With
+    ``activations_from`` (an int8 file of this network), every activation it quantises
+    keeps that file's scale and zero point: the grids a `train --qat` run learnt under.
+    Returns the card."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization import (
@@ -164,7 +196,14 @@ def quantize(
         # Symbolic shape inference cannot resolve the free height and width: skip it.
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
         names = [n.name for n in onnx.load(str(prepared)).graph.node]
-        keep = [n for n in names if any(n.startswith(k) for k in keep_float)]
+        keep = [
+            n
+            for n in names
+            if not n.startswith(NETWORK_SCOPE) or any(n.startswith(k) for k in keep_float)
+        ]
+        extra: dict[str, Any] = {}
+        if activations_from is not None:
+            extra["TensorQuantOverrides"] = _fixed_grids(activations_from, prepared)
         quantize_static(
             str(prepared),
             str(tmp),
@@ -175,6 +214,7 @@ def quantize(
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep,
             calibrate_method=CALIBRATION_METHODS[method](CalibrationMethod),
+            extra_options=extra,
         )
     data = tmp.read_bytes()
     card = json.loads(Path(model).with_suffix(".json").read_text())
@@ -198,6 +238,12 @@ def quantize(
         "kept_float": keep,
         "from": {"file": Path(model).name, "sha256": float_engine.card.onnx.sha256},
         "output_change": _output_change(float_engine, int8_engine, list(check)),
+        "activations_from": None
+        if activations_from is None
+        else {
+            "file": str(activations_from),
+            "sha256": hashlib.sha256(Path(activations_from).read_bytes()).hexdigest(),
+        },
         "float_metrics": measured,
     }
     if val:

@@ -98,6 +98,10 @@ class TrainConfig:
     # metrics line saying so: for a GPU slot of fixed length. The learning rate's warm-up
     # (5 %) and cosine then run over this time instead of the steps. One process only.
     time_budget_s: float | None = None
+    # Quantisation-aware fine-tuning (`training.qat`): the int8 file `cargoscan quantize`
+    # made from `init`; its activations are fake-quantised on that file's grids, and batch
+    # norm is frozen as int8 folds it. Export, then `quantize --activations-from` it.
+    qat: str | None = None
 
 
 class EpochDraws(Dataset):
@@ -263,6 +267,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             warm_start(smaller, cfg.init, _init_samples(source, augment, cfg))
             grow(net, smaller)
         net.to(device)
+    qat_record = _attach_qat(net, cfg, source, init_cfg == model_cfg, resuming) if cfg.qat else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = max(cfg.epochs * cfg.steps_per_epoch, 1)
     warmup = max(total // 20, 1)
@@ -420,6 +425,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             "epoch": epoch,
             "data_summary": data_summary,
             "init": init_record,
+            "qat": qat_record,
             "best": max(best, score),
             "metrics": record,
             "hard_negatives": pool.state(),
@@ -495,6 +501,31 @@ def _init_samples(source: MixedScans, augment: Augment, cfg: TrainConfig) -> lis
     data = EpochDraws(source, augment, draws, seed=cfg.seed * 1_000_003 + 999_983)
     images = [torch.from_numpy(data[k].image) for k in range(len(data))]
     return [torch.stack(images[k : k + cfg.batch_size]) for k in range(0, count, cfg.batch_size)]
+
+
+def _attach_qat(
+    net: CargoNet, cfg: TrainConfig, source: MixedScans, same_config: bool, resuming: bool
+) -> dict[str, Any]:
+    """Fake-quantise `net` (just warm-started from `cfg.init`) on `cfg.qat`'s grids."""
+    from training.qat import attach_fake_quant, freeze_batch_norm
+
+    if not cfg.init or not str(cfg.init).endswith(".onnx") or not same_config:
+        raise ValueError("--qat fine-tunes the float .onnx given as --init, without --blocks")
+    if resuming or cfg.hard_negative_share > 0:
+        raise ValueError("--qat runs start afresh (no --resume) and mine no hard negatives")
+    # Tensors are matched by value, so the sample needs content: the middle of a scan.
+    image = source[0].image
+    h, w = (min(n, cap) // 32 * 32 for n, cap in zip(image.shape[1:], (512, 1536), strict=True))
+    top, left = (image.shape[1] - h) // 2, (image.shape[2] - w) // 2
+    sample = image[:, top : top + h, left : left + w]
+    record = attach_fake_quant(net, cfg.init, cfg.qat, sample)
+    freeze_batch_norm(net)
+    if record["matched"] < record["activations"] // 2:
+        raise ValueError(
+            f"--qat: only {record['matched']} of {record['activations']} quantised activations "
+            f"found in the network: is {cfg.qat} made from {cfg.init}?"
+        )
+    return {k: record[k] for k in ("activations", "matched", "unmatched")}
 
 
 def _to(t: Any, device: torch.device) -> Any:

@@ -245,6 +245,15 @@ def add_train(sub: Subcommands) -> None:
         help="NHWC activations: with --precision bf16 on a CPU about 2x the float32 "
         "steps/s (bench/train_throughput.py)",
     )
+    p.add_argument(
+        "--qat",
+        type=Path,
+        default=None,
+        metavar="INT8.onnx",
+        help="quantisation-aware fine-tuning: the int8 file `cargoscan quantize` made from "
+        "--init; its activations are fake-quantised on the same grids while training (write "
+        "the result's int8 file with `quantize --activations-from` the same file)",
+    )
     p.set_defaults(handler=_run_train)
 
 
@@ -298,6 +307,7 @@ def _run_train(args: argparse.Namespace) -> int:
         blocks=blocks,
         precision=args.precision,
         channels_last=args.channels_last,
+        qat=str(args.qat) if args.qat else None,
     )
     try:
         out = train(cfg, resume=args.resume)
@@ -399,6 +409,14 @@ def add_quantize(sub: Subcommands) -> None:
         default=None,
         help="calibrate the thresholds again on the int8 file (as `export --val`)",
     )
+    p.add_argument(
+        "--activations-from",
+        type=Path,
+        default=None,
+        metavar="INT8.onnx",
+        help="use this int8 file's activation scales and zero points (the file a "
+        "`train --qat` run was fine-tuned under) instead of calibrated ones",
+    )
     p.set_defaults(handler=_run_quantize)
 
 
@@ -413,7 +431,13 @@ def _run_quantize(args: argparse.Namespace) -> int:
     try:
         check = [p for folder in args.check for p in clean_scan_paths(folder)][:8]
         card = quantize(
-            args.model, args.out, args.calibration, count=args.count, check=check, val=args.val
+            args.model,
+            args.out,
+            args.calibration,
+            count=args.count,
+            check=check,
+            val=args.val,
+            activations_from=args.activations_from,
         )
     except (ModelError, ValueError, ScanError) as exc:
         return fail("quantize", str(exc))

@@ -63,6 +63,14 @@ def test_quantize_writes_an_int8_graph_whose_card_says_so_and_outputs_stay_close
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) >= 20  # every convolution's weights
+    # The decoding after the network (sigmoid, exp, the peak test) reads float tensors:
+    # no score, logit or box side goes through a uint8 grid.
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type in ("Sigmoid", "Exp", "MaxPool", "Clip"):
+            feeding = producer.get(node.input[0])
+            assert feeding is None or feeding.op_type != "DequantizeLinear", node.name
+    assert not any(n.op_type == "QuantizeLinear" for n in graph.node if "/net/" not in n.input[0])
 
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["onnx"]["precision"] == "int8"
@@ -94,3 +102,60 @@ def test_quantize_refuses_an_int8_model_and_too_few_scans(
     again = ["quantize", "--model", str(out), "--calibration", str(scans)]
     assert main([*again, "--out", str(tmp_path / "qq.onnx")]) == 2
     assert "already int8" in capsys.readouterr().err
+
+
+def test_qat_fake_quantises_the_int8_files_grids_and_quantize_keeps_them(
+    float_model: tuple[Path, Path], tmp_path: Path
+):
+    """`train --qat`'s fake quantisation reproduces the int8 file, and `quantize
+    --activations-from` writes a new int8 file on exactly the same activation grids."""
+    from training.qat import activation_grids, attach_fake_quant, freeze_batch_norm
+    from training.warm_start import config_of, warm_start
+
+    model, scans = float_model
+    int8 = tmp_path / "m-int8.onnx"
+    args = ["quantize", "--model", str(model), "--calibration", str(scans), "--count", "4"]
+    assert main([*args, "--out", str(int8)]) == 0
+    tensor = preprocess(load_clean_scan(clean_scan_paths(scans)[0])).tensor
+    sample = tensor[0][:, :256, :512]
+
+    net = CargoNet(config_of(model))
+    warm_start(net, model, [torch.from_numpy(tensor[:, :, :256, :256])])
+    with torch.no_grad():
+        float_logits = net.eval()(torch.from_numpy(sample[None]))["heat"].numpy()
+    record = attach_fake_quant(net, model, int8, sample)
+    freeze_batch_norm(net)
+    assert record["matched"] >= record["activations"] * 3 // 4
+    assert all(name in activation_grids(int8) for name in record["points"].values())
+    net.train()  # batch norm stays frozen: the same outputs in either mode
+    with torch.no_grad():
+        qat_logits = net(torch.from_numpy(sample[None]))["heat"].numpy()
+    assert not np.array_equal(qat_logits, float_logits)
+
+    # Every fake-quantised tensor lies on its int8 grid: x / scale + zero point is an
+    # integer in 0..255 (what ONNX Runtime's uint8 activation holds).
+    grids, seen = activation_grids(int8), {}
+    modules = dict(net.named_modules())
+    for point in record["points"]:
+        name, where = point.rsplit(":", 1)
+        if where == "out":
+            modules[name].register_forward_hook(
+                lambda _m, _i, out, p=point: seen.__setitem__(p, out.detach().numpy().copy())
+            )
+    with torch.no_grad():
+        net(torch.from_numpy(sample[None]))
+    assert len(seen) >= 10
+    for point, value in seen.items():
+        grid = grids[record["points"][point]]
+        q = value / grid.scale + grid.zero_point
+        assert np.abs(q - np.round(q)).max() < 2e-2, point
+        assert q.min() > -0.5 and q.max() < 255.5, point
+
+    again = tmp_path / "again-int8.onnx"
+    assert main([*args, "--out", str(again), "--activations-from", str(int8)]) == 0
+    assert activation_grids(again) == activation_grids(int8)
+    card = json.loads(again.with_suffix(".json").read_text())
+    assert (
+        card["quantization"]["activations_from"]["sha256"]
+        == hashlib.sha256(int8.read_bytes()).hexdigest()
+    )
