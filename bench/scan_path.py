@@ -6,15 +6,20 @@ one run, for the same scan:
 
 - the bare model: ``session.run`` on the pre-processed tensor;
 - the stages one at a time: decoding the two channels (PNG and TIFF), pre-processing, the
-  model, post-processing (findings, anomaly map PNG, the result body) and storage (the
-  three blobs, written and fsync'ed one after the other as a plain loop would);
+  model, post-processing (decoding its outputs into findings, the result body, the anomaly
+  map PNG) and storage (the two channels, then the anomaly map, each written and fsync'ed
+  one after the other as a plain loop would);
 - ``processing_ms`` as the service reports it: ``Service.analyze_upload`` of a real
   service (SQLite, blob store, the model loaded as ``cargoscan serve`` loads it) for the
   scan sent as two PNGs and as two uncompressed TIFFs (what the station client sends);
 
 each round measures them all, alternating, so the ratio processing_ms / bare model is
 taken within a round (a busy machine slows both sides alike) and its spread over the
-rounds is printed, not one median.
+rounds is printed, not one median. Beside each stage's wall time goes the CPU time the
+process spent on it (all threads): on a shared machine that is the work, where the wall
+time is mostly the scheduler. The blob stores are emptied after every upload, so each
+one writes and fsyncs its files as a new scan does (a repeated scan's blobs are only
+hashed: the store keeps one copy; ``--keep-blobs`` measures that, as this bench did before).
 
     .venv/bin/python bench/scan_path.py [--rounds 5] [--model models/cargoscan-default.onnx]
 """
@@ -53,10 +58,19 @@ def scan_bytes(seed: int, min_width: int) -> tuple[dict[str, tuple[bytes, bytes]
     raise SystemExit(f"no generated scan is {min_width} px long: lower --min-width")
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
+CPU = " cpu"
+"""Suffix of a stage's CPU-time figure in a round's dict."""
+
+
+def timed(out: dict[str, float], name: str, fn: Callable[[], Any], cpu: bool = True) -> Any:
+    """``fn()``; its wall time (ms) goes into ``out[name]``, and with ``cpu`` the process's
+    CPU time (all threads, ms) into ``out[name + CPU]``."""
+    cpu0, start = time.process_time(), time.perf_counter()
     value = fn()
-    return value, (time.perf_counter() - start) * 1000.0
+    out[name] = (time.perf_counter() - start) * 1000.0
+    if cpu:
+        out[name + CPU] = (time.process_time() - cpu0) * 1000.0
+    return value
 
 
 def one_round(bench: Any, r: int) -> dict[str, float]:
@@ -68,34 +82,51 @@ def one_round(bench: Any, r: int) -> dict[str, float]:
     engine = bench.service.models.current.engine
     high, low = bench.data["png"]
     out: dict[str, float] = {}
-    _, bare_a = timed(lambda: engine.run(bench.model_input))
+    ends: dict[str, float] = {}
+    timed(ends, "a", lambda: engine.run(bench.model_input), cpu=False)
     for fmt in FORMATS:
         h, lo = bench.data[fmt]
-        scan, out[f"decode {fmt}"] = timed(lambda h=h, lo=lo: decode_scan(h, lo))
-    model_input, out["pre-processing"] = timed(lambda: preprocess(scan))
-    outputs, out["model"] = timed(lambda: engine.run(model_input))
-
-    def post() -> bytes:
-        analysis = engine.decode(scan, model_input, outputs)
-        build_result(engine, analysis, "bench", 0.0, anomaly_map_url="/m")
-        return anomaly_png(scan_cells(analysis, engine.stride))
-
-    png, out["post-processing"] = timed(post)
-    _, out["storage"] = timed(lambda: [bench.blobs.put(b) for b in (high, low, png)])
+        scan = timed(out, f"decode {fmt}", lambda h=h, lo=lo: decode_scan(h, lo))
+    model_input = timed(out, "pre-processing", lambda: preprocess(scan))
+    outputs = timed(out, "model", lambda: engine.run(model_input))
+    analysis = timed(out, "decode outputs", lambda: engine.decode(scan, model_input, outputs))
+    timed(
+        out,
+        "result",
+        lambda: build_result(engine, analysis, "bench", 0.0, anomaly_map_url="/m"),
+    )
+    png = timed(out, "anomaly PNG", lambda: anomaly_png(scan_cells(analysis, engine.stride)))
+    # The service writes the channels while the model runs, the anomaly map after it.
+    timed(out, "storage channels", lambda: [bench.blobs.put(b) for b in (high, low)])
+    timed(out, "storage anomaly map", lambda: bench.blobs.put(png))
     for fmt in FORMATS:
         h, lo = bench.data[fmt]
         meta = ScanMetadata.from_dict({"station_scan_id": f"bench-{r}-{fmt}"})
-        done = bench.service.analyze_upload(bench.station_id, h, lo, meta)
+        done = timed(
+            out,
+            f"analyze_upload {fmt}",
+            lambda h=h, lo=lo, meta=meta: bench.service.analyze_upload(
+                bench.station_id, h, lo, meta
+            ),
+        )
         out[f"processing_ms {fmt}"] = float(done.result["processing_ms"])
-    _, bare_b = timed(lambda: engine.run(bench.model_input))
-    out["bare model"] = (bare_a + bare_b) / 2.0
+        if not bench.keep_blobs:
+            bench.forget_blobs()
+    timed(ends, "b", lambda: engine.run(bench.model_input), cpu=False)
+    out["bare model"] = (ends["a"] + ends["b"]) / 2.0
     return out
 
 
 class Bench:
     """A real service on a temporary data folder, the scan's bytes and its model input."""
 
-    def __init__(self, model: Path, data: dict[str, tuple[bytes, bytes]], root: Path) -> None:
+    def __init__(
+        self,
+        model: Path,
+        data: dict[str, tuple[bytes, bytes]],
+        root: Path,
+        keep_blobs: bool = False,
+    ) -> None:
         from inference.preprocess import preprocess
         from inference.scan import decode_scan
         from inference.service.core import Service
@@ -103,6 +134,7 @@ class Bench:
         from inference.service.storage import BlobStore
 
         self.data = data
+        self.keep_blobs = keep_blobs
         self.service = Service(Settings(data_dir=root / "service", model_path=model))
         self.service.open()
         self.service.load_startup_model()
@@ -111,6 +143,12 @@ class Bench:
         self.station_id = self.service.records.add_station("bench", "x" * 64).id
         self.blobs = BlobStore(root / "plain")
         self.model_input = preprocess(decode_scan(*data["png"]))
+
+    def forget_blobs(self) -> None:
+        """Empty both blob stores, so the next upload writes its files anew."""
+        for store in (self.service.blobs, self.blobs):
+            for path in store.root.glob("*/*"):
+                path.unlink()
 
     def close(self) -> None:
         self.service.close()
@@ -126,6 +164,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--min-width", type=int, default=2700)
+    parser.add_argument(
+        "--keep-blobs",
+        action="store_true",
+        help="keep the stored blobs between uploads (repeats are only hashed, not written)",
+    )
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -134,16 +177,20 @@ def main() -> int:
     print(f"scan: {what}; {sizes} a post (made in {time.perf_counter() - t0:.0f} s)")
     print(f"model: {args.model}; machine: {os.cpu_count()} cores, load {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="cargoscan-bench-") as tmp:
-        bench = Bench(args.model, data, Path(tmp))
+        bench = Bench(args.model, data, Path(tmp), args.keep_blobs)
         try:
             for r in range(2):  # warm-up: sessions, arenas, first-call imports
                 one_round(bench, -1 - r)
             rounds = [one_round(bench, r) for r in range(args.rounds)]
         finally:
             bench.close()
-    print(f"\n{args.rounds} rounds, ms{'':>15}     min   median      max")
+    print(f"\n{args.rounds} rounds, ms{'':>15}     min   median      max   cpu median")
     for name in rounds[0]:
-        print(f"  {name:<22} {spread([r[name] for r in rounds])}")
+        if name.endswith(CPU):
+            continue
+        cpu = [r[name + CPU] for r in rounds if name + CPU in r]
+        work = f"{statistics.median(cpu):12.1f}" if cpu else ""
+        print(f"  {name:<22} {spread([r[name] for r in rounds])} {work}")
     print("\nprocessing_ms / bare model (bar 1.5x, goal 1.2x): each round's; min over min")
     bare_min = min(r["bare model"] for r in rounds)
     for fmt in FORMATS:

@@ -150,10 +150,14 @@ class Engine:
         graph kept, their boxes, duplicates suppressed); apart so a benchmark can time it."""
         heat, box, anomaly = outputs
         flat = heat[0].reshape(-1)
-        k = min(MAX_FINDINGS, flat.size)
-        top = np.argpartition(-flat, k - 1)[:k]
-        top = top[np.argsort(-flat[top])]
-        top = top[: int(np.count_nonzero(flat[top] >= min_score))]  # falling scores
+        # The peaks at or above min_score (a few dozen of ~700,000 cells), then the best
+        # MAX_FINDINGS of them, falling scores (equal ones by position): one comparison
+        # pass, where a top-k over the whole map negated and partitioned it (3 ms).
+        top = np.flatnonzero(flat >= min_score)
+        if top.size > MAX_FINDINGS:
+            top = top[np.argpartition(-flat[top], MAX_FINDINGS - 1)[:MAX_FINDINGS]]
+            top.sort()
+        top = top[np.argsort(-flat[top], kind="stable")]
         _, h, w = heat[0].shape
         c, rest = np.divmod(top, h * w)
         y, x = np.divmod(rest, w)

@@ -1,9 +1,12 @@
 """The fast pre-processing against the plain formula it replaced (kept here as the
 reference): the same model input, to float32 rounding, on real-looking 16-bit dual,
-16-bit single and 8-bit scans, resampled or not. Training and serving share the
-function, so any drift here would be a silent accuracy change."""
+16-bit single and 8-bit scans, resampled or not, a full-size generated 16-bit dual-energy
+scan and real 8-bit exports. Training and serving share the function, so any drift here
+would be a silent accuracy change."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,13 +22,18 @@ from inference.preprocess import (
     MIN_AIR_ROWS,
     NEIGHBOUR_ROWS,
     PARALLEL_PIXELS,
+    _count_at_least,
+    _round_to_uint16,
+    _sorted_rows,
     air_levels,
     attenuation,
     column_gains,
     preprocess,
 )
-from inference.scan import Scan
+from inference.scan import Scan, load_scan
 from training.synth.scene import SynthConfig, generate_scan
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "real-cargo" / "ajna_bbox"
 
 TOLERANCE = 1e-6  # the issue allows 1e-4; the fast path does the same float32 operations
 
@@ -164,3 +172,71 @@ def test_edge_cases_agree_dense_rows_black_and_no_air_band():
     given = attenuation(img, air=np.full(64, 52000.0))
     want = -np.log(np.clip(img.astype(np.float32) / np.float32(52000.0), 1 / 65536, 1.0))
     assert float(np.abs(given - want).max()) < TOLERANCE
+
+
+def test_views_of_a_channel_agree(synth: Scan):
+    """Channels handed over as views (a crop, every other column), not contiguous arrays
+    (a Scan copies its channels; the public pieces take what they are given)."""
+    for view in (synth.high[5:-7, 3::2], synth.low[:, ::-1], (synth.low >> 8).astype(np.uint8).T):
+        assert not view.flags.c_contiguous
+        np.testing.assert_array_equal(air_levels(view), ref_air_levels(view))
+        assert float(np.abs(attenuation(view) - ref_attenuation(view)).max()) < TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_full_size_generated_dual_energy_scan_agrees():
+    """The scan bench/scan_path.py times: 2812 x 800, 16-bit, both energies (on two
+    threads), with the air band and pulse jitter the synthetic scanner makes."""
+    s = generate_scan(0, 7, SynthConfig())
+    scan = Scan(high=s.high, low=s.low)
+    assert scan.high.dtype == np.uint16 and scan.shape == (800, 2812)
+    got, want = preprocess(scan).tensor, ref_preprocess(scan)
+    assert float(np.abs(got - want).max()) < TOLERANCE
+    assert want[0, 1].max() > 1.0  # dense cargo in the low channel
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real-cargo is absent")
+def test_real_8_bit_exports_agree():
+    """Real scans, as their scanners exported them (8-bit JPEG, one channel): every
+    thirty-first of the shared set (five)."""
+    folders = sorted(p for p in REAL.iterdir() if p.is_dir())[::31]
+    assert len(folders) >= 5
+    for folder in folders:
+        scan = load_scan(folder / f"{folder.name}.jpg")
+        assert scan.high.dtype == np.uint8 and not scan.has_low
+        got, want = preprocess(scan).tensor, ref_preprocess(scan)
+        assert got.shape == want.shape
+        assert float(np.abs(got - want).max()) < TOLERANCE, folder.name
+
+
+def test_row_sort_count_and_rounding_helpers_equal_numpy():
+    rng = np.random.default_rng(2)
+    for dtype, top in ((np.uint16, 65536), (np.uint8, 256)):
+        channel = rng.integers(0, top, (37, 501)).astype(dtype)
+        channel[3] = 7  # a flat row: every value equal
+        ordered = _sorted_rows(channel)
+        np.testing.assert_array_equal(ordered, np.sort(channel, axis=1, kind="stable"))
+        # thresholds below, inside and above each row's values, and on a value exactly
+        threshold = rng.integers(0, top, 37).astype(dtype)
+        threshold[:3] = (0, top - 1, ordered[2, 250])
+        threshold[3] = 7
+        want = np.count_nonzero(ordered >= threshold[:, None], axis=1)
+        np.testing.assert_array_equal(_count_at_least(ordered, threshold), want)
+    values = rng.uniform(-3000.0, 70000.0, (50, 300)).astype(np.float32)
+    values[0, :12] = [-0.5, 0.5, 1.5, 2.5, -0.4, 65534.5, 65535.5, 65536.0, 1e9, -1e9, 3.49, 0]
+    want = np.clip(np.rint(values), 0, 65535).astype(np.uint16)
+    np.testing.assert_array_equal(_round_to_uint16(values), want)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_the_padding_is_zero_even_in_reused_memory(synth: Scan, scale: float):
+    """The tensor is not allocated zeroed (only its padding is cleared): memory the
+    allocator hands back dirty must not leak into the padding the model sees as air."""
+    want = ref_preprocess(synth, scale=scale)
+    for _ in range(3):
+        junk = np.full(want.shape, np.nan, np.float32)  # freed, then likely handed back
+        del junk
+        got = preprocess(synth, scale=scale)
+        sh, sw = got.scaled_hw
+        assert not got.tensor[0, :, sh:, :].any() and not got.tensor[0, :, :, sw:].any()
+        assert float(np.abs(got.tensor - want).max()) < TOLERANCE
