@@ -36,7 +36,14 @@ from training.hard_negatives import (
 from training.metrics import ScanFindings, detection_rate_at_far
 from training.model import CargoNet, ExportWrapper, ModelConfig
 from training.objective import loss, make_targets
-from training.warm_start import config_of, describe, grow, grown_config, warm_start
+from training.warm_start import (
+    config_of,
+    describe,
+    float_model_of,
+    grow,
+    grown_config,
+    warm_start,
+)
 
 VAL_FAR = 0.01
 
@@ -202,6 +209,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     out = Path(cfg.out)
     resuming = resume and (out / "last.pt").is_file()
+    if cfg.init:  # an int8 model: its float file (named in its card)
+        cfg.init = str(float_model_of(cfg.init))
     init_cfg = config_of(cfg.init) if cfg.init else None
     if init_cfg is not None:
         cfg.model = (grown_config(init_cfg, cfg.blocks) if cfg.blocks else init_cfg).to_dict()

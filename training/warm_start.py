@@ -55,6 +55,32 @@ def config_of(path: Path | str) -> ModelConfig:
     return ModelConfig.from_dict(ck["model_config"])
 
 
+def float_model_of(path: Path | str) -> Path:
+    """`path`, or for an int8 ONNX model the float file it was quantised from (named and
+    hashed in its card, beside it): int8 weights are rounded and their graph is not one
+    `_load_onnx` can read, so fine-tuning always starts from the float weights."""
+    path = Path(path)
+    card_path = path.with_suffix(".json")
+    if path.suffix != ".onnx" or not card_path.is_file():
+        return path
+    card = json.loads(card_path.read_text())
+    if card.get("onnx", {}).get("precision") != "int8":
+        return path
+    source = (card.get("quantization") or {}).get("from") or {}
+    float_path = path.parent / str(source.get("file", ""))
+    if not source.get("file") or not float_path.is_file():
+        raise ValueError(
+            f"--init {path}: an int8 model, and the float file it was quantised from "
+            f"({source.get('file', 'not named in its card')}) is not beside it"
+        )
+    if sha256_hex(float_path.read_bytes()) != source.get("sha256"):
+        raise ValueError(
+            f"--init {path}: {float_path.name} is not the float file it was quantised from "
+            "(sha256 differs)"
+        )
+    return float_path
+
+
 def describe(path: Path | str) -> dict[str, Any]:
     """Where a run started from, for its checkpoints and the exported card: the file,
     its sha256 and, for an ONNX model, its card's name and training record (the file

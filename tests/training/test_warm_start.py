@@ -161,3 +161,30 @@ def test_train_init_with_more_blocks_starts_from_the_model(tmp_path: Path, capsy
     assert load_checkpoint(tmp_path / "f" / "best.pt")[0].config.blocks == (0, 1, 1, 1, 0)
     assert main(["train", *fresh, "--out", str(tmp_path / "g"), "--blocks", "0,1,1"]) == 2
     assert "--blocks wants 5 counts" in capsys.readouterr().err
+
+
+def test_an_int8_model_starts_from_the_float_file_its_card_names(tmp_path: Path):
+    from training.warm_start import float_model_of
+
+    float_path = _export(_trained_looking(3), tmp_path / "m-float.onnx")
+    int8 = tmp_path / "m.onnx"
+    int8.write_bytes(b"an int8 graph")
+    card = {
+        "onnx": {"file": "m.onnx", "precision": "int8"},
+        "quantization": {
+            "from": {
+                "file": "m-float.onnx",
+                "sha256": hashlib.sha256(float_path.read_bytes()).hexdigest(),
+            }
+        },
+    }
+    int8.with_suffix(".json").write_text(json.dumps(card))
+    assert float_model_of(int8) == float_path
+    assert float_model_of(float_path) == float_path  # a float model is itself
+
+    float_path.write_bytes(float_path.read_bytes() + b"\0")  # another float file
+    with pytest.raises(ValueError, match="sha256 differs"):
+        float_model_of(int8)
+    float_path.unlink()
+    with pytest.raises(ValueError, match="is not beside it"):
+        float_model_of(int8)
