@@ -36,6 +36,7 @@ __all__ = [
     "OutputSpec",
     "ResultFinding",
     "ResultModel",
+    "RiskReason",
     "ScanResult",
     "Score",
     "ScoreTable",
@@ -248,6 +249,30 @@ class CargoReport(BaseModel):
     processing_ms: float = Field(ge=0, description="time the cargo analysis took")
 
 
+class RiskReason(BaseModel):
+    """One reason behind a scan's risk and verdict, shown with its weight (docs/cargo.md,
+    "Risk and review"). Contributions are on the risk's level scale: above 0.5 a reason
+    asks for review, above 1 it alarms; the scan's risk is ``1 - 2**-r`` with ``r`` the
+    largest contribution (the reason with ``decides``)."""
+
+    source: Literal["finding", "manifest"]
+    ref: int | None = Field(
+        description="the finding's id, or the index in cargo.manifest_check.discrepancies "
+        "(null: the strongest finding under its review threshold, not shown)"
+    )
+    kind: str = Field(description="the finding's category, or the discrepancy's kind")
+    score: float = Field(ge=0, le=1, allow_inf_nan=False)
+    weight: float | None = Field(
+        description="the discrepancy kind's weight (inference.risk.DISCREPANCY_WEIGHTS); "
+        "null for a finding, whose thresholds set its contribution"
+    )
+    contribution: float = Field(
+        ge=0, allow_inf_nan=False, description="0.5: review, 1: alarm (weight x score)"
+    )
+    decides: bool = Field(description="the largest contribution: it sets the risk")
+    explanation: str
+
+
 class ScanResult(BaseModel):
     """The result of one scan's analysis by one model (docs/design.md, "The result")."""
 
@@ -266,6 +291,11 @@ class ScanResult(BaseModel):
     anomaly_map: str | None = Field(description="where the anomaly map is (a URL or file name)")
     cargo: CargoReport | None = Field(
         None, description="containers, contents and the manifest check (absent: not analysed)"
+    )
+    risk_reasons: list[RiskReason] | None = Field(
+        None,
+        description="what the risk and verdict rest on, strongest first: the findings and "
+        "the manifest discrepancies with their weights (absent: cargo not analysed)",
     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,6 +34,12 @@ alarm threshold), and ``s / t`` beyond; an anomaly peak onto 0.5 at its level an
 risks: ``alarm`` <=> risk > 0.5, ``review`` <=> risk > 1 - 2 ** -0.5 (about 0.29), so a
 queue sorted by risk lists alarms first, then reviews, then clear scans, whatever the
 categories' thresholds.
+
+With the cargo analysis (``analysis.cargo``), the manifest check's discrepancies join the
+findings as reasons (:mod:`inference.risk`: a weight per kind times the score, on the same
+level scale; the strongest reason decides), and the result lists every reason with its
+weight and contribution in ``risk_reasons``. Without it, or without a discrepancy, the
+risk and verdict are the findings' alone.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ import numpy as np
 from inference.boxes import hits
 from inference.contracts import ModelCard, ResultFinding, ResultModel, ScanResult, ScoreTable
 from inference.engine import Analysis, Engine
+from inference.risk import combine, finding_reasons
 
 __all__ = [
     "ANOMALY_LEVEL",
@@ -322,6 +329,7 @@ def scan_result(
     # Those under it stay off the list but still rank a clear scan in the queue (risk).
     shown: list[tuple[float, str, float, tuple[float, float, float, float], str]] = []
     best = 0.0
+    hidden: tuple[float, str, float] | None = None  # the strongest one under review
     for f in analysis.findings:
         score = float(f.score)
         if not math.isfinite(score) or _longer_side(f.box) < min_side_px(f.category, pitch):
@@ -330,6 +338,8 @@ def scan_result(
         best = max(best, level)
         if score > op.review[f.category]:
             shown.append((level, f.category, score, f.box, "detector"))
+        elif hidden is None or level > hidden[0]:
+            hidden = (level, f.category, score)
     for p, box in anomaly_regions(analysis, engine.stride, op.anomaly_level):
         if _longer_side(box) >= min_side_px("anomaly", pitch):
             shown.append((anomaly_level_of(p, op.anomaly_level), "anomaly", p, box, "anomaly"))
@@ -388,7 +398,13 @@ def scan_result(
     ]
     review = bool(findings) and not alarm
     # The cargo section only where it was analysed: to_dict leaves unset fields out.
-    cargo = {"cargo": analysis.cargo} if analysis.cargo is not None else {}
+    cargo: dict[str, Any] = {}
+    if analysis.cargo is not None:
+        reasons = finding_reasons(findings, [d[0] for d in decided], hidden)
+        best, alarm, review, reasons = combine(
+            best, alarm, review, reasons, analysis.cargo.manifest_check
+        )
+        cargo = {"cargo": analysis.cargo, "risk_reasons": reasons}
     return ScanResult(
         scan_id=scan_id,
         model=result_model(engine.card),

@@ -355,8 +355,9 @@ def add_audit(sub: Subcommands) -> None:
         "verify",
         help="re-hash the audit log, check every link and every stored record against it",
         description="Exit 0 when every entry hashes to its stored hash and links to the one "
-        "before it, and every scan, result and review in the database is what its entry "
-        "recorded; 1 naming the first broken entry or each changed, added or deleted record. "
+        "before it, and every scan, result, review, re-opening, signature, station, user, "
+        "live session and model activation in the database is what its entry recorded; 1 "
+        "naming the first broken entry or each changed, added or deleted record. "
         "Prints the head's hash; --anchor checks anchors from `cargoscan audit anchor` "
         "(a cut-off tail shows there).",
     )
@@ -376,21 +377,22 @@ def add_audit(sub: Subcommands) -> None:
         description="Prints (or writes to --out) a JSON anchor of the audit log's head, "
         "signed with the service's signing key. Keep anchors where the database's owner "
         "cannot change them, e.g. from cron every hour; `cargoscan audit verify --anchor "
-        "FILE` then finds entries removed after it was taken.",
+        "FILE` then finds entries removed after it was taken. Taking one is logged "
+        "(audit.anchored); the admin API's POST /api/v1/admin/audit/anchor does the same.",
     )
     anc.add_argument("--out", type=Path, default=None, help="write here instead of stdout")
     add_db_flags(anc)
     anc.set_defaults(handler=_run_audit_anchor)
 
 
-def _service_key_sha256(settings: Any) -> str | None:
-    """The fingerprint of the service's signing key, without making one (None: none)."""
+def _service_signer(settings: Any) -> Any:
+    """The service's signing key (a ``signing.Signer``), without making one (None: none)."""
     from inference.service.signing import DEFAULT_KEY_FILE, SigningKeyError, load_or_create
 
     configured = getattr(settings, "signing_key_path", None)
     path = configured or Path(settings.data_dir) / DEFAULT_KEY_FILE
     try:
-        return load_or_create(Path(path).expanduser(), create=False).key_sha256
+        return load_or_create(Path(path).expanduser(), create=False)
     except SigningKeyError:
         return None
 
@@ -407,10 +409,12 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
             anchors.append((path, path.read_bytes()))
         except OSError as exc:
             return fail("audit verify", f"--anchor {path}: {exc.strerror or exc}")
+    signer = _service_signer(settings)
+    public_pem = signer.public_pem if signer is not None else None
     with open_service_records(settings) as records:
         report = verify_chain(records.engine)
-        coverage = verify_records(records.engine) if report.ok else None
-        key = _service_key_sha256(settings) if anchors else None
+        coverage = verify_records(records.engine, public_pem) if report.ok else None
+        key = signer.key_sha256 if signer is not None and anchors else None
         checks = [(p, check_anchor(records.engine, text, key)) for p, text in anchors]
     if not report.ok:
         print(f"audit log BROKEN at entry #{report.broken_seq}: {report.problem}", file=sys.stderr)
@@ -437,6 +441,8 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
             print(f"anchor {path}: FAILED: {check.problem}", file=sys.stderr)
     if key is None and anchors:
         print("  (no signing key here: anchors checked against their own key only)")
+    for note in coverage.notes:
+        print(f"  ({note})")
     if failed:
         return 1
     counts = ", ".join(f"{n} {kind}" for kind, n in coverage.checked.items())
@@ -446,7 +452,7 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _run_audit_anchor(args: argparse.Namespace) -> int:
-    from inference.service.anchor import make_anchor
+    from inference.service.anchor import take_anchor
     from inference.service.signing import SigningKeyError, signer_for
 
     settings = service_settings(args)
@@ -455,10 +461,12 @@ def _run_audit_anchor(args: argparse.Namespace) -> int:
     except SigningKeyError as exc:
         return fail("audit anchor", str(exc))
     with open_service_records(settings) as records:
-        head = records.audit_head()
-    if head is None:
-        return fail("audit anchor", "the audit log has no head (not migrated?)")
-    text = json.dumps(make_anchor(signer, head[0], head[1]), indent=1) + "\n"
+        try:
+            anchor = take_anchor(records.engine, signer, "cli")
+        except RuntimeError as exc:
+            return fail("audit anchor", str(exc))
+    head = (anchor["statement"]["seq"], anchor["statement"]["entry_hash"])
+    text = json.dumps(anchor, indent=1) + "\n"
     if args.out is None:
         sys.stdout.write(text)
         return 0

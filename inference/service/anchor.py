@@ -13,6 +13,10 @@ unseen is at most what came after the last anchor.
 The signature proves which service made the anchor (a file edited to point at a shortened
 log fails), not that it is recent: keep anchors where the database's owner cannot replace
 them.
+
+:func:`take_anchor` is what the CLI and the admin API (``POST /api/v1/admin/audit/anchor``)
+both call: the anchor and an ``audit.anchored`` entry saying who took it of which entry,
+in one transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from inference.service import audit
 from inference.service.db import AuditEntry
 from inference.service.signing import (
     Signer,
@@ -53,13 +58,34 @@ def make_anchor(signer: Signer, seq: int, entry_hash: str) -> dict[str, Any]:
     }
 
 
+def take_anchor(engine: Engine, signer: Signer, actor: str) -> dict[str, Any]:
+    """The signed anchor of the log's head now, logged as ``audit.anchored`` (the entry
+    follows the anchored one). RuntimeError when the database has no audit head."""
+    with Session(engine) as s, s.begin():
+        head = audit.lock_head(s)
+        if head is None:
+            raise RuntimeError("the audit log has no head (not migrated?)")
+        seq, digest = int(head.seq), str(head.entry_hash)
+        anchor = make_anchor(signer, seq, digest)
+        audit.append(
+            s,
+            "audit.anchored",
+            actor,
+            None,
+            {"seq": seq, "entry_hash": digest, "key_sha256": signer.key_sha256},
+        )
+    return anchor
+
+
 @dataclass
 class AnchorCheck:
-    """What :func:`check_anchor` found: ``problem`` None when the log holds the anchor."""
+    """What :func:`check_anchor` found: ``problem`` None when the log holds the anchor;
+    ``readable`` False when the text is no anchor at all (not JSON, another format)."""
 
     seq: int | None
     at: str | None
     problem: str | None = None
+    readable: bool = True
 
     @property
     def ok(self) -> bool:
@@ -78,10 +104,12 @@ def check_anchor(engine: Engine, text: str | bytes, expected_key_sha256: str | N
         key = load_public_key(pem)
         signature = str(anchor["signature"])
     except (ValueError, KeyError, TypeError, UnicodeError) as exc:
-        return AnchorCheck(None, None, f"not an audit anchor ({type(exc).__name__}: {exc})")
+        problem = f"not an audit anchor ({type(exc).__name__}: {exc})"
+        return AnchorCheck(None, None, problem, readable=False)
     at = statement.get("at")
     if statement.get("format") != FORMAT:
-        return AnchorCheck(seq, at, f"format {statement.get('format')!r}, expected {FORMAT!r}")
+        problem = f"format {statement.get('format')!r}, expected {FORMAT!r}"
+        return AnchorCheck(seq, at, problem, readable=False)
     fingerprint = public_key_sha256(pem)
     if not signature_ok(key, signature, canonical(statement)):
         return AnchorCheck(seq, at, "its signature does not verify: the anchor was changed")

@@ -508,6 +508,7 @@ def get_dicos(
     ``model_version``: that model's result instead of the newest."""
     from inference.preprocess import PREPROCESS_VERSION
     from inference.service.dicos import tdr_bytes, tdr_dataset
+    from inference.service.evidence import review_dict
 
     service = get_service(request)
     scan, result = owned_scan(service, who, scan_id)
@@ -515,12 +516,17 @@ def get_dicos(
         result = service.records.result_for(scan.id, model_version)
     if result is None:
         raise HTTPException(404, f"no result for scan {scan_id!r}")
+    # The latest review of this result decides its manifest discrepancies (a station's
+    # report has none: reviews are the officers').
+    reviews = [] if who.is_station else service.records.reviews(scan.id)
+    review = next((r for r in reversed(reviews) if r.result_id == result.id), None)
     ds = tdr_dataset(
         scan_summary(scan, station_name_for(scan, who)),
         result.body,
         result_id=result.id,
         result_created_at=result.created_at,
         preprocess_version=PREPROCESS_VERSION,
+        review=review_dict(review) if review is not None else None,
     )
     return Response(
         tdr_bytes(ds),

@@ -10,7 +10,7 @@ from uvicorn): ``/readyz`` turns 503 (draining) and new scans get 503, the reque
 flight finish, the pool drains, then the database is closed.
 
 The running ``Service`` is in ``core.py``; the routers (``api``, ``oip``, ``users``,
-``reviews``, ``viewer``) share ``deps.py`` and never import this module.
+``audit_api``, ``reviews``, ``viewer``) share ``deps.py`` and never import this module.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def _document_error_body(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app for ``settings`` (default: from the environment)."""
     # Here, not at the top: ``open_records`` (the CLI's) does not load the routers (OpenCV).
-    from inference.service import api, oip, related, reviews, shift, users, viewer
+    from inference.service import api, audit_api, oip, related, reviews, shift, users, viewer
     from inference.service.api_docs import install_api_docs
 
     settings = settings or Settings()
@@ -230,6 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(oip.router)
     app.include_router(users.router)
+    app.include_router(audit_api.router)
     app.include_router(reviews.router)
     app.include_router(shift.router)
     app.include_router(related.router)

@@ -27,9 +27,13 @@ signed), ``review`` (the officer's verdict, the SHA-256 of the review and of
 its signed statement), ``review.reopened``, ``model.activated``, ``user.login``,
 ``user.login_failed``, ``user.logout``, ``user.created``, ``user.changed``,
 ``station.created`` (a new station key; never the key), ``station.key_rotated``,
-``station.revoked``, ``evidence.exported``. The rows these entries speak of are held
-against them by ``coverage.py`` (``cargoscan audit verify``); anchors (``anchor.py``)
-catch a cut-off tail.
+``station.revoked``, ``evidence.exported``, ``audit.anchored`` and
+``audit.anchor_checked`` (an anchor taken or checked, ``anchor.py``). Since revision 0006
+station and user entries carry the row's whole new state (``row``, secrets as their
+SHA-256), logins and logouts the token's, and a second ``audit.sealed`` (subject ``revision
+0006``) holds the state of what was stored before. The rows these entries speak of are
+held against them by ``coverage.py`` and ``coverage_access.py`` (``cargoscan audit
+verify``); anchors (``anchor.py``) catch a cut-off tail.
 """
 
 from __future__ import annotations

@@ -14,9 +14,14 @@ So each scan, result and review is re-hashed (``facts.py``) and compared with it
 - a review with its ``review`` entry (the review as signed);
 - a re-opening (which sends a reviewed scan back to the queue) with its
   ``review.reopened`` entry (scan and reason); re-openings from before the log began
-  (revision 0002's, stored before ``audit.start``) have no entry and are let be;
+  (revision 0002's, stored before ``audit.start``) have no entry: migration 0006 sealed
+  each one's hash;
+- a signature row with the entry that stored it (``result``, ``review``, ``*.signed``:
+  subject, key and the statement's SHA-256), and its signature bytes with the service's
+  public key when it is given (signatures by an earlier key: against their entry only);
 - the rows stored before their entries carried a whole-record hash, together, with the
-  ``audit.sealed`` entry of migration 0004 (count and digest per table).
+  ``audit.sealed`` entry of migration 0004 (count and digest per table);
+- stations, users, live sessions and model activations: ``coverage_access.py``.
 
 A row with no entry (inserted behind the service's back) or an entry whose row is gone
 (deleted) is named too.
@@ -31,22 +36,31 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from inference.service.coverage_access import access_seal, verify_access
 from inference.service.db import (
     AuditEntry,
     Reopening,
     ResultRecord,
     Review,
     ScanRecord,
+    Signature,
     Station,
 )
 from inference.service.facts import (
     SCAN_ENTRY_FIELDS,
     fact_sha256,
+    reopening_fact_of,
     result_fact_of,
     scan_fact_of,
     seal_digest,
 )
-from inference.service.signing import canonical, sha256_hex
+from inference.service.signing import (
+    canonical,
+    load_public_key,
+    public_key_sha256,
+    sha256_hex,
+    signature_ok,
+)
 
 MAX_NAMED = 50
 """Problems listed one by one before the rest are only counted."""
@@ -60,6 +74,8 @@ class CoverageReport:
     problems: list[str] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
     more: int = 0
+    notes: list[str] = field(default_factory=list)
+    """What was not checked, and why (e.g. signatures by a key not given)."""
 
     @property
     def ok(self) -> bool:
@@ -95,8 +111,9 @@ def _rows(s: Session, q: Any) -> Iterator[Any]:
     yield from s.execute(q.execution_options(yield_per=1000))
 
 
-def verify_records(engine: Engine) -> CoverageReport:
-    """Check every scan, result and review against the audit log (see the module)."""
+def verify_records(engine: Engine, public_key_pem: bytes | None = None) -> CoverageReport:
+    """Check every stored row a decision or access rests on against the audit log (see the
+    module); ``public_key_pem``: the service's key, to check the signatures' bytes too."""
     report = CoverageReport()
     with Session(engine) as s, s.begin():
         seals = _entries(s, "audit.sealed", None)
@@ -107,6 +124,8 @@ def verify_records(engine: Engine) -> CoverageReport:
         _reviews(s, report, sealed["reviews"])
         _reopenings(s, report)
         _check_seal(report, seal, sealed)
+        verify_access(s, report.add, report.checked)
+        _signatures(s, report, public_key_pem)
     return report
 
 
@@ -232,18 +251,26 @@ def _reviews(s: Session, report: CoverageReport, sealed: list[tuple[Any, str]]) 
 
 def _reopenings(s: Session, report: CoverageReport) -> None:
     logged = _entries(s, "review.reopened", "reopening_id")
-    start = s.execute(
-        select(AuditEntry.created_at).where(AuditEntry.kind == "audit.start").limit(1)
-    ).scalar()
+    seal = access_seal(s)
+    sealed = seal[1].get("reopenings") if seal is not None else None
+    sealed = sealed if isinstance(sealed, dict) else {}
     n = 0
     for (row,) in _rows(s, select(Reopening).order_by(Reopening.id)):
         n += 1
         entry = logged.pop(row.id, None)
         if entry is None:
-            if start is not None and row.created_at >= start:
+            said = sealed.get(str(row.id))
+            if said is None:
                 report.add(
                     f"re-opening {row.id} of scan {row.scan_id} has no audit entry: it was "
                     "added behind the log"
+                )
+            elif said != fact_sha256(reopening_fact_of(row)):
+                assert seal is not None
+                report.add(
+                    f"re-opening {row.id} of scan {row.scan_id} was changed after it was "
+                    f"stored: it differs from what the seal of revision 0006 (#{seal[0]}) "
+                    "recorded"
                 )
         elif entry.subject != row.scan_id or entry.data.get("reason") != row.reason:
             report.add(
@@ -277,3 +304,66 @@ def _check_seal(
                 f"in audit entry #{seal.seq}) do not match the seal: {len(pairs)} such rows "
                 "now, and one or more was changed, added or removed"
             )
+
+
+SIGNED_KINDS = ("result", "review", "result.signed", "review.signed")
+"""The entries that store a signature (``records.base.signature_fields``)."""
+
+
+def _signatures(s: Session, report: CoverageReport, public_key_pem: bytes | None) -> None:
+    """Each signature row against the entry that stored it, and its bytes against the key."""
+    key = load_public_key(public_key_pem) if public_key_pem is not None else None
+    fingerprint = public_key_sha256(public_key_pem) if public_key_pem is not None else None
+    logged: dict[Any, tuple[int, str, dict[str, Any]]] = {}
+    q = select(AuditEntry.seq, AuditEntry.kind, AuditEntry.data).where(
+        AuditEntry.kind.in_(SIGNED_KINDS)
+    )
+    for seq, kind, data in s.execute(q.order_by(AuditEntry.seq)):
+        data = data if isinstance(data, dict) else {}
+        if data.get("signature_id") is not None:
+            logged.setdefault(data["signature_id"], (int(seq), kind.split(".")[0], data))
+    n = other = 0
+    for (sig,) in _rows(s, select(Signature).order_by(Signature.id)):
+        n += 1
+        found = logged.pop(sig.id, None)
+        if found is None:
+            report.add(
+                f"signature {sig.id} (of {sig.subject} {sig.subject_id}) has no audit entry: "
+                "it was added behind the log"
+            )
+            continue
+        seq, subject, d = found
+        differ = [
+            what
+            for what, said, has in (
+                ("subject", subject, sig.subject),
+                (f"{subject} id", d.get(f"{subject}_id"), sig.subject_id),
+                ("key", d.get("key_sha256"), sig.key_sha256),
+                ("statement", d.get("statement_sha256"), sha256_hex(sig.statement.encode())),
+            )
+            if said != has
+        ]
+        if differ:
+            report.add(
+                f"signature {sig.id} of {subject} {d.get(f'{subject}_id')} was changed after it "
+                f"was stored: {', '.join(differ)} differ from what audit entry #{seq} recorded"
+            )
+        if key is None or sig.key_sha256 != fingerprint:
+            other += 1
+        elif not signature_ok(key, sig.signature, sig.statement.encode("utf-8")):
+            report.add(
+                f"signature {sig.id} of {sig.subject} {sig.subject_id} does not verify with the "
+                "service's key over its statement: its bytes were changed"
+            )
+    for ident, (seq, subject, d) in logged.items():
+        report.add(
+            f"signature {ident} of {subject} {d.get(f'{subject}_id')} (audit entry #{seq}) is "
+            "missing from the database: it was deleted"
+        )
+    report.checked["signatures"] = n
+    if other:
+        why = "no service key given" if key is None else "made by another key than the service's"
+        report.notes.append(
+            f"{other} signature(s) checked against their entries only ({why}): their bytes "
+            "were not verified"
+        )

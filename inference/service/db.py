@@ -231,6 +231,9 @@ class Review(Base):
     # score, source (a snapshot, so the review reads alone); boxes the officer drew.
     findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     added: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # Per manifest discrepancy of the result (revision 0007): index, decision (confirm |
+    # reject) and a snapshot of it (``cargo_review``); NULL when the result had none.
+    discrepancies: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -308,7 +311,8 @@ def normalise_url(url: str) -> str:
 def _create_private(url: str) -> None:
     """Make a new SQLite file mode 0600 before SQLite does (0644 by the umask): it holds
     password and token hashes. SQLite gives its -wal and -shm files the database file's
-    mode. An existing file is left as its owner set it."""
+    mode. An existing file (one an earlier release made 0644) is tightened to 0600, with
+    its -wal and -shm files, when the running user owns it (:func:`_tighten`)."""
     import os
 
     from sqlalchemy.engine import make_url
@@ -319,15 +323,58 @@ def _create_private(url: str) -> None:
     try:
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        _tighten(name)
         return
     except OSError:  # a folder that does not exist: SQLite says so when it connects
         return
     os.close(fd)
 
 
+def _tighten(name: str) -> None:
+    """Mode 0600 for an existing database file and its -wal and -shm files that others can
+    read or write, when the running user owns them (logged); a file someone else owns is
+    left as it is, with a warning (changing it is its owner's call)."""
+    import logging
+    import os
+    import stat
+
+    log = logging.getLogger("cargoscan.service")
+    getuid = getattr(os, "geteuid", None)
+    if getuid is None:  # not POSIX: no such modes
+        return
+    for path in (name, f"{name}-wal", f"{name}-shm"):
+        try:
+            st = os.stat(path)
+        except OSError:  # no -wal or -shm file (yet)
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if not mode & 0o077:
+            continue
+        if st.st_uid != getuid():
+            log.warning(
+                "database file %s is mode %o and owned by uid %d, not by this user: "
+                "chmod 600 it (it holds password and token hashes)",
+                path,
+                mode,
+                st.st_uid,
+            )
+            continue
+        try:
+            os.chmod(path, 0o600)
+        except OSError as exc:
+            log.warning("database file %s is mode %o: chmod 600 failed: %s", path, mode, exc)
+            continue
+        log.warning(
+            "database file %s was mode %o, readable beyond its owner: made it 0600 (it "
+            "holds password and token hashes)",
+            path,
+            mode,
+        )
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and synchronous=FULL, and a new
-    database file is made private (0600)."""
+    """An engine for ``url``; SQLite gets WAL, foreign keys and synchronous=FULL, and its
+    database file is made private (0600: new, or existing and the running user's)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         _create_private(url)

@@ -26,13 +26,25 @@ DICOS stores those numbers as 32-bit floats (FL); what does not fit its attribut
 in a private block (group 0x0099, creator ``CARGOSCAN 1``): our exact verdict and risk,
 the scan id and the SHA-256 of its channels, the model's SHA-256 and the pre-processing
 version, and per finding the exact box (FD), its source and explanation.
+
+A result with a cargo section (docs/cargo.md) adds, after the findings, one Threat
+Sequence item per manifest discrepancy: Threat Category ``OTHER``, description
+``manifest:KIND``, probability = its score, its region as the ROI, and in the private
+block source ``manifest``, the explanation, its index in the manifest check and, when an
+officer's review of this result decided it, the decision (``confirm`` / ``reject``). The
+whole cargo section, the risk's reasons and that review's decisions go in one private
+element as JSON (UT), for a reader that wants the containers and the declared-vs-observed
+figures.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from datetime import datetime, timezone
 from typing import Any
+
+from inference.service.cargo_review import discrepancies_of
 
 PRIVATE_GROUP = 0x0099
 PRIVATE_CREATOR = "CARGOSCAN 1"
@@ -47,6 +59,8 @@ THREAT_CATEGORIES = {
 # Private elements (offsets in the CARGOSCAN 1 block).
 _VERDICT, _RISK, _SCAN_ID, _HIGH, _LOW, _MODEL_SHA, _PREPROCESS = 1, 2, 3, 4, 5, 6, 7
 _BOX, _SOURCE, _EXPLANATION = 1, 2, 3
+_CARGO = 8  # the cargo section, risk reasons and the review's decisions (JSON)
+_INDEX, _DECISION = 4, 5  # of a manifest discrepancy's item
 
 
 def _dt(value: datetime) -> str:
@@ -62,9 +76,11 @@ def tdr_dataset(
     result_id: int,
     result_created_at: datetime,
     preprocess_version: str | None = None,
+    review: dict[str, Any] | None = None,
 ) -> Any:  # pydicom.Dataset
     """The TDR of ``result`` (docs/design.md, "The result: what goes out") about ``scan``
-    (``api.scan_summary``)."""
+    (``api.scan_summary``); ``review`` (``evidence.review_dict``): the latest review of
+    this result, whose decisions on manifest discrepancies go with them."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import (
         PYDICOM_IMPLEMENTATION_UID,
@@ -77,6 +93,9 @@ def tdr_dataset(
     now = datetime.now(timezone.utc)
     model = result.get("model") or {}
     findings = list(result.get("findings") or [])
+    cargo = result.get("cargo") if isinstance(result.get("cargo"), dict) else None
+    discrepancies = discrepancies_of(result)
+    decided = {d.get("index"): d.get("decision") for d in (review or {}).get("discrepancies") or []}
 
     ds = Dataset()
     ds.SOPClassUID = DICOSThreatDetectionReportStorage
@@ -111,8 +130,9 @@ def tdr_dataset(
     ds.AlarmDecision = "CLEAR" if result.get("verdict") == "clear" else "ALARM"
     ds.AlarmDecisionTime = _dt(created)
     ds.AbortFlag = "SUCCESS"
-    ds.NumberOfTotalObjects = len(findings)
-    ds.NumberOfAlarmObjects = len(findings)  # findings under the review level are left out
+    objects = len(findings) + len(discrepancies)
+    ds.NumberOfTotalObjects = objects
+    ds.NumberOfAlarmObjects = objects  # findings under the review level are left out
     ds.TotalProcessingTime = float(result.get("processing_ms") or 0.0)
 
     block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
@@ -125,8 +145,29 @@ def tdr_dataset(
     block.add_new(_MODEL_SHA, "LO", str(model.get("sha256") or ""))
     if preprocess_version is not None:
         block.add_new(_PREPROCESS, "LO", str(preprocess_version))
+    if cargo is not None:
+        part = {
+            "cargo": cargo,
+            "risk_reasons": result.get("risk_reasons"),
+            "review": None
+            if review is None
+            else {
+                "review_id": review.get("id"),
+                "officer": review.get("officer"),
+                "created_at": review.get("created_at"),
+                "verdict": review.get("verdict"),
+                "discrepancies": [
+                    {"index": d.get("index"), "kind": d.get("kind"), "decision": d.get("decision")}
+                    for d in review.get("discrepancies") or []
+                ],
+            },
+        }
+        block.add_new(_CARGO, "UT", json.dumps(part, sort_keys=True, ensure_ascii=False))
 
-    ds.ThreatSequence = [_threat(f) for f in findings]
+    first = max((int(f["id"]) for f in findings), default=0) + 1
+    ds.ThreatSequence = [_threat(f) for f in findings] + [
+        _discrepancy(first + k, k, d, decided.get(k)) for k, d in enumerate(discrepancies)
+    ]
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -137,13 +178,33 @@ def tdr_dataset(
     return ds
 
 
-def _threat(finding: dict[str, Any]) -> Any:
+def _discrepancy(pto_id: int, index: int, d: dict[str, Any], decision: str | None) -> Any:
+    """A manifest discrepancy as a potential threat object (see the module)."""
+    item = _threat(
+        {
+            "id": pto_id,
+            "category": f"manifest:{d.get('kind')}",
+            "score": d.get("score"),
+            "box": d["box"],
+            "source": "manifest",
+            "explanation": d.get("explanation"),
+        },
+        threat_category="OTHER",
+    )
+    block = item.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
+    block.add_new(_INDEX, "UL", index)
+    if decision is not None:
+        block.add_new(_DECISION, "LO", str(decision))
+    return item
+
+
+def _threat(finding: dict[str, Any], threat_category: str | None = None) -> Any:
     from pydicom.dataset import Dataset
 
     x0, y0, x1, y1 = (float(v) for v in finding["box"])
     category = str(finding.get("category") or "")
     assessment = Dataset()
-    assessment.ThreatCategory = THREAT_CATEGORIES.get(category, "OTHER")
+    assessment.ThreatCategory = threat_category or THREAT_CATEGORIES.get(category, "OTHER")
     assessment.ThreatCategoryDescription = category
     assessment.ATDAbilityAssessment = "NO_INTERFERENCE"
     assessment.ATDAssessmentFlag = "THREAT"
@@ -176,7 +237,8 @@ def tdr_bytes(ds: Any) -> bytes:
 
 def read_tdr(data: bytes) -> dict[str, Any]:
     """The findings of a TDR file (ours or another vendor's, from the DICOS attributes;
-    the exact box and verdict from our private block when it is there)."""
+    the exact box and verdict from our private block when it is there), and ours' manifest
+    discrepancies and cargo section apart from them."""
     import pydicom
 
     ds = pydicom.dcmread(io.BytesIO(data))
@@ -190,7 +252,7 @@ def read_tdr(data: bytes) -> dict[str, Any]:
             return None
         return blk[offset].value
 
-    findings = []
+    findings, discrepancies = [], []
     for item in ds.get("ThreatSequence", []):
         assessment = item.ATDAssessmentSequence[0]
         voxels = item.PTORepresentationSequence[0].ThreatROIVoxelSequence[0]
@@ -201,17 +263,25 @@ def read_tdr(data: bytes) -> dict[str, Any]:
         except KeyError:
             item_block = None
         exact = private(item_block, _BOX)
-        findings.append(
-            {
-                "id": int(item.PotentialThreatObjectID),
-                "category": str(assessment.ThreatCategoryDescription or ""),
-                "threat_category": str(assessment.ThreatCategory),
-                "score": float(assessment.ATDAssessmentProbability),
-                "box": [float(v) for v in exact] if exact is not None else box,
-                "dicos_box": [float(v) for v in box],
-                "source": private(item_block, _SOURCE),
-            }
-        )
+        found = {
+            "id": int(item.PotentialThreatObjectID),
+            "category": str(assessment.ThreatCategoryDescription or ""),
+            "threat_category": str(assessment.ThreatCategory),
+            "score": float(assessment.ATDAssessmentProbability),
+            "box": [float(v) for v in exact] if exact is not None else box,
+            "dicos_box": [float(v) for v in box],
+            "source": private(item_block, _SOURCE),
+        }
+        if found["source"] == "manifest":
+            index = private(item_block, _INDEX)
+            found["index"] = int(index) if index is not None else None
+            found["kind"] = found["category"].removeprefix("manifest:")
+            found["explanation"] = private(item_block, _EXPLANATION)
+            found["decision"] = private(item_block, _DECISION)
+            discrepancies.append(found)
+        else:
+            findings.append(found)
+    cargo = private(block, _CARGO)
     return {
         "sop_class_uid": str(ds.SOPClassUID),
         "sop_instance_uid": str(ds.SOPInstanceUID),
@@ -221,4 +291,6 @@ def read_tdr(data: bytes) -> dict[str, Any]:
         "scan_id": private(block, _SCAN_ID),
         "algorithm": [str(v) for v in ds.ThreatDetectionAlgorithmAndVersion],
         "findings": findings,
+        "discrepancies": discrepancies,
+        "cargo": json.loads(cargo) if cargo else None,
     }

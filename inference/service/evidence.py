@@ -25,6 +25,8 @@ any Ed25519 and SHA-256 tool, see its README.txt):
 ``reviews/ID.statement.json`` each review's signed statement
 ``signatures.json``         the signature of each statement file
 ``audit.json``              the audit-log entries about the scan (each re-hashable)
+``cargo.json``              where the result has a cargo section: it, the risk's reasons
+                            and each review's decisions on the manifest discrepancies
 ``README.txt``              how to check all this by hand
 =========================== =============================================================
 
@@ -49,6 +51,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from inference.service.cargo_review import CARGO, cargo_part, check_cargo_part
 from inference.service.db import iso
 from inference.service.signing import (
     Signer,
@@ -127,8 +130,10 @@ def result_statement(
 
 
 def review_dict(review: Any) -> dict[str, Any]:
-    """A review (``db.Review`` with its user loaded) as the API shows it."""
-    return {
+    """A review (``db.Review`` with its user loaded) as the API shows it; the decisions on
+    manifest discrepancies only where there were any (``cargo_review``), so every other
+    review hashes as it always has."""
+    out = {
         "id": review.id,
         "scan_id": review.scan_id,
         "officer": review.user.name,
@@ -141,6 +146,10 @@ def review_dict(review: Any) -> dict[str, Any]:
         "verdict": review.verdict,
         "comment": review.comment,
     }
+    decided = getattr(review, "discrepancies", None)
+    if decided:
+        out["discrepancies"] = decided
+    return out
 
 
 def review_statement(
@@ -205,6 +214,9 @@ administration's published key), or by hand:
 6. Each reviews/ID.statement.json holds the review that reviews.json lists under ID.
 7. audit.json has the scan's entries of the service's audit log; each entry's hash is the
    SHA-256 of the canonical JSON of its seq, at, kind, actor, subject, data and prev.
+8. cargo.json (where the result has a cargo section) repeats result.json's cargo section,
+   verdict, risk and risk reasons, and each review's decisions on the manifest
+   discrepancies as reviews.json has them.
 """
 
 
@@ -227,6 +239,9 @@ def build_package(signer: Signer, item: PackageInput) -> tuple[bytes, dict[str, 
     members[REVIEWS] = _pretty([r for r, _ in item.reviews])
     members[SIGNATURES] = _pretty(sigs)
     members[AUDIT] = _pretty({"entries": item.audit_entries})
+    cargo = cargo_part(item.result, item.result_signature.subject_id, [r for r, _ in item.reviews])
+    if cargo is not None:
+        members[CARGO] = _pretty(cargo)
     members[KEY_FILE] = signer.public_pem
     members[README] = README_TEXT.format(format=FORMAT, key_sha256=signer.key_sha256).encode()
     manifest = {
@@ -479,7 +494,24 @@ def verify_package(
     _check_reviews(members, manifest, signed_files, report)
     _check_audit(members, manifest, report)
     _check_links(members, manifest, signed_files.get(RESULT_STMT), report)
+    _check_cargo(members, signed_files.get(RESULT_STMT), report)
     return report
+
+
+def _check_cargo(
+    members: dict[str, bytes], statement: dict[str, Any] | None, report: PackageReport
+) -> None:
+    """cargo.json, result.json and reviews.json say the same of the cargo and of the
+    decisions on its manifest discrepancies (``cargo_review``)."""
+    quiet: list[str] = []  # each file's own problems were reported above
+    part = _json(members, CARGO, report.problems) if CARGO in members else None
+    result = _json(members, RESULT, quiet)
+    problems = check_cargo_part(
+        part, result, _json(members, REVIEWS, quiet), (statement or {}).get("result_id")
+    )
+    report.problems.extend(problems)
+    if part is not None and not problems:
+        report.checked.append(f"{CARGO} matches result.json and reviews.json")
 
 
 def _check_links(

@@ -19,10 +19,19 @@ their truth is not known: scans a supervisor re-opened, scans sent to inspection
 box, and scans with an accepted finding whose category the model does not have (an
 "anomaly" region accepted without a re-label would otherwise train as background).
 Categories are the model card's, in its order.
+
+The manifest check goes with them (docs/cargo.md, "Risk and review"): each exported image
+carries the declared manifest (``declared_manifest``) and the officer's decision on each
+manifest discrepancy of the reviewed result (``manifest_review``), and
+``discrepancies.csv`` lists every decision of every reviewed scan's latest review, one row
+each, also for scans left out of the COCO set (a scan sent to inspection because its
+"empty" container was loaded has no threat box, yet its confirmed discrepancy is a label).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from collections import Counter
@@ -46,6 +55,27 @@ from inference.service.storage import BlobStore
 _SUFFIX = {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}
 
 
+DISCREPANCIES_CSV = "discrepancies.csv"
+CSV_FIELDS = (
+    "review_id",
+    "scan_id",
+    "station",
+    "station_scan_id",
+    "officer",
+    "reviewed_at",
+    "review_verdict",
+    "model_version",
+    "index",
+    "kind",
+    "container",
+    "score",
+    "decision",
+    "box",
+    "explanation",
+)
+"""The columns of ``discrepancies.csv`` (``box``: x0 y0 x1 y1 in scan pixels)."""
+
+
 @dataclass
 class ExportSummary:
     out: Path
@@ -53,10 +83,14 @@ class ExportSummary:
     clean: int = 0
     instances: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    discrepancies: dict[str, int] = field(default_factory=dict)  # decision -> count
 
     def __str__(self) -> str:
         per = ", ".join(f"{k} {v}" for k, v in self.instances.items())
         text = f"wrote {self.scans} reviewed scans ({self.clean} clean) to {self.out}: {per}"
+        if self.discrepancies:
+            said = ", ".join(f"{v} {k}ed" for k, v in sorted(self.discrepancies.items()))
+            text += f"; manifest discrepancies: {said} ({DISCREPANCIES_CSV})"
         if self.skipped:
             text += "; left out: " + ", ".join(f"{v} {k}" for k, v in self.skipped.items())
         return text
@@ -137,7 +171,47 @@ def _image(
     if low is not None:
         image["low_file_name"] = f"{stem}_low{_SUFFIX.get(sniff_format(low), '.bin')}"
         image["low_sha256"] = scan.low_sha256
+    manifest = (scan.meta or {}).get("manifest")
+    if manifest is not None:
+        image["declared_manifest"] = manifest
+    if review.discrepancies:
+        image["manifest_review"] = review.discrepancies
     return image
+
+
+def discrepancy_rows(scan: ScanRecord, review: Review) -> list[dict[str, Any]]:
+    """The rows of ``discrepancies.csv`` for one review (none without decisions)."""
+    rows = []
+    for d in review.discrepancies or []:
+        box = d.get("box") or []
+        rows.append(
+            {
+                "review_id": review.id,
+                "scan_id": scan.id,
+                "station": scan.station.name,
+                "station_scan_id": scan.station_scan_id or "",
+                "officer": review.user.name,
+                "reviewed_at": review.created_at.isoformat(),
+                "review_verdict": review.verdict,
+                "model_version": review.model_version,
+                "index": d.get("index"),
+                "kind": d.get("kind"),
+                "container": "" if d.get("container") is None else d["container"],
+                "score": d.get("score"),
+                "decision": d.get("decision"),
+                "box": " ".join(str(v) for v in box),
+                "explanation": d.get("explanation") or "",
+            }
+        )
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode("utf-8")
 
 
 def _annotation(box: dict[str, Any], categories: list[str]) -> dict[str, Any]:
@@ -164,10 +238,12 @@ def export_reviews(
     summary = ExportSummary(out)
     skipped: Counter[str] = Counter()
     exported: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    decided: list[dict[str, Any]] = []
     for scan, review, status in records.latest_reviews(since):
         if status != "reviewed":
             skipped["re-opened"] += 1
             continue
+        decided += discrepancy_rows(scan, review)
         boxes, why = ground_truth(review, categories)
         if why is not None:
             skipped[why] += 1
@@ -193,6 +269,11 @@ def export_reviews(
         "created": datetime.now(timezone.utc).isoformat(),
     }
     write_annotations(out, coco_document(info, categories, images, annotations))
+    if decided or (out / DISCREPANCIES_CSV).exists():  # an older export's file is replaced
+        tmp = out / f".{DISCREPANCIES_CSV}.{os.getpid()}.tmp"
+        tmp.write_bytes(_csv(decided))
+        os.replace(tmp, out / DISCREPANCIES_CSV)
+    summary.discrepancies = dict(Counter(str(r["decision"]) for r in decided))
     summary.scans = len(images)
     summary.clean = sum(1 for im in images if im["clean"])
     counts = Counter(a["category_id"] for a in annotations)

@@ -99,3 +99,101 @@ def seal_digest(pairs: Iterable[tuple[Any, str]]) -> str:
     for ident, digest in pairs:
         h.update(f"{ident}:{digest}\n".encode())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- access facts
+#
+# Stations, users, their sessions and the model activations are what access and the
+# serving model rest on: whoever edits a station's key hash, un-revokes it, raises a user's
+# role or slips in a session token gets in without a trace in the chain, unless the rows
+# are held against entries too. Revision 0006 seals their state at the upgrade; since then
+# every entry that changes one carries its new state (``row``). Secrets (a key's or a
+# password's hash) go in as their SHA-256 only: the log checks them without holding them.
+
+ACCESS_SEAL_SUBJECT = "revision 0006"
+"""The subject of the ``audit.sealed`` entry of migration 0006 (0004's has none)."""
+
+STATION_FIELDS = {
+    "id": "id",
+    "name": "name",
+    "key_hash_sha256": "key hash",
+    "created_at": "creation time",
+    "revoked_at": "revocation",
+    "previous_key_hash_sha256": "previous key hash",
+    "previous_key_expires_at": "previous key's grace period",
+}
+"""A station's fact: its column (or the SHA-256 of a key hash) -> how a report names it."""
+
+USER_FIELDS = {
+    "id": "id",
+    "name": "name",
+    "role": "role",
+    "password_hash_sha256": "password hash",
+    "active": "active",
+    "created_at": "creation time",
+}
+"""A user's fact, as :data:`STATION_FIELDS`."""
+
+
+def secret_sha256(value: str | None) -> str | None:
+    """SHA-256 (hex) of a stored secret's hash (a key's, a password's, a token's)."""
+    return None if value is None else sha256_hex(value.encode("utf-8"))
+
+
+def station_fact_of(station: Any) -> dict[str, Any]:
+    """The hashed form of a ``db.Station``: every column, the key hashes as their SHA-256."""
+    return {
+        "id": station.id,
+        "name": station.name,
+        "key_hash_sha256": secret_sha256(station.key_hash),
+        "created_at": iso(station.created_at),
+        "revoked_at": iso(station.revoked_at),
+        "previous_key_hash_sha256": secret_sha256(station.previous_key_hash),
+        "previous_key_expires_at": iso(station.previous_key_expires_at),
+    }
+
+
+def user_fact_of(user: Any) -> dict[str, Any]:
+    """The hashed form of a ``db.User``: every column, the password hash as its SHA-256."""
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": user.role,
+        "password_hash_sha256": secret_sha256(user.password_hash),
+        "active": bool(user.active),
+        "created_at": iso(user.created_at),
+    }
+
+
+def token_fact_of(token: Any) -> dict[str, Any]:
+    """What a ``user.login`` entry (or the seal) says of a session token."""
+    return {
+        "token_sha256": secret_sha256(token.token_hash),
+        "user_id": token.user_id,
+        "expires_at": iso(token.expires_at),
+    }
+
+
+def activation_fact_of(row: Any) -> dict[str, Any]:
+    """The hashed form of a ``db.ModelActivation``: every column."""
+    return {
+        "id": row.id,
+        "created_at": iso(row.created_at),
+        "source": row.source,
+        "path": row.path,
+        "name": row.name,
+        "version": row.version,
+        "sha256": row.sha256,
+        "checks": row.checks,
+    }
+
+
+def reopening_fact_of(row: Any) -> dict[str, Any]:
+    """The hashed form of a ``db.Reopening``: every column."""
+    return {
+        "id": row.id,
+        "scan_id": row.scan_id,
+        "user_id": row.user_id,
+        "created_at": iso(row.created_at),
+        "reason": row.reason,
+    }

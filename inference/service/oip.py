@@ -3,10 +3,12 @@
 For ML tooling that speaks the protocol (load tests, shadow evaluation, other serving
 stacks): tensors in, tensors out, no decoding, no storage, no verdict. The input is the
 model's pre-processed tensor (``inference.preprocess``), float32 ``[N, 2, H, W]`` with H
-and W multiples of the card's ``multiple_of``. Health endpoints are open (probes carry
-no keys); model metadata and inference need a station or admin key. Errors follow the
-protocol: ``{"error": "..."}``. Readiness answers 200 when ready and 503 when not (the
-protocol reads any non-200 as false).
+and W multiples of the card's ``multiple_of``, held to the limits a scan upload is held to
+(``MAX_PIXELS`` for all N, and per image ``MAX_SCAN_SIDE``, ``MAX_ASPECT_RATIO`` and
+``MAX_MODEL_PIXELS``: 413 for a size, 422 for a shape, naming the shape and the limit).
+Health endpoints are open (probes carry no keys); model metadata and inference need a
+station or admin key. Errors follow the protocol: ``{"error": "..."}``. Readiness answers
+200 when ready and 503 when not (the protocol reads any non-200 as false).
 
 Tensors travel as JSON or, with the protocol's binary tensor data extension (what
 Triton's clients send by default), as raw little-endian bytes after a JSON header whose
@@ -27,6 +29,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from inference.scan import ModelShape, ScanError, ScanTooLarge
+from inference.scan.channels import check_size
 from inference.service.auth import AnyCaller
 from inference.service.core import Service, service_version
 from inference.service.deps import get_service
@@ -193,10 +197,16 @@ def _binary_flag(params: Any, key: str) -> bool:
 
 
 def _parse_request(
-    raw: bytes, header_length: str | None, model: LiveModel, max_pixels: int
+    raw: bytes,
+    header_length: str | None,
+    model: LiveModel,
+    max_pixels: int,
+    shape_limits: ModelShape | None = None,
 ) -> tuple[Any, np.ndarray, list[tuple[str, bool]]]:
     """Validate an infer request; returns (id, input tensor, requested outputs with
-    whether each goes back in binary)."""
+    whether each goes back in binary). ``shape_limits``: the bounds a scan upload's header
+    is held to (``Settings.model_shape``), for the tensor's H x W, before its values are
+    read: the same side, aspect-ratio and padded-pixel limits on both ways in."""
     head, binary = split_body(raw, header_length)
     try:
         req = json.loads(head)
@@ -228,6 +238,11 @@ def _parse_request(
         raise OIPError(400, f"H and W must be multiples of {multiple}, got {h} x {w}")
     if n * h * w > max_pixels:
         raise OIPError(413, f"{n} x {h} x {w} pixels exceeds the limit of {max_pixels:,}")
+    try:  # the scan upload's header check: side, aspect ratio, padded pixels (ModelShape)
+        check_size(h, w, "input", None, shape_limits)
+    except ScanError as exc:
+        status = 413 if isinstance(exc, ScanTooLarge) else 422
+        raise OIPError(status, f"input shape {shape}: {exc}") from None
     arr = _input_values(spec, shape, binary)
     if not np.isfinite(arr).all():
         raise OIPError(400, "input holds NaN or infinite values")
@@ -288,6 +303,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
             request.headers.get(HEADER_LENGTH),
             model,
             service.settings.max_pixels,
+            service.settings.model_shape(),
         )
     except OIPError as exc:
         return _error(exc.status, exc.message)

@@ -1,8 +1,9 @@
 """The officers' side of the API: the review queue, reviews and re-openings.
 
-A review judges one result of a scan: accept, reject or re-label each finding, add boxes
-for threats the model missed, and give the scan a verdict (release, or physical
-inspection) with a comment. Reviews are append-only; a scan's review status is whichever
+A review judges one result of a scan: accept, reject or re-label each finding, confirm or
+reject each manifest discrepancy of its cargo section (``cargo_review``), add boxes for
+threats the model missed, and give the scan a verdict (release, or physical inspection)
+with a comment. Reviews are append-only; a scan's review status is whichever
 came last of its latest review and its latest re-opening:
 
 - ``pending``: never reviewed; ``reviewed``; ``reopened``: a supervisor sent it back.
@@ -31,6 +32,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from inference.service.auth import AccountCaller, SupervisorAccount, UserCaller
+from inference.service.cargo_review import (
+    MAX_DISCREPANCIES,
+    DiscrepancyDecision,
+    decide_discrepancies,
+    discrepancies_of,
+)
 from inference.service.core import API, Service, ServiceUnavailable
 from inference.service.db import Review, ScanRecord, iso
 from inference.service.deps import Verdict, get_service, owned_scan, station_name_for
@@ -123,6 +130,7 @@ def get_queue(
                 "declared": declared_text(scan.meta),
                 "findings": len(result.body.get("findings", [])) if result else 0,
                 "top_finding": top_finding(result.body) if result else None,
+                "discrepancies": len(discrepancies_of(result.body)) if result else 0,
                 "review_status": it.review_status,
                 "review_verdict": it.review_verdict,
                 "model_version": result.model_version if result else None,
@@ -149,6 +157,11 @@ class Added(BaseModel):
 
 class ReviewBody(BaseModel):
     findings: list[Decision] = Field(default_factory=list, max_length=1000)
+    discrepancies: list[DiscrepancyDecision] = Field(
+        default_factory=list,
+        max_length=MAX_DISCREPANCIES,
+        description="a decision on each manifest discrepancy of the result (by index)",
+    )
     added: list[Added] = Field(default_factory=list, max_length=500)
     verdict: Literal["release", "inspect"]
     comment: str = Field("", max_length=MAX_COMMENT)
@@ -246,6 +259,7 @@ def post_review(
         raise HTTPException(409, f"scan {scan_id} has no result to review")
     cats = model_categories(service)
     decisions = _decisions(body, result.body, cats)
+    discrepancies = decide_discrepancies(body.discrepancies, result.body)
     added = _added(body, scan, cats)
     comment = _no_nul(body.comment, "comment")
     state = service.records.review_state(scan.id)
@@ -273,6 +287,7 @@ def post_review(
                 comment=comment,
                 findings=decisions,
                 added=added,
+                discrepancies=discrepancies,
             ),
             unless_closed_by_another=not who.has_role("supervisor"),
         )

@@ -11,8 +11,8 @@ model's CLEARs that the officer cannot choose).
 
 Nothing is written unless the whole request is sound: an unknown scan is a 404, a scan that
 is not CLEAR a 422 (it needs its own review); scans that a colleague reviewed meanwhile,
-that a supervisor re-opened, or whose CLEAR result still lists findings are skipped, with
-the reason.
+that a supervisor re-opened, or whose CLEAR result still lists findings or manifest
+discrepancies (a weak one leaves a scan CLEAR) are skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from inference.service.auth import AccountCaller
+from inference.service.cargo_review import discrepancies_of
 from inference.service.core import API
 from inference.service.db import Review
 from inference.service.deps import get_service, owned_scan
@@ -77,6 +78,10 @@ def release_clear(request: Request, who: AccountCaller, body: BulkRelease) -> di
             skipped.append({"id": scan.id, "reason": why})
         elif result.body.get("findings"):
             skipped.append({"id": scan.id, "reason": "its result lists findings: decide them"})
+        elif discrepancies_of(result.body):
+            skipped.append(
+                {"id": scan.id, "reason": "its manifest check lists discrepancies: decide them"}
+            )
         else:
             eligible.append((scan, result))
     keep = _sampled(len(eligible), body.sample_every)

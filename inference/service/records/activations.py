@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from inference.service import audit
 from inference.service.db import ModelActivation
+from inference.service.facts import activation_fact_of, fact_sha256
 from inference.service.records.base import Repository
 
 
@@ -40,6 +41,7 @@ class ActivationRecords(Repository):
                     "path": path,
                     "name": info["name"],
                     "sha256": info["sha256"],
+                    "row_sha256": fact_sha256(activation_fact_of(row)),  # every column
                 },
             )
             return row.id

@@ -53,6 +53,19 @@ def statement_for_review(signer: Signer, review: Review, *, later: bool) -> dict
     return review_statement(review_dict(review), key_sha256=signer.key_sha256, signed_later=later)
 
 
+def _discrepancy_fields(review: Review) -> dict[str, Any]:
+    """The review's decisions on manifest discrepancies as its audit entry names them
+    (nothing for a review without any): what an auditor reads without the row."""
+    if not review.discrepancies:
+        return {}
+    return {
+        "discrepancies": [
+            {"index": d.get("index"), "kind": d.get("kind"), "decision": d.get("decision")}
+            for d in review.discrepancies
+        ]
+    }
+
+
 class ScanClosed(Exception):
     """Another officer's review closed the scan; a supervisor can re-open it."""
 
@@ -114,6 +127,7 @@ class ReviewRecords(Repository):
                     "verdict": review.verdict,
                     "review_sha256": sha256_hex(canonical(review_dict(review))),
                     **signature_fields(sig),
+                    **_discrepancy_fields(review),
                 },
             )
             return review

@@ -1,5 +1,9 @@
 """Stations: the scanner stations that post scans, each known by its key's SHA-256; keys
-can be rotated (the old one valid for a grace period) and revoked (refused at once)."""
+can be rotated (the old one valid for a grace period) and revoked (refused at once).
+
+Every change logs the station's whole new state (``facts.station_fact_of``; the key hashes
+as their SHA-256), so ``cargoscan audit verify`` finds a row edited behind the service's back
+(a key hash swapped, a revocation undone)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from inference.service import audit
 from inference.service.db import Station, iso, utcnow
+from inference.service.facts import station_fact_of
 from inference.service.records.base import DuplicateName, Repository
 
 MAX_GRACE_S = 30 * 24 * 3600
@@ -29,7 +34,13 @@ class StationRecords(Repository):
                 station = Station(name=name, key_hash=key_hash)
                 s.add(station)
                 s.flush()
-                audit.append(s, "station.created", actor, name, {"station_id": station.id})
+                audit.append(
+                    s,
+                    "station.created",
+                    actor,
+                    name,
+                    {"station_id": station.id, "row": station_fact_of(station)},
+                )
                 return station
         except IntegrityError:
             raise DuplicateName(f"a station named {name!r} exists already") from None
@@ -69,7 +80,13 @@ class StationRecords(Repository):
             station.previous_key_hash = None
             station.previous_key_expires_at = None
             s.flush()
-            audit.append(s, "station.revoked", actor, name, {"station_id": station.id})
+            audit.append(
+                s,
+                "station.revoked",
+                actor,
+                name,
+                {"station_id": station.id, "row": station_fact_of(station)},
+            )
             return station
 
     def rotate_station_key(
@@ -96,6 +113,11 @@ class StationRecords(Repository):
                 "station.key_rotated",
                 actor,
                 name,
-                {"station_id": station.id, "grace_s": grace_s, "old_key_valid_until": iso(until)},
+                {
+                    "station_id": station.id,
+                    "grace_s": grace_s,
+                    "old_key_valid_until": iso(until),
+                    "row": station_fact_of(station),  # never the key: facts.py
+                },
             )
             return station

@@ -1,4 +1,9 @@
-"""User accounts and their login tokens (only the tokens' SHA-256 is stored)."""
+"""User accounts and their login tokens (only the tokens' SHA-256 is stored).
+
+A user's creation and every change log the account's whole new state
+(``facts.user_fact_of``; the password hash as its SHA-256), a login and a logout the
+SHA-256 of the session token's hash: ``cargoscan audit verify`` holds the rows against
+them, so a role raised or a session slipped in behind the service's back is named."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from inference.service import audit
 from inference.service.db import User, UserToken, utcnow
+from inference.service.facts import secret_sha256, user_fact_of
 from inference.service.records.base import DuplicateName, Repository
 
 
@@ -22,7 +28,13 @@ class UserRecords(Repository):
                 user = User(name=name, role=role, password_hash=password_hash, active=True)
                 s.add(user)
                 s.flush()
-                audit.append(s, "user.created", actor, name, {"user_id": user.id, "role": role})
+                audit.append(
+                    s,
+                    "user.created",
+                    actor,
+                    name,
+                    {"user_id": user.id, "role": role, "row": user_fact_of(user)},
+                )
                 return user
         except IntegrityError:
             raise DuplicateName(f"a user named {name!r} exists already") from None
@@ -58,14 +70,15 @@ class UserRecords(Repository):
                 change["active"] = active
             if password_hash is not None:
                 change["password"] = "rehashed" if keep_sessions else "changed"
-            if len(change) > 1:
-                audit.append(s, "user.changed", actor, name, change)
             if role is not None:
                 user.role = role
             if password_hash is not None:
                 user.password_hash = password_hash
             if active is not None:
                 user.active = active
+            if len(change) > 1:
+                s.flush()
+                audit.append(s, "user.changed", actor, name, {**change, "row": user_fact_of(user)})
             if (password_hash is not None and not keep_sessions) or active is False:
                 s.execute(
                     update(UserToken)
@@ -87,7 +100,11 @@ class UserRecords(Repository):
                 "user.login",
                 f"user:{name}",
                 name,
-                {"user_id": user_id, "expires_at": expires_at.isoformat()},
+                {
+                    "user_id": user_id,
+                    "expires_at": expires_at.isoformat(),
+                    "token_sha256": secret_sha256(token_hash),
+                },
             )
 
     def user_by_token_hash(self, token_hash: str) -> User | None:
@@ -116,4 +133,10 @@ class UserRecords(Repository):
             if done is not None:
                 user = s.get(User, done.user_id)
                 name = user.name if user is not None else f"#{done.user_id}"
-                audit.append(s, "user.logout", f"user:{name}", name, {"user_id": done.user_id})
+                audit.append(
+                    s,
+                    "user.logout",
+                    f"user:{name}",
+                    name,
+                    {"user_id": done.user_id, "token_sha256": secret_sha256(token_hash)},
+                )

@@ -143,10 +143,12 @@ def store_scan(
     findings: list[dict[str, Any]],
     anomaly: np.ndarray | None = None,
     processing_ms: float = 500.0,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """A scan stored as the service stores one, with a hand-made result: the viewer's
     browser tests put findings where they expect them instead of where a model would.
-    ``meta`` is the station's metadata (with ``station_scan_id`` and ``scan_time``)."""
+    ``meta`` is the station's metadata (with ``station_scan_id`` and ``scan_time``);
+    ``extra``: more of the result (a ``cargo`` section and its ``risk_reasons``)."""
     import math
     import uuid
 
@@ -169,6 +171,7 @@ def store_scan(
         "findings": [{"id": i, **f} for i, f in enumerate(findings, start=1)],
         "cargo_region": None,
         "anomaly_map": f"{API}/scans/{scan_id}/anomaly-map",
+        **(extra or {}),
     }
     rec = ScanRecord(
         id=scan_id,

@@ -34,6 +34,8 @@ from inference.service.db import (
     ResultRecord,
     Review,
     ScanRecord,
+    Station,
+    User,
     make_engine,
     migrate,
 )
@@ -119,8 +121,10 @@ def test_a_realistic_sequence_leaves_a_chain_that_verifies(
     assert code == 0, err
     assert out.startswith("audit log OK: ")
     assert (
-        "records OK: 1 scans, 1 results, 1 reviews, 1 reopenings match their entries" in out
-    )  # both DBs
+        "records OK: 1 scans, 1 results, 1 reviews, 1 reopenings, 2 stations, 2 users, "
+        "1 live sessions, 2 model activations, 2 signatures match their entries" in out
+    )  # both DBs; olga logged out, sue did not
+    assert "their bytes were not verified" not in out  # the service's key is in the data dir
     engine = make_engine(database_url)
     logged = kinds(engine)
     assert logged[0] == "audit.start"
@@ -152,6 +156,15 @@ def test_a_realistic_sequence_leaves_a_chain_that_verifies(
     assert entries["station.created"].actor == "admin-key"
     assert entries["user.changed"].data["role"] == {"from": "officer", "to": "supervisor"}
     assert entries["user.login_failed"].subject == "olga"
+    # the states access rests on, the secrets as their SHA-256 only
+    station_row = entries["station.created"].data["row"]
+    assert station_row["name"] == "gate-2" and len(station_row["key_hash_sha256"]) == 64
+    with Session(engine) as s:
+        log_text = json.dumps([e.data for e in s.scalars(select(AuditEntry))])
+        secrets = [*s.scalars(select(Station.key_hash)), *s.scalars(select(User.password_hash))]
+    assert len(secrets) == 4 and not [x for x in secrets if x in log_text]
+    assert entries["user.changed"].data["row"]["role"] == "supervisor"
+    assert len(entries["user.logout"].data["token_sha256"]) == 64
     engine.dispose()
 
 
@@ -173,10 +186,13 @@ def test_the_chain_starts_at_the_migration_and_counts_what_was_there(tmp_path: P
         )
     migrate(engine)
     report = verify_chain(engine)
-    assert report.ok and report.entries == 1
+    assert report.ok and report.entries == 2
     with Session(engine) as s:
-        first = s.scalars(select(AuditEntry)).one()
+        first, sealed = s.scalars(select(AuditEntry).order_by(AuditEntry.seq)).all()
     assert first.kind == "audit.start" and first.data["rows_before"]["stations"] == 1
+    # the station itself, which no entry speaks of, is sealed by migration 0006
+    assert sealed.kind == "audit.sealed" and sealed.subject == "revision 0006"
+    assert [f["name"] for f in sealed.data["stations"]] == ["old"]
     engine.dispose()
 
 

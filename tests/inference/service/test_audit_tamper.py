@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from cargoscan.cli import main
 from inference.service import audit, evidence
-from inference.service.db import AuditEntry, ResultRecord, ScanRecord, make_engine, migrate
+from inference.service.db import (
+    AuditEntry,
+    AuditHead,
+    ResultRecord,
+    ScanRecord,
+    make_engine,
+    migrate,
+)
 from inference.service.settings import Settings
 from tests.inference.service.service_helpers import ADMIN, add_station, running, scan_pngs
 
@@ -231,7 +238,11 @@ def test_a_database_of_the_previous_release_is_sealed_at_upgrade(
         })  # fmt: skip
     migrate(engine)
     with Session(engine) as s:
-        sealed = s.scalars(select(AuditEntry).where(AuditEntry.kind == "audit.sealed")).one()
+        sealed = s.scalars(
+            select(AuditEntry).where(
+                AuditEntry.kind == "audit.sealed", AuditEntry.subject.is_(None)
+            )
+        ).one()
     assert sealed.data["scans"]["count"] == 1 and sealed.data["results"]["count"] == 1
     assert sealed.data["reviews"]["count"] == 0
     code, out, err = cli(capsys, "audit", "verify", "--database-url", url)
@@ -335,3 +346,87 @@ def test_edited_deleted_or_forged_reopenings_are_named(
     assert f"re-opening 99 of scan {ids['S-2']} has no audit entry: it was added behind" in err
     assert f"re-opening {kept.id} " not in err
     engine.dispose()
+
+
+def test_anchors_over_the_admin_api(
+    stored: tuple[Settings, dict[str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    """POST /api/v1/admin/audit/anchor gives what `cargoscan audit anchor` writes (and logs
+    it); .../anchor/verify checks one against the log, and finds a cut-off tail; admins
+    only."""
+    from tests.inference.service.accounts import add_user, bearer, login
+
+    settings, _ = stored
+    station = add_station(settings, "gate-9")
+    add_user(settings, "olga", "officer")
+    add_user(settings, "ada", "admin")
+    anchor_url, check_url = f"{API}/admin/audit/anchor", f"{API}/admin/audit/anchor/verify"
+    with running(settings) as client:
+        officer = bearer(login(client, "olga")["token"])
+        admin_account = bearer(login(client, "ada")["token"])
+        client.cookies.clear()
+        for url, body in ((anchor_url, None), (check_url, b"{}")):
+            r = client.post(url, content=body)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+            for who in (station, officer):
+                r = client.post(url, content=body, headers=who)
+                assert r.status_code == 403, r.text
+                assert "needs the admin key or an admin" in r.json()["detail"]
+        engine = make_engine(settings.resolved_database_url())
+        with Session(engine) as s:
+            head = s.execute(select(AuditHead.seq, AuditHead.entry_hash)).one()
+        engine.dispose()
+        r = client.post(anchor_url, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-disposition"] == (
+            f'attachment; filename="cargoscan-anchor-{head.seq}.json"'
+        )
+        anchor = r.json()
+        assert (anchor["statement"]["seq"], anchor["statement"]["entry_hash"]) == tuple(head)
+        ok = client.post(check_url, content=r.content, headers=admin_account)
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["ok"] and ok.json()["anchor"]["seq"] == head.seq
+        assert ok.json()["chain"]["ok"] and ok.json()["chain"]["head_seq"] > head.seq
+        # an anchor edited to point at a shorter log: the check runs and says no
+        forged = json.loads(r.content)
+        forged["statement"]["seq"] = 1
+        bad = client.post(check_url, json=forged, headers=ADMIN)
+        assert bad.status_code == 200 and not bad.json()["ok"]
+        assert "its signature does not verify" in bad.json()["anchor"]["problem"]
+        # no anchor at all: 422 naming why; too large: 413
+        r = client.post(check_url, content=b"not json", headers=ADMIN)
+        assert r.status_code == 422 and "not an audit anchor" in r.json()["detail"]
+        r = client.post(check_url, json={"statement": {"format": "x"}}, headers=ADMIN)
+        assert r.status_code == 422 and "not an audit anchor" in r.json()["detail"]
+        r = client.post(check_url, content=b" " * 70_000, headers=ADMIN)
+        assert r.status_code == 413 and "70,000 bytes" in r.json()["detail"]
+    # the API's anchor is the CLI's: `audit verify --anchor` takes it
+    path = tmp_path / "api-anchor.json"
+    path.write_text(json.dumps(anchor))
+    code, out, _ = verify(capsys, settings, "--anchor", str(path))
+    assert code == 0 and f"anchor {path}: OK (entry #{head.seq}" in out
+    engine = make_engine(settings.resolved_database_url())
+    with Session(engine) as s:
+        logged = {
+            e.kind: e
+            for e in s.scalars(select(AuditEntry).where(AuditEntry.kind.like("audit.anchor%")))
+        }
+    assert logged["audit.anchored"].actor == "admin-key"
+    assert logged["audit.anchored"].data["seq"] == head.seq
+    assert logged["audit.anchor_checked"].data["ok"] is False  # the last check: the forged one
+    # the tail cut off: the chain alone verifies, the anchor does not
+    drop_triggers(engine, "audit_log_no_delete", "audit_head_forward")
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM audit_log WHERE seq >= :s"), {"s": head.seq})
+        prev = conn.execute(
+            text("SELECT entry_hash FROM audit_log WHERE seq = :s"), {"s": head.seq - 1}
+        ).scalar()
+        conn.execute(
+            text("UPDATE audit_head SET seq = :s, entry_hash = :h"),
+            {"s": head.seq - 1, "h": prev},
+        )
+    engine.dispose()
+    with running(settings) as client:
+        r = client.post(check_url, json=anchor, headers=ADMIN)
+    assert r.status_code == 200 and not r.json()["ok"] and r.json()["chain"]["ok"]
+    assert f"the log has no entry #{head.seq}" in r.json()["anchor"]["problem"]

@@ -5,13 +5,21 @@ file's mode, and /metrics behind a key. All through the real service in-process.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sqlite3
 import stat
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from cargoscan.cli import main
 from fuzz.cases import png_raw
 from inference.scan import ModelShape, ScanError, decode_image
+from inference.service.db import make_engine
 from inference.service.settings import Settings
 from tests.inference.service.service_helpers import ADMIN, add_station, running, scan_pngs
 
@@ -61,6 +69,43 @@ def test_a_scan_the_model_would_pad_past_its_limit_is_refused_from_the_header(
         assert client.get(f"{API}/scans", headers=ADMIN).json()["total"] == 0
         ok = client.post(f"{API}/scans", files=scan_pngs(), headers=station)
         assert ok.status_code == 201, ok.text
+
+
+def oip_infer(client, headers, shape: list[int], data: list[float] | None = None):  # -> Response
+    """A /v2 inference of an FP32 tensor of ``shape`` (zeros unless ``data``)."""
+    n = int(np.prod(shape))
+    spec = {"name": "input", "shape": shape, "datatype": "FP32", "data": data or [0.0] * n}
+    return client.post("/v2/models/alarm/infer", json={"inputs": [spec]}, headers=headers)
+
+
+def test_the_open_inference_protocol_takes_the_scans_shape_limits(
+    make_settings: Callable[..., Settings],
+):
+    """/v2 gets a tensor, not an image, but the model's time and memory follow the same
+    H x W: the upload's side, aspect-ratio and padded-pixel limits apply before the
+    tensor's values are read (a shape's header is enough: these bodies hold one value)."""
+    settings = make_settings(max_model_pixels=500_000, max_scan_side=4_000)
+    station = add_station(settings, "gate-1")
+    with running(settings) as client:
+        # too long a side (and too many padded pixels): 413 naming both and the shape
+        r = oip_infer(client, station, [1, 2, 192, 4096], [0.0])
+        assert r.status_code == 413, r.text
+        error = r.json()["error"]
+        assert error.startswith("input shape [1, 2, 192, 4096]: input: a 4096x192 px image")
+        assert "4,096 px wide, over the limit of 4,000 px a side" in error
+        assert "= 786,432 px for the model, over its limit of 500,000" in error
+        # within the sides but over the padded pixels
+        r = oip_infer(client, station, [1, 2, 640, 800], [0.0])
+        assert r.status_code == 413 and "over its limit of 500,000" in r.json()["error"]
+        # too elongated: a shape problem (422), not size
+        r = oip_infer(client, station, [1, 2, 32, 1024], [0.0])
+        assert r.status_code == 422, r.text
+        assert "32:1 long side to short, over 25:1" in r.json()["error"]
+        assert "input shape [1, 2, 32, 1024]" in r.json()["error"]
+        # at the limits the model runs
+        r = oip_infer(client, station, [1, 2, 32, 800])
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["shape"][0] == 1
 
 
 def test_the_padded_limit_follows_the_settings(make_settings: Callable[..., Settings]):
@@ -114,6 +159,59 @@ def test_database_file_is_private(make_settings: Callable[..., Settings], tmp_pa
     for extra in (db.with_name("cargoscan.db-wal"), db.with_name("cargoscan.db-shm")):
         if extra.exists():
             assert stat.S_IMODE(extra.stat().st_mode) & 0o077 == 0, extra
+
+
+def test_an_existing_database_file_is_made_private(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+):
+    """A database an earlier release left 0644 (with its -wal and -shm files) is made 0600
+    by the next start of the service or the CLI, which say so; one owned by someone else
+    is left to its owner, with a warning."""
+    settings = make_settings(data_dir=tmp_path / "old")
+    settings.data_dir.mkdir()
+    db = settings.data_dir / "cargoscan.db"
+    sqlite3.connect(db).close()
+    db.chmod(0o644)
+    caplog.set_level(logging.WARNING, logger="cargoscan.service")
+    with running(settings, wait_ready=False):
+        pass
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert f"database file {db} was mode 644, readable beyond its owner: made it 0600" in (
+        caplog.text
+    )
+    # the CLI, with the -wal and -shm files there (a connection holds them open)
+    db.chmod(0o644)
+    holder = sqlite3.connect(db)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE IF NOT EXISTS held (x)")
+    holder.commit()
+    wal, shm = db.with_name("cargoscan.db-wal"), db.with_name("cargoscan.db-shm")
+    try:
+        for f in (db, wal, shm):
+            f.chmod(0o644)
+        caplog.clear()
+        assert main(["user", "list", "--data-dir", str(settings.data_dir)]) == 0
+        capsys.readouterr()
+        for f in (db, wal, shm):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+            assert f"database file {f} was mode 644" in caplog.text
+    finally:
+        holder.close()
+    if os.geteuid() != 0:
+        return  # giving a file to another user takes root
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).close()
+    other.chmod(0o644)
+    os.chown(other, 65534, 65534)
+    caplog.clear()
+    make_engine(f"sqlite:///{other}").dispose()
+    assert stat.S_IMODE(other.stat().st_mode) == 0o644
+    assert f"database file {other} is mode 644 and owned by uid 65534, not by this user" in (
+        caplog.text
+    )
 
 
 def test_metrics_can_be_put_behind_a_key(make_settings: Callable[..., Settings]):

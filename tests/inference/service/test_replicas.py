@@ -114,7 +114,7 @@ def test_replicas_starting_together_migrate_once(
     failed = _migrate_at_once(url, 4)
     assert failed == [], failed[0]
     rev, entries = _revision_and_chain(url)
-    assert rev == "0005"
+    assert rev == "0007"
     assert [kind for _, kind in entries].count("audit.start") == 1
     assert [seq for seq, _ in entries] == list(range(1, len(entries) + 1))
 

@@ -55,7 +55,7 @@ def test_migrations_create_exactly_the_models_schema(tmp_path: Path):
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
         assert compare_metadata(ctx, Base.metadata) == []
-        assert ctx.get_current_revision() == "0005"
+        assert ctx.get_current_revision() == "0007"
     engine.dispose()
 
 
@@ -113,7 +113,7 @@ def test_the_service_on_postgresql(make_settings: Callable[..., Settings], postg
     engine = make_engine(postgres_url)
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
-        assert ctx.get_current_revision() == "0005"
+        assert ctx.get_current_revision() == "0007"
         assert compare_metadata(ctx, Base.metadata) == []
     engine.dispose()
 

@@ -52,10 +52,17 @@ export class QueueView {
     $("release-clear").addEventListener("click", () => this.releaseClear());
   }
 
-  /** Pending CLEAR scans listed with no finding: what "Release CLEAR" releases. */
+  /** Pending CLEAR scans listed with no finding and no manifest discrepancy: what
+   *  "Release CLEAR" releases. */
   clearIds() {
     return this.items
-      .filter((it) => it.verdict === "clear" && it.review_status === "pending" && !it.findings)
+      .filter(
+        (it) =>
+          it.verdict === "clear" &&
+          it.review_status === "pending" &&
+          !it.findings &&
+          !it.discrepancies,
+      )
       .map((it) => it.id);
   }
 
@@ -224,7 +231,7 @@ export class QueueView {
         ),
         el("td", { class: "num" }, riskCell(it.risk)),
         el("td", {}, verdictBadge(it.verdict)),
-        el("td", { class: "top-finding" }, topFinding(it.top_finding)),
+        el("td", { class: "top-finding" }, topFinding(it.top_finding, it.discrepancies)),
         el("td", {}, it.station || "—"),
         el("td", { title: `scanned ${fmtTime(it.scan_time)}` }, fmtTime(it.received_at)),
         el("td", { class: "num waiting", dataset: { since: it.received_at || "" } }, waitCell(it)),
@@ -303,9 +310,16 @@ export class QueueView {
   }
 }
 
-function topFinding(top) {
-  if (!top) return el("span", { class: "muted" }, "—");
-  return `${top.category} ${typeof top.score === "number" ? top.score.toFixed(2) : ""}`.trim();
+function topFinding(top, discrepancies) {
+  const manifest = discrepancies
+    ? el("span", { class: "manifest-flag", title: "manifest discrepancies to decide" }, [
+        top ? " · " : "",
+        `manifest ×${discrepancies}`,
+      ])
+    : null;
+  if (!top) return manifest || el("span", { class: "muted" }, "—");
+  const text = `${top.category} ${typeof top.score === "number" ? top.score.toFixed(2) : ""}`;
+  return manifest ? el("span", {}, text.trim(), manifest) : text.trim();
 }
 
 /** Waiting time of a scan still to review (a reviewed one no longer waits). */

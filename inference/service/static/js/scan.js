@@ -1,11 +1,13 @@
 // One scan: the deep-zoom image (OpenSeadragon on DZI tiles of the chosen view), finding
-// boxes and the anomaly heat map as overlays, the declared manifest, and the review form.
+// boxes and the anomaly heat map as overlays, the declared manifest, the cargo check
+// (containers and manifest discrepancies, cargo.js), and the review form.
 //
 // Coordinates: the service gives boxes in scan pixels; OpenSeadragon places overlays in
 // viewport units, where the image spans x = 0..1 and y = 0..height/width. So a scan
 // pixel p is the viewport point p / width, on both axes.
 
 import * as api from "./api.js";
+import { CargoPanel, DISCREPANCY_WORDS } from "./cargo.js";
 import { Ruler } from "./measure.js";
 import { RelatedScans } from "./related.js";
 import { $, el, fmtRisk, longTime, shortTime, toast, verdictBadge } from "./util.js";
@@ -71,6 +73,7 @@ export class ScanView {
     this.bindControls();
     this.ruler = new Ruler(this);
     this.related = new RelatedScans(this);
+    this.cargo = new CargoPanel(this);
   }
 
   reset() {
@@ -78,8 +81,10 @@ export class ScanView {
     this.tiles = null;
     this.findings = [];
     this.decisions = new Map(); // finding id -> {decision, category}
+    this.discrepancies = []; // the result's manifest discrepancies (cargo.manifest_check)
+    this.discDecisions = new Map(); // discrepancy index -> "confirm" | "reject"
     this.added = []; // {category, box}
-    this.selected = null; // {kind: "finding" | "added", index}
+    this.selected = null; // {kind: "finding" | "discrepancy" | "added", index}
     this.verdict = null;
     this.dirty = false;
     this.heatCanvas = null;
@@ -251,6 +256,7 @@ export class ScanView {
     this.window = { ...tiles.auto_window };
     this.syncWindowSliders();
     this.findings = scan.findings || [];
+    this.discrepancies = scan.cargo?.manifest_check?.discrepancies || [];
     let view = this.prefs.view || (tiles.has_low ? "material" : "grey");
     if (!(view in tiles.views) || (view === "material" && !tiles.has_low)) view = "grey";
     this.view = view;
@@ -269,7 +275,10 @@ export class ScanView {
     this.renderReviewForm();
     this.loadHistory();
     this.related.load(id);
-    if (this.findings.length && !this.selected) this.select({ kind: "finding", index: 0 }, false);
+    if (!this.selected) {
+      if (this.findings.length) this.select({ kind: "finding", index: 0 }, false);
+      else if (this.discrepancies.length) this.select({ kind: "discrepancy", index: 0 }, false);
+    }
     $("osd").focus({ preventScroll: true });
   }
 
@@ -444,6 +453,10 @@ export class ScanView {
         element: this.heatCanvas,
         location: new OpenSeadragon.Rect(0, 0, 1, this.H / this.W),
       });
+    }
+    // Containers and manifest discrepancies first: the findings inside them stay on top.
+    for (const { node, box } of this.cargo.overlays()) {
+      viewer.addOverlay({ element: node, location: this.rect(box) });
     }
     this.findings.forEach((f, index) => {
       const d = this.decisions.get(f.id);
@@ -671,20 +684,27 @@ export class ScanView {
   /** Select a finding or drawn box; `zoom`: bring it to the middle of the screen. */
   select(sel, zoom = true) {
     this.selected = sel;
-    const item = sel?.kind === "finding" ? this.findings[sel.index] : this.added[sel?.index];
+    const item = this.itemOf(sel);
     if (zoom && item) this.zoomToBox(item.box);
     this.renderOverlays();
     this.renderFindings();
-    const li = document.querySelector(
-      `#${sel?.kind === "added" ? "added" : "finding"}-list li.selected`,
-    );
+    const list = { added: "added", discrepancy: "discrepancy" }[sel?.kind] || "finding";
+    const li = document.querySelector(`#${list}-list li.selected`);
     if (li) scrollSideTo(li);
   }
 
-  /** All selectable things in order: findings, then drawn boxes. */
+  /** The finding, manifest discrepancy or drawn box a selection names. */
+  itemOf(sel) {
+    if (sel?.kind === "finding") return this.findings[sel.index];
+    if (sel?.kind === "discrepancy") return this.discrepancies[sel.index];
+    return this.added[sel?.index];
+  }
+
+  /** All selectable things in order: findings, manifest discrepancies, drawn boxes. */
   selectables() {
     return [
       ...this.findings.map((_, index) => ({ kind: "finding", index })),
+      ...this.discrepancies.map((_, index) => ({ kind: "discrepancy", index })),
       ...this.added.map((_, index) => ({ kind: "added", index })),
     ];
   }
@@ -697,18 +717,32 @@ export class ScanView {
     this.select(all[i]);
   }
 
-  /** After a decision: the next finding still undecided, if any. */
+  /** After a decision: the next finding or manifest discrepancy still undecided, if any. */
   advance() {
-    const start = this.selected?.kind === "finding" ? this.selected.index : -1;
-    for (let k = 1; k <= this.findings.length; k++) {
-      const i = (start + k) % this.findings.length;
-      if (!this.decisions.has(this.findings[i].id)) {
-        this.select({ kind: "finding", index: i });
+    const all = this.selectables().filter((s) => s.kind !== "added");
+    const start = all.findIndex((s) => this.isSelected(s.kind, s.index));
+    for (let k = 1; k <= all.length; k++) {
+      const s = all[(start + k + all.length) % all.length];
+      const open =
+        s.kind === "finding"
+          ? !this.decisions.has(this.findings[s.index].id)
+          : !this.discDecisions.has(s.index);
+      if (open) {
+        this.select(s);
         return;
       }
     }
     this.renderOverlays();
     this.renderFindings();
+  }
+
+  /** Confirm ("accept"), reject or undo (null) the selected manifest discrepancy. */
+  decideDiscrepancy(decision) {
+    const index = this.selected.index;
+    if (decision === null) this.discDecisions.delete(index);
+    else this.discDecisions.set(index, decision === "accept" ? "confirm" : "reject");
+    this.changed();
+    if (decision) this.advance();
   }
 
   decide(index, decision, category = null) {
@@ -723,6 +757,10 @@ export class ScanView {
   }
 
   async decideSelected(decision) {
+    if (this.selected?.kind === "discrepancy" && this.discrepancies[this.selected.index]) {
+      this.decideDiscrepancy(decision);
+      return;
+    }
     if (this.selected?.kind !== "finding") {
       toast("Select a finding first (n / p, or click its box)", { error: true });
       return;
@@ -760,13 +798,16 @@ export class ScanView {
     for (const f of this.findings) {
       if (!this.decisions.has(f.id)) this.decisions.set(f.id, { decision: "reject", category: null });
     }
+    this.discrepancies.forEach((_, i) => {
+      if (!this.discDecisions.has(i)) this.discDecisions.set(i, "reject");
+    });
     this.verdict = verdict;
     this.changed();
   }
 
   async relabelSelected() {
     const sel = this.selected;
-    if (!sel) {
+    if (!sel || sel.kind === "discrepancy") {
       toast("Select a finding first (n / p, or click its box)", { error: true });
       return;
     }
@@ -1045,6 +1086,7 @@ export class ScanView {
         }),
       );
     }
+    this.cargo.render();
     const decided = this.findings.filter((f) => this.decisions.has(f.id)).length;
     $("findings-progress").textContent = this.findings.length
       ? `${decided} / ${this.findings.length} decided`
@@ -1112,6 +1154,10 @@ export class ScanView {
     const out = [];
     const open = this.findings.filter((f) => !this.decisions.has(f.id)).length;
     if (open) out.push(`decide ${open} more finding${open > 1 ? "s" : ""}`);
+    const openDisc = this.discrepancies.length - this.discDecisions.size;
+    if (openDisc > 0) {
+      out.push(`decide ${openDisc} more manifest discrepanc${openDisc > 1 ? "ies" : "y"}`);
+    }
     if (this.added.some((a) => !a.category)) out.push("give each drawn box a category");
     if (!this.verdict) out.push("choose a verdict");
     return out;
@@ -1165,6 +1211,10 @@ export class ScanView {
         const counts = {};
         for (const f of r.findings || []) counts[f.decision] = (counts[f.decision] || 0) + 1;
         const summary = Object.entries(counts).map(([k, n]) => `${n} ${DECISION_WORDS[k] || k}`);
+        for (const word of ["confirm", "reject"]) {
+          const n = (r.discrepancies || []).filter((d) => d.decision === word).length;
+          if (n) summary.push(`${n} discrepanc${n > 1 ? "ies" : "y"} ${DISCREPANCY_WORDS[word]}`);
+        }
         if ((r.added || []).length) summary.push(`${r.added.length} drawn`);
         return el(
           "li",
@@ -1204,6 +1254,10 @@ export class ScanView {
           category: d.decision === "relabel" ? d.category : null,
         };
       }),
+      discrepancies: this.discrepancies.map((_, index) => ({
+        index,
+        decision: this.discDecisions.get(index),
+      })),
       added: this.added.map((a) => ({
         category: a.category,
         box: a.box.map((v) => Math.round(v)),
@@ -1381,7 +1435,7 @@ export class ScanView {
         this.step(-1);
         return true;
       case "z": {
-        const item = sel?.kind === "finding" ? this.findings[sel.index] : this.added[sel?.index];
+        const item = this.itemOf(sel);
         if (item) this.zoomToBox(item.box);
         return true;
       }
