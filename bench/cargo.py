@@ -4,14 +4,18 @@
   against the best found one) and empty/loaded against `tests/data/real_cargo_empty.csv`,
   on each half: "tune" (ids whose SHA-256 fraction is below 0.5, where the 8-bit
   thresholds were chosen) and "held" (the rest, never used to choose anything).
-- N synthetic scans generated here (seeded): mass error by load kind (median signed,
-  median and 90th percentile absolute), empty/loaded per container, consistent scans
-  flagged, detection per discrepancy kind, ln(observed/true) spread by material, and
-  small loads hidden in empty boxes (front wall, floor cavity) detected.
+- Synthetic scans with the generator's truth (training.cargo_metrics, the figures
+  `cargoscan evaluate` reports): container IoU, empty/loaded, mass error by load kind,
+  ln(observed/true) spread by material, consistent scans flagged and per discrepancy
+  kind the detection rate (at 5 % false flags and at the shipped thresholds), each scan
+  sent with its declared manifest as a station sends it; and small loads hidden in empty
+  boxes (front wall, floor cavity) detected.
 - Time: the cargo analysis per scan beside the model (ONNX Runtime, the default model
   through `inference.engine.Engine`) on the same pre-processed scans.
 
-Run from the project root: `.venv/bin/python bench/cargo.py --scans 40`.
+Run from the project root: `.venv/bin/python bench/cargo.py --scans 40` (generates 40
+scans of the "acv" mix, seed 11), or `--data DIR` on a set `cargoscan synth --manifest-mix
+acv` wrote (the figures docs/cargo.md reports: tune seed 101, held seed 9001).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 import math
 import sys
 import time
@@ -37,13 +42,6 @@ from inference.scan import Scan, ScanMetadata, load_scan  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "real-cargo" / "ajna_bbox"
 LABELS = ROOT / "tests" / "data" / "real_cargo_empty.csv"
-KINDS = (
-    "declared_empty_but_loaded",
-    "declared_loaded_but_empty",
-    "undeclared_goods",
-    "false_description",
-    "weight_mismatch",
-)
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -94,75 +92,54 @@ def real_figures() -> dict[str, dict[str, float]] | None:
     }
 
 
-def synthetic_figures(n: int, seed: int, model: Path | None) -> dict[str, object]:
-    """Mass error, empty/loaded, manifest flags and time on n generated scans."""
-    from training.synth.scene import SynthConfig, generate_scan
+def synthetic_figures(
+    n: int, seed: int, mix: str, model: Path | None, data: Sequence[Path] = ()
+) -> dict[str, object]:
+    """training.cargo_metrics' figures (what `cargoscan evaluate` reports) on n scans
+    generated here with the `mix` manifest mix, or on the COCO sets `data` (written by
+    `cargoscan synth --manifest-mix acv`); and the time per scan beside the model's."""
+    from inference.cargo import inspect_cargo
+    from training.cargo_metrics import cargo_figures, cargo_record, station_metadata
+    from training.synth.scene import SynthConfig
 
-    cfg = SynthConfig()
     engine = None
     if model is not None and model.is_file():
         from inference.engine import Engine
 
         engine = Engine.load(model)
-    err: dict[str, list[float]] = defaultdict(list)
-    log_by_material: dict[str, list[float]] = defaultdict(list)
-    right: list[float] = []
-    consistent_flagged: list[float] = []
-    detected: dict[str, list[float]] = defaultdict(list)
-    cargo_ms: list[float] = []
+    records = []
     model_ms: list[float] = []
-    for i in range(n):
-        s = generate_scan(i, seed, cfg)
-        meta = {"pixel_pitch_mm": cfg.pitch_mm, "manifest": s.info["declared_manifest"]}
-        scan = Scan(s.high, s.low, metadata=ScanMetadata.from_dict(meta))
+    for name, entry, scan in _synthetic_scans(n, seed, SynthConfig(manifest_mix=mix), data):
+        scan = Scan(scan.high, scan.low, metadata=station_metadata(entry))
         model_input = preprocess(scan)
-        start = time.perf_counter()
-        report = analyze_cargo(scan, model_input)
-        cargo_ms.append((time.perf_counter() - start) * 1000.0)
+        records.append(cargo_record(name, entry, inspect_cargo(scan, model_input)))
         if engine is not None:
             start = time.perf_counter()
             engine.run(model_input)
             model_ms.append((time.perf_counter() - start) * 1000.0)
-        for truth in s.info["containers"]:
-            best = max(report.containers, key=lambda c: iou(c.box, truth["box"]), default=None)
-            if best is None or iou(best.box, truth["box"]) < 0.5:
-                continue
-            right.append(float(best.empty == (truth["mass_kg"] <= 0)))
-            if truth["mass_kg"] > 0 and not best.empty:
-                ratio = max(best.mass_kg, 1.0) / truth["mass_kg"]
-                err[truth["load"]].append(ratio - 1.0)
-                log_by_material[best.material].append(math.log(ratio))
-        kinds = {d.kind for d in report.manifest_check.discrepancies}
-        truth_kind = s.info["manifest_discrepancy"]
-        if truth_kind is None:
-            consistent_flagged.append(float(bool(kinds)))
-        else:
-            detected[truth_kind].append(float(truth_kind in kinds))
-    mass = {
-        kind: {
-            "n": len(v),
-            "median_signed": float(np.median(v)),
-            "median_abs": float(np.median(np.abs(v))),
-            "p90_abs": float(np.percentile(np.abs(v), 90)),
-        }
-        for kind, v in sorted(err.items())
-    }
-    every = [x for v in err.values() for x in v]
-    return {
-        "scans": n,
-        "seed": seed,
-        "mass": mass,
-        "mass_all": {
-            "median_abs": float(np.median(np.abs(every))) if every else math.nan,
-            "p90_abs": float(np.percentile(np.abs(every), 90)) if every else math.nan,
-        },
-        "log_sigma": {k: (len(v), float(np.std(v))) for k, v in sorted(log_by_material.items())},
-        "empty_loaded_right": (float(np.mean(right)), len(right)),
-        "consistent_flagged": (float(np.mean(consistent_flagged)), len(consistent_flagged)),
-        "detected": {k: (float(np.mean(v)), len(v)) for k, v in sorted(detected.items())},
-        "cargo_ms_median": float(np.median(cargo_ms)),
-        "model_ms_median": float(np.median(model_ms)) if model_ms else math.nan,
-    }
+    figures = cargo_figures(records)
+    figures["model_ms_median"] = float(np.median(model_ms)) if model_ms else math.nan
+    figures["source"] = [str(d) for d in data] or f"generated: {n} scans, seed {seed}, {mix} mix"
+    return figures
+
+
+def _synthetic_scans(n: int, seed: int, cfg: object, data: Sequence[Path]):
+    """(name, cargo truth, scan) of each scan: read from the COCO sets, else generated."""
+    from inference.coco import read_coco
+    from training.cargo_metrics import has_cargo_truth
+    from training.synth.scene import generate_scan
+
+    if data:
+        for root in data:
+            for image in read_coco(root).images:
+                if not has_cargo_truth(image.entry):
+                    continue
+                low = root / image.low_file_name if image.low_file_name else None
+                yield f"{root.name}:{image.id}", image.entry, load_scan(root / image.file_name, low)
+        return
+    for i in range(n):
+        s = generate_scan(i, seed, cfg)  # type: ignore[arg-type]
+        yield f"seed {seed}:{i}", s.info, Scan(s.high, s.low)
 
 
 def small_load_figures(n: int, seed: int, masses: Sequence[float]) -> dict[str, object]:
@@ -185,44 +162,52 @@ def small_load_figures(n: int, seed: int, masses: Sequence[float]) -> dict[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print the table (docs/cargo.md holds the last run's figures)."""
+    """Print the figures (docs/cargo.md holds the last run's)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scans", type=int, default=40)
+    parser.add_argument("--scans", type=int, default=40, help="scans to generate (no --data)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--mix", choices=("default", "acv"), default="acv", help="manifest mix")
+    parser.add_argument(
+        "--data", type=Path, action="append", default=[],
+        help="a COCO set with cargo truth (cargoscan synth --manifest-mix acv) instead",
+    )  # fmt: skip
     parser.add_argument("--small", type=int, default=6, help="scenes per small-load case")
+    parser.add_argument("--no-real", action="store_true", help="skip the real scans")
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "cargoscan-default.onnx")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    real = real_figures()
+    out: dict[str, object] = {}
+    real = None if args.no_real else real_figures()
     if real is None:
-        print(f"real scans: {REAL} absent, skipped")
+        print(f"real scans: {REAL} absent or skipped")
     else:
+        out["real"] = real
         for name, f in real.items():
             print(
                 f"real {name:5s}: {f['scans']:.0f} scans, IoU median {f['iou_median']:.3f} "
                 f"({f['iou_under_085']:.0f} under 0.85), empty/loaded right "
                 f"{f['empty_loaded_right']:.1%}"
             )
-    syn = synthetic_figures(args.scans, args.seed, args.model)
-    print(f"synthetic: {syn['scans']} scans, seed {syn['seed']}")
-    print("| load kind | n | median signed | median abs | p90 abs |")
-    for kind, f in syn["mass"].items():  # type: ignore[union-attr]
+    if args.scans or args.data:
+        from training.cargo_metrics import cargo_lines
+
+        syn = synthetic_figures(args.scans, args.seed, args.mix, args.model, args.data)
+        out["synthetic"] = syn
+        print(f"synthetic: {syn['source']}")
+        print("\n".join(cargo_lines(syn)))
+        sigma = syn["mass_error"]["log_sigma_by_material"]  # type: ignore[index]
+        print(f"ln(observed/true) by material seen: {sigma}")
         print(
-            f"| {kind} | {f['n']} | {f['median_signed']:+.0%} | {f['median_abs']:.0%} "
-            f"| {f['p90_abs']:.0%} |"
+            f"time per scan (median): cargo {syn['cargo_ms_median']:.1f} ms, "
+            f"model {syn['model_ms_median']:.1f} ms"
         )
-    print(f"mass error, all loads: {syn['mass_all']}")
-    print(f"ln(observed/true) spread by material seen: {syn['log_sigma']}")
-    print(f"empty/loaded right (containers): {syn['empty_loaded_right']}")
-    print(f"consistent scans flagged: {syn['consistent_flagged']}")
-    for kind in KINDS:
-        print(f"detected {kind}: {syn['detected'].get(kind, 'none generated')}")  # type: ignore[union-attr]
-    print(
-        f"time per scan (median): cargo {syn['cargo_ms_median']:.1f} ms, "
-        f"model {syn['model_ms_median']:.1f} ms"
-    )
     if args.small:
-        for name, f in small_load_figures(args.small, args.seed, (150.0, 300.0, 500.0)).items():
+        small = small_load_figures(args.small, args.seed, (150.0, 300.0, 500.0))
+        out["small_loads"] = small
+        for name, f in small.items():
             print(f"small load: {name}: {f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=1, default=str) + "\n")
     return 0
 
 

@@ -46,6 +46,14 @@ def add_synth(sub: Subcommands) -> None:
         help="linac end-point energies in MV (default 6 4)",
     )
     p.add_argument(
+        "--manifest-mix",
+        choices=("default", "acv"),
+        default="default",
+        help="loads and manifests: default (the detector-training mix) or acv (each scan "
+        "planned: two thirds of consistent vehicles empty, every discrepancy kind a tenth; "
+        "to measure contents verification, docs/cargo.md)",
+    )
+    p.add_argument(
         "--contact-sheet",
         type=Path,
         default=None,
@@ -66,6 +74,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         high_mv=args.energies[0],
         low_mv=args.energies[1],
         clean_fraction=args.clean_fraction,
+        manifest_mix=args.manifest_mix,
     )
     summary = write_dataset(
         args.out, count=args.count, seed=args.seed, workers=args.workers, config=config
@@ -655,5 +664,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     except (ModelError, ValueError, ScanError) as exc:
         return fail("evaluate", str(exc))
     print(json.dumps({k: metrics[k] for k in ("map50", "map", "scan", "verdicts")}, indent=1))
+    if metrics.get("cargo"):
+        from training.cargo_metrics import cargo_lines
+
+        print("\n".join(cargo_lines(metrics["cargo"])))
     print(f"wrote {args.out / 'metrics.json'}")
     return 0

@@ -349,3 +349,42 @@ def test_a_clean_only_set_read_beside_a_test_set_sets_the_thresholds_of_both(set
     assert card["calibration"]["data"] == [str(data), str(clean)]
     for name, cat in both["categories"].items():
         assert card["thresholds"][name] == pytest.approx(cat["threshold_at_far"]["0.01"], abs=1e-6)
+
+
+def test_evaluate_measures_contents_verification_when_the_set_has_the_cargo_truth(
+    setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    model, data = setup
+    assert main(["evaluate", "--model", str(model), "--data", str(data), "--out",
+                 str(tmp_path), "--no-pictures"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    cargo = json.loads((tmp_path / "metrics.json").read_text())["cargo"]
+    images = json.loads((data / "annotations.json").read_text())["images"]
+    assert cargo["scans"] == len(images) == 6
+    assert cargo["containers"]["n"] == sum(len(im["containers"]) for im in images)
+    assert cargo["containers"]["iou_median"] > 0.85
+    consistent = sum(im["manifest_discrepancy"] is None for im in images)
+    assert cargo["manifest"]["consistent_scans"] == consistent
+    assert set(cargo["manifest"]["kinds"]) == {
+        "declared_empty_but_loaded", "declared_loaded_but_empty", "undeclared_goods",
+        "false_description", "weight_mismatch",
+    }  # fmt: skip
+    assert cargo["mass_error"]["all"]["n"] >= 1 and cargo["cargo_ms_median"] > 0
+    assert "cargo: consistent scans flagged" in printed and "cargo: mass error" in printed
+
+
+@pytest.mark.slow
+def test_an_acv_set_measures_every_discrepancy_kind(setup, tmp_path: Path):
+    model, _ = setup
+    data = tmp_path / "acv"
+    # The first 8 scans of the acv mix: 2 consistent empty, 1 consistent loaded, each kind.
+    write_dataset(data, count=8, seed=52, workers=1, progress=False,
+                  config=SynthConfig(manifest_mix="acv"))  # fmt: skip
+    metrics = evaluate(model, data, tmp_path / "out", pictures=False, progress=False)
+    kinds = metrics["cargo"]["manifest"]["kinds"]
+    assert all(k["scans"] == 1 for k in kinds.values())
+    assert metrics["cargo"]["manifest"]["consistent_scans"] == 3
+    assert metrics["cargo"]["empty_loaded"]["n_empty"] >= 2
+    # The kinds contents verification tells surely (docs/cargo.md), at the shipped thresholds.
+    assert kinds["declared_empty_but_loaded"]["detection_rate_at_shipped"] == 1.0
+    assert kinds["declared_loaded_but_empty"]["detection_rate_at_shipped"] == 1.0

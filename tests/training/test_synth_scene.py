@@ -178,3 +178,79 @@ def test_generated_threats_record_a_contrast_and_most_are_plain_to_see():
     assert np.isfinite(contrasts).all()
     assert np.isfinite([t.contrast_to_noise for t in threats]).all()
     assert np.median(np.abs(contrasts)) > 0.1
+
+
+def test_the_acv_mix_plans_every_scan_and_leaves_the_default_mix_alone():
+    from training.synth.scene import ACV_PLANS, ACV_SHARES, DISCREPANCY_KINDS, acv_plan
+
+    # Any 30 consecutive scans hold the shares: 10 consistent empty, 5 consistent loaded,
+    # 3 of each discrepancy kind; the plan is the index's, whatever the seed.
+    assert Counter(acv_plan(i) for i in range(7, 37)) == Counter(ACV_SHARES)
+    assert set(ACV_PLANS) == {"consistent_empty", "consistent_loaded", *DISCREPANCY_KINDS}
+    assert "manifest_mix" not in SynthConfig().to_dict()  # default sets keep their bytes
+    assert SynthConfig(manifest_mix="acv").to_dict()["manifest_mix"] == "acv"
+    with pytest.raises(ValueError, match="manifest_mix"):
+        SynthConfig(manifest_mix="acvv")
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        "consistent_loaded",
+        "declared_empty_but_loaded",
+        "undeclared_goods",
+        "false_description",
+        "weight_mismatch",
+    ],
+)
+def test_a_planned_manifest_lies_as_planned(plan: str):
+    from training.synth.scene import _material_of
+
+    items = _items("cotton T-shirts", "electric motors")
+    true, declared, discrepancy = make_manifests(items, np.random.default_rng(5), plan)
+    assert discrepancy == (None if plan == "consistent_loaded" else plan)
+    if plan == "consistent_loaded":
+        assert [d["hs_code"] for d in declared] == [t["hs_code"] for t in true]
+    elif plan == "declared_empty_but_loaded":
+        assert declared == []
+    elif plan == "undeclared_goods":
+        assert len(declared) == len(true) - 1
+    elif plan == "false_description":
+        pairs = zip(declared, true, strict=True)
+        changed = [(d, t) for d, t in pairs if d["hs_code"] != t["hs_code"]]
+        assert len(changed) == 1
+        d, t = changed[0]
+        assert _material_of(d["description"]) != _material_of(t["description"])
+        assert d["declared_weight_kg"] == pytest.approx(t["declared_weight_kg"], rel=0.04)
+    else:
+        ratios = [d["declared_weight_kg"] / t["declared_weight_kg"]
+                  for d, t in zip(declared, true, strict=True)]  # fmt: skip
+        assert min(ratios) < 0.7
+
+
+def test_planned_empty_boxes_are_empty_and_can_be_declared_loaded():
+    rng = np.random.default_rng(2)
+    true, declared, discrepancy = make_manifests([[]], rng, "declared_loaded_but_empty")
+    assert true == [] and len(declared) == 1 and discrepancy == "declared_loaded_but_empty"
+    assert make_manifests([[]], rng, "consistent_empty") == ([], [], None)
+    # Undeclared goods need two lines to drop one: with one, the manifest stays true.
+    one = _items("cotton T-shirts")
+    assert make_manifests(one, rng, "undeclared_goods")[2] is None
+
+
+@pytest.mark.slow
+def test_acv_scans_are_loaded_as_planned_and_deterministic():
+    cfg = SynthConfig(manifest_mix="acv")
+    for index, plan in ((0, "consistent_empty"), (5, "undeclared_goods")):
+        scan = generate_scan(index, 21, cfg)
+        masses = [c["mass_kg"] for c in scan.info["containers"]]
+        assert scan.info["manifest_mix"] == "acv"
+        if plan == "consistent_empty":
+            assert masses and all(m == 0 for m in masses)
+            assert scan.info["declared_manifest"] == []
+            assert scan.info["manifest_discrepancy"] is None
+        else:
+            assert all(m > 0 for m in masses) and len(scan.info["true_manifest"]) >= 2
+            assert scan.info["manifest_discrepancy"] == "undeclared_goods"
+    again = generate_scan(5, 21, cfg)
+    assert np.array_equal(again.high, scan.high) and again.info == scan.info

@@ -610,12 +610,30 @@ LOAD_KIND_WEIGHTS = (0.28, 0.16, 0.09, 0.1, 0.07, 0.09, 0.09, 0.05, 0.07)
 
 
 def load_container(
-    c: Canvas, box: ContainerBox, rng: np.random.Generator
+    c: Canvas, box: ContainerBox, rng: np.random.Generator, want: str | None = None
 ) -> tuple[str, list[LoadedItem]]:
-    """Fill a container with one kind of load (or a mix) and return the true manifest."""
-    kind = str(rng.choice(LOAD_KINDS, p=np.array(LOAD_KIND_WEIGHTS) / sum(LOAD_KIND_WEIGHTS)))
-    if box.tank:
-        kind = "tank" if rng.random() < 0.9 else "empty"
+    """Fill a container with one kind of load (or a mix) and return the true manifest.
+
+    `want` is set by a manifest mix that plans each scan (scene.ACV_PLANS): "empty",
+    "loaded" (a kind drawn from the loaded ones, in their usual proportions) or "multi"
+    (a mixed load of two or three segments, each a manifest line, so that one can go
+    undeclared). None draws the kind as the detector-training data always has."""
+    if want is None:
+        kind = str(rng.choice(LOAD_KINDS, p=np.array(LOAD_KIND_WEIGHTS) / sum(LOAD_KIND_WEIGHTS)))
+        if box.tank:
+            kind = "tank" if rng.random() < 0.9 else "empty"
+    elif want == "empty":
+        kind = "empty"
+    elif box.tank:
+        kind = "tank"
+    elif want == "multi":
+        kind = "mixed"
+    else:
+        loaded = [k for k in LOAD_KINDS if k != "empty"]
+        weights = np.array(
+            [w for k, w in zip(LOAD_KINDS, LOAD_KIND_WEIGHTS, strict=True) if k != "empty"]
+        )
+        kind = str(rng.choice(loaded, p=weights / weights.sum()))
     if kind == "empty":
         return kind, []
     style_for_kind = {
@@ -631,8 +649,12 @@ def load_container(
     }
     length = box.inner_x1 - box.inner_x0
     if kind == "mixed":
-        n_seg = int(rng.integers(2, 5))
-        cuts = np.sort(rng.uniform(0.15, 0.85, n_seg - 1))
+        if want == "multi":  # segments long enough for every style to pack something
+            n_seg = int(rng.integers(2, 4))
+            cuts = np.arange(1, n_seg) / n_seg + rng.uniform(-0.06, 0.06, n_seg - 1)
+        else:
+            n_seg = int(rng.integers(2, 5))
+            cuts = np.sort(rng.uniform(0.15, 0.85, n_seg - 1))
         bounds = np.concatenate([[0.0], cuts, [1.0]])
         styles = [
             str(s)

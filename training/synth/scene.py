@@ -39,6 +39,32 @@ CATEGORY_WEIGHTS = {
 }
 # Minimum mass thickness (g/cm^2) that counts as part of a threat's mask.
 MASK_THRESHOLD = 0.05
+MANIFEST_MIXES = ("default", "acv")
+DISCREPANCY_KINDS = (
+    "declared_empty_but_loaded",
+    "declared_loaded_but_empty",
+    "undeclared_goods",
+    "false_description",
+    "weight_mismatch",
+)
+# The "acv" mix: per 30 scans, 15 with a true manifest (10 empty vehicles, 5 loaded: the
+# two thirds empty of real traffic) and 3 of each discrepancy kind, so that a set of
+# 150 scans measures empties, the consistent scans' flag rate and every kind (15 each).
+ACV_SHARES = {
+    "consistent_empty": 10,
+    "consistent_loaded": 5,
+    **{kind: 3 for kind in DISCREPANCY_KINDS},
+}
+
+
+def _interleave(shares: dict[str, int]) -> tuple[str, ...]:
+    """One cycle of plans, each spread evenly over it (any prefix keeps the shares)."""
+    slots = [((k + 0.5) / n, i, plan) for i, (plan, n) in enumerate(shares.items())
+             for k in range(n)]  # fmt: skip
+    return tuple(plan for _, _, plan in sorted(slots))
+
+
+ACV_PLANS = _interleave(ACV_SHARES)
 
 
 @dataclass(frozen=True)
@@ -52,10 +78,21 @@ class SynthConfig:
     max_threats: int = 4
     detector: DetectorModel = field(default_factory=DetectorModel)
     low_quanta_scale: float = 0.6  # the low-energy pulse carries less dose
+    # How loads and manifest discrepancies are drawn: "default" (the detector-training
+    # mix: 7 % empty boxes, a quarter of manifests wrong) or "acv" (ACV_PLANS: each
+    # scan's load and manifest planned by its index, to measure contents verification).
+    manifest_mix: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.manifest_mix not in MANIFEST_MIXES:
+            raise ValueError(
+                f"manifest_mix must be one of {', '.join(MANIFEST_MIXES)}, "
+                f"not {self.manifest_mix!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = self.detector
-        return {
+        out = {
             "pitch_mm": self.pitch_mm,
             "high_mv": self.high_mv,
             "low_mv": self.low_mv,
@@ -64,6 +101,9 @@ class SynthConfig:
             "detector": {k: getattr(d, k) for k in d.__dataclass_fields__},
             "low_quanta_scale": self.low_quanta_scale,
         }
+        if self.manifest_mix != "default":  # the default set's bytes stay as they were
+            out["manifest_mix"] = self.manifest_mix
+        return out
 
 
 @dataclass
@@ -167,10 +207,27 @@ def _build_vehicle(rng: np.random.Generator, cfg: SynthConfig) -> tuple[_Layout,
     return layout, vehicle
 
 
+def acv_plan(index: int) -> str:
+    """What the "acv" mix makes scan `index`: a consistent empty or loaded vehicle, or
+    one discrepancy kind (ACV_SHARES, cycled by index: the same for every seed)."""
+    return ACV_PLANS[index % len(ACV_PLANS)]
+
+
+def _want(plan: str) -> str:
+    """The load a plan needs in every box (load_container's `want`)."""
+    if plan in ("consistent_empty", "declared_loaded_but_empty"):
+        return "empty"
+    return "multi" if plan == "undeclared_goods" else "loaded"
+
+
 def make_manifests(
-    items: list[list[LoadedItem]], rng: np.random.Generator
+    items: list[list[LoadedItem]], rng: np.random.Generator, plan: str | None = None
 ) -> tuple[list[dict], list[dict], str | None]:
-    """True manifest from what was loaded; a declared one that is usually right."""
+    """True manifest from what was loaded; a declared one that is usually right.
+
+    With a `plan` (the "acv" mix), the declared manifest is wrong in the planned way
+    (each kind made exactly as the default mix makes it), or right for a consistent plan;
+    a plan the load cannot carry (undeclared goods in a load of one line) stays right."""
     true_lines = []
     for k, box_items in enumerate(items):
         for it in box_items:
@@ -188,6 +245,8 @@ def make_manifests(
         line["declared_weight_kg"] = float(
             round(line["declared_weight_kg"] * rng.uniform(0.97, 1.03), -1)
         )
+    if plan is not None:
+        return true_lines, *_planned(declared, plan, rng)
     discrepancy: str | None = None
     r = rng.random()
     if not true_lines:
@@ -227,6 +286,45 @@ def make_manifests(
         )
         discrepancy = "weight_mismatch"
     return true_lines, declared, discrepancy
+
+
+def _planned(
+    declared: list[dict], plan: str, rng: np.random.Generator
+) -> tuple[list[dict], str | None]:
+    """The declared manifest of an "acv" plan: the same lies as make_manifests tells."""
+    if plan == "declared_loaded_but_empty" and not declared:
+        com = COMMODITIES[int(rng.integers(len(COMMODITIES)))]
+        line = {
+            "container": 0,
+            "hs_code": com.hs_code,
+            "description": com.description,
+            "declared_weight_kg": float(rng.integers(2, 20) * 1000),
+            "quantity": int(rng.integers(10, 200)),
+        }
+        return [line], plan
+    if not declared or plan.startswith("consistent") or plan == "declared_loaded_but_empty":
+        return declared, None
+    k = int(rng.integers(len(declared)))
+    if plan == "declared_empty_but_loaded":
+        return [], plan
+    if plan == "undeclared_goods":
+        if len(declared) < 2:
+            return declared, None
+        declared.pop(k)
+    elif plan == "false_description":
+        others = [
+            c
+            for c in COMMODITIES
+            if c.description != declared[k]["description"]
+            and c.material != _material_of(declared[k]["description"])
+        ]
+        com = others[int(rng.integers(len(others)))]
+        declared[k].update(hs_code=com.hs_code, description=com.description)
+    elif plan == "weight_mismatch":
+        declared[k]["declared_weight_kg"] = float(
+            round(declared[k]["declared_weight_kg"] * rng.uniform(0.35, 0.65), -1)
+        )
+    return declared, plan
 
 
 def _material_of(description: str) -> str | None:
@@ -454,14 +552,17 @@ def _seen_box(c: Canvas, x0: float, y0: float, x1: float, y1: float) -> tuple[in
 def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
     """Generate scan number `index` of the data set with this seed."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    plan = acv_plan(index) if cfg.manifest_mix == "acv" else None
     layout, vehicle = _build_vehicle(rng, cfg)
+    while plan == "undeclared_goods" and layout.containers[0].tank:
+        layout, vehicle = _build_vehicle(rng, cfg)  # a tank holds one line: nothing to drop
     c = layout.canvas
     load_kinds, items = [], []
     for box in layout.containers:
-        kind, box_items = load_container(c, box, rng)
+        kind, box_items = load_container(c, box, rng, None if plan is None else _want(plan))
         load_kinds.append(kind)
         items.append(box_items)
-    true_manifest, declared_manifest, discrepancy = make_manifests(items, rng)
+    true_manifest, declared_manifest, discrepancy = make_manifests(items, rng, plan)
     # Clean scans are spread evenly over the indices, so any prefix of a data
     # set holds the intended share of them.
     clean = int((index + 1) * cfg.clean_fraction) > int(index * cfg.clean_fraction)
@@ -512,6 +613,7 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
             for b, kind, box_items in zip(layout.containers, load_kinds, items, strict=True)
         ],
         "clean": not labels,
+        **({"manifest_mix": cfg.manifest_mix} if plan is not None else {}),
         "scanner": {
             "kind": "portal",
             "high_mv": cfg.high_mv,
