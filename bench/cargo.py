@@ -36,21 +36,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from inference.boxes import box_iou  # noqa: E402
 from inference.cargo import analyze_cargo  # noqa: E402
 from inference.preprocess import preprocess  # noqa: E402
 from inference.scan import Scan, ScanMetadata, load_scan  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "real-cargo" / "ajna_bbox"
 LABELS = ROOT / "tests" / "data" / "real_cargo_empty.csv"
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two x0, y0, x1, y1 boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def half(scan_id: str) -> str:
@@ -78,7 +70,7 @@ def real_figures() -> dict[str, dict[str, float]] | None:
             for line in labels.read_text().splitlines():
                 cx, cy, bw, bh = map(float, line.split()[1:5])
                 box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
-                figures["iou"].append(max((iou(box, f) for f in found), default=0.0))
+                figures["iou"].append(max((box_iou(box, f) for f in found), default=0.0))
         loaded = any(not c.empty for c in report.containers)
         figures["right"].append(float(loaded == (row["contents"] == "loaded")))
     return {

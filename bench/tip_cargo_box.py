@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from inference.boxes import box_iou  # noqa: E402
 from inference.scan import load_scan  # noqa: E402
 from training.tip.background import estimate_export_curve, padding_masks  # noqa: E402
 from training.tip.cargo_space import find_cargo_space  # noqa: E402
@@ -41,14 +42,6 @@ def labelled_box(label_file: Path, width: int, height: int) -> tuple[float, ...]
             xs += [(cx - bw / 2) * width, (cx + bw / 2) * width]
             ys += [(cy - bh / 2) * height, (cy + bh / 2) * height]
     return (min(xs), min(ys), max(xs), max(ys)) if xs else None
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         curve = estimate_export_curve(grey)
         space = find_cargo_space(detection_attenuation(grey, curve), padding_masks(grey, 255)[1])
-        results.append((iou(space.box, truth) if space.box else 0.0, path.stem))
+        results.append((box_iou(space.box, truth) if space.box else 0.0, path.stem))
         pitches.append((space.pitch_x_mm, space.pitch_y_mm))
     took = (time.perf_counter() - start) / max(len(results), 1)
     scores = np.array([r[0] for r in results])

@@ -7,9 +7,11 @@ finding hits what its parts hit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["HIT_IOU", "hits", "iou_matrix"]
+__all__ = ["HIT_IOU", "box_iou", "hits", "iou_matrix"]
 
 HIT_IOU = 0.3
 
@@ -25,6 +27,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two x0, y0, x1, y1 boxes (0 when both are empty)."""
+    return float(iou_matrix(np.asarray(a), np.asarray(b))[0, 0])
 
 
 def hits(pred: np.ndarray, gt: np.ndarray, iou: float = HIT_IOU) -> np.ndarray:

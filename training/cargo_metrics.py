@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from inference.boxes import box_iou
 from inference.cargo import KINDS, CargoInspection
 from inference.scan import ScanMetadata
 
@@ -52,15 +53,6 @@ def station_metadata(entry: Mapping[str, Any]) -> ScanMetadata:
     if scanner.get("pixel_pitch_mm"):
         meta["pixel_pitch_mm"] = float(scanner["pixel_pitch_mm"])
     return ScanMetadata.from_dict(meta)
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two x0, y0, x1, y1 boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -94,8 +86,8 @@ def cargo_record(name: str, entry: Mapping[str, Any], seen: CargoInspection) -> 
     outcomes = []
     found = seen.report.containers
     for truth in entry["containers"]:
-        best = max(found, key=lambda c: iou(c.box, truth["box"]), default=None)
-        overlap = iou(best.box, truth["box"]) if best is not None else 0.0
+        best = max(found, key=lambda c: box_iou(c.box, truth["box"]), default=None)
+        overlap = box_iou(best.box, truth["box"]) if best is not None else 0.0
         matched = best is not None and overlap >= MATCH_IOU
         outcomes.append(
             ContainerOutcome(

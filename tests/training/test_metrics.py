@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.boxes import hits, iou_matrix
+from inference.boxes import box_iou, hits, iou_matrix
 from training.metrics import (
     ScanFindings,
     band_names,
@@ -38,6 +38,7 @@ def _scan(findings: list[tuple[list[float], float, int]], truth: list[tuple[list
 )
 def test_iou_by_hand(a, b, expected):
     assert iou_matrix([a], [b])[0, 0] == pytest.approx(expected)
+    assert box_iou(a, b) == pytest.approx(expected)  # the one-pair form cargo checks use
 
 
 @pytest.mark.parametrize(
