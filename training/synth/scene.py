@@ -269,21 +269,10 @@ def make_manifests(
         declared.pop(int(rng.integers(len(declared))))
         discrepancy = "undeclared_goods"
     elif r < 0.23:
-        k = int(rng.integers(len(declared)))
-        others = [
-            c
-            for c in COMMODITIES
-            if c.description != declared[k]["description"]
-            and c.material != _material_of(declared[k]["description"])
-        ]
-        com = others[int(rng.integers(len(others)))]
-        declared[k].update(hs_code=com.hs_code, description=com.description)
+        _describe_falsely(declared[int(rng.integers(len(declared)))], rng)
         discrepancy = "false_description"
     elif r < 0.28:
-        k = int(rng.integers(len(declared)))
-        declared[k]["declared_weight_kg"] = float(
-            round(declared[k]["declared_weight_kg"] * rng.uniform(0.35, 0.65), -1)
-        )
+        _under_declare(declared[int(rng.integers(len(declared)))], rng)
         discrepancy = "weight_mismatch"
     return true_lines, declared, discrepancy
 
@@ -312,19 +301,28 @@ def _planned(
             return declared, None
         declared.pop(k)
     elif plan == "false_description":
-        others = [
-            c
-            for c in COMMODITIES
-            if c.description != declared[k]["description"]
-            and c.material != _material_of(declared[k]["description"])
-        ]
-        com = others[int(rng.integers(len(others)))]
-        declared[k].update(hs_code=com.hs_code, description=com.description)
+        _describe_falsely(declared[k], rng)
     elif plan == "weight_mismatch":
-        declared[k]["declared_weight_kg"] = float(
-            round(declared[k]["declared_weight_kg"] * rng.uniform(0.35, 0.65), -1)
-        )
+        _under_declare(declared[k], rng)
     return declared, plan
+
+
+def _describe_falsely(line: dict, rng: np.random.Generator) -> None:
+    """A manifest line renamed to a commodity of another material (false_description)."""
+    others = [
+        c
+        for c in COMMODITIES
+        if c.description != line["description"] and c.material != _material_of(line["description"])
+    ]
+    com = others[int(rng.integers(len(others)))]
+    line.update(hs_code=com.hs_code, description=com.description)
+
+
+def _under_declare(line: dict, rng: np.random.Generator) -> None:
+    """A manifest line declared at 35-65 % of its weight (weight_mismatch)."""
+    line["declared_weight_kg"] = float(
+        round(line["declared_weight_kg"] * rng.uniform(0.35, 0.65), -1)
+    )
 
 
 def _material_of(description: str) -> str | None:
