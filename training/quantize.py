@@ -65,14 +65,12 @@ CALIBRATION_METHODS = {
 """How activation ranges are set from the calibration scans (ONNX Runtime's methods)."""
 
 
-def _fixed_grids(int8_model: Path, prepared: Path) -> dict[str, list[dict[str, Any]]]:
+def _fixed_grids(int8_model: Path, produced: set[str]) -> dict[str, list[dict[str, Any]]]:
     """ONNX Runtime's TensorQuantOverrides pinning each activation that ``int8_model``
-    quantises (and ``prepared`` has) to that file's scale and zero point."""
-    import onnx
-
+    quantises (and the graph being quantised ``produced``) to that file's scale and zero
+    point."""
     from training.qat import activation_grids
 
-    produced = {o for n in onnx.load(str(prepared)).graph.node for o in n.output}
     grids = activation_grids(int8_model)
     if not grids:
         raise ValueError(f"{int8_model}: no uint8 activations: not an int8 file of `quantize`")
@@ -195,7 +193,9 @@ def quantize(
         prepared = Path(work) / "prepared.onnx"
         # Symbolic shape inference cannot resolve the free height and width: skip it.
         quant_pre_process(str(model), str(prepared), skip_symbolic_shape=True)
-        names = [n.name for n in onnx.load(str(prepared)).graph.node]
+        prepared_model = onnx.load(str(prepared))
+        nodes = prepared_model.graph.node
+        names = [n.name for n in nodes]
         keep = [
             n
             for n in names
@@ -203,7 +203,9 @@ def quantize(
         ]
         extra: dict[str, Any] = {}
         if activations_from is not None:
-            extra["TensorQuantOverrides"] = _fixed_grids(activations_from, prepared)
+            extra["TensorQuantOverrides"] = _fixed_grids(
+                activations_from, {o for n in nodes for o in n.output}
+            )
         quantize_static(
             str(prepared),
             str(tmp),

@@ -11,7 +11,7 @@ import pytest
 from inference.service.settings import Settings
 from station.server import ServerProcess, start_server
 from tests.inference.service.accounts import World, world_of
-from tests.inference.service.service_helpers import ADMIN_KEY, REPO, ServeProcess
+from tests.inference.service.service_helpers import ADMIN_KEY, CHROMIUM, REPO, ServeProcess
 
 
 @pytest.fixture
@@ -63,3 +63,14 @@ def world(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> 
     """One running service per test module: two stations, four users, two scans."""
     with world_of(tmp_path_factory, models) as w:
         yield w
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium for the browser tests, one per module (their `pytestmark`
+    skips them when Chromium or Playwright is missing)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        yield chromium
+        chromium.close()

@@ -26,6 +26,7 @@ from station.server import ServerProcess
 ServeProcess = Callable[..., ServerProcess]
 
 ADMIN_KEY = "admin-secret-for-tests"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; no tool may download a browser
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 

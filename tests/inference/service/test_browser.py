@@ -43,9 +43,13 @@ from inference.service.core import API
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
 from station.server import free_port, serving
-from tests.inference.service.service_helpers import scan_pngs, serve_env, store_scan
+from tests.inference.service.service_helpers import (
+    CHROMIUM,
+    scan_pngs,
+    serve_env,
+    store_scan,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -314,14 +318,6 @@ def site(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> I
             unmarked=riskiest["unmarked"],
             drugs=riskiest["drugs"],
         )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 class Page:

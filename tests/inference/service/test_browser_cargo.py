@@ -24,7 +24,6 @@ from station.server import free_port, serving
 from tests.inference.service.cargo_helpers import SHIPPED_MODEL, contradicted_scan, files_of
 from tests.inference.service.service_helpers import serve_env
 from tests.inference.service.test_browser import (
-    CHROMIUM,
     LAPTOP,
     PASSWORD,
     REPO,
@@ -35,19 +34,10 @@ from tests.inference.service.test_browser import (
     _settled,
     expect,
     pytestmark,  # noqa: F401  (slow; skipped without chromium or playwright)
-    sync_api,
 )
 
 API = "/api/v1"
 OFFICER = "alice"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ from inference.service.storage import BlobStore
 from station.server import free_port, serving
 from tests.inference.service.service_helpers import scan_pngs, serve_env, store_scan
 from tests.inference.service.test_browser import (
-    CHROMIUM,
     PASSWORD,
     REPO,
     Page,
@@ -43,21 +42,12 @@ from tests.inference.service.test_browser import (
     _settled,
     expect,
     pytestmark,  # noqa: F401  (slow; skipped without chromium or playwright)
-    sync_api,
 )
 
 OFFICER = "alice"
 SMALL = {"width": 1280, "height": 720}
 LARGE = {"width": 1920, "height": 1080}
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+$")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 def _crowded(w: int, h: int) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from inference.service.storage import BlobStore
 from station.server import free_port, serving
 from tests.inference.service.service_helpers import serve_env, store_scan
 from tests.inference.service.test_browser import (
-    CHROMIUM,
     LAPTOP,
     PASSWORD,
     REPO,
@@ -41,20 +40,11 @@ from tests.inference.service.test_browser import (
     _zoom,
     expect,
     pytestmark,  # noqa: F401  (slow; skipped without chromium or playwright)
-    sync_api,
 )
 
 OFFICER = "alice"
 PITCH = 2.5  # mm per pixel of the scans that have one
 CONTAINER = "MSCU1234565"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
