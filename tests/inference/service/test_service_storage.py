@@ -10,11 +10,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
+from inference.service import storage
 from inference.service.db import Base, make_engine, migrate, normalise_url
 from inference.service.settings import Settings
 from inference.service.storage import BlobStore
@@ -36,6 +38,29 @@ def test_blobs_are_named_by_their_sha256_and_written_once(tmp_path: Path):
     assert not list(path.parent.glob(".*.tmp"))  # no temporary file left behind
     with pytest.raises(ValueError, match="SHA-256"):
         store.path("../../etc/passwd")
+
+
+def test_large_blobs_go_through_o_direct_whole_at_any_length(tmp_path: Path):
+    """A channel's bytes are written from an aligned buffer with O_DIRECT; lengths that are
+    not a multiple of the block, and a smaller blob after a larger one (the thread's buffer
+    is reused, its tail must not leak into the file), come back byte for byte."""
+    store = BlobStore(tmp_path / "blobs")
+    rng = np.random.default_rng(5)
+    sizes = [storage.DIRECT_MIN_BYTES + 4096 * 300 + 1, storage.DIRECT_MIN_BYTES, 4_500_017]
+    for size in sizes:
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        tmp = tmp_path / f"probe{size}"
+        wrote_direct = storage.write_direct(tmp, data)
+        if not wrote_direct:
+            pytest.skip(f"{tmp_path} refuses O_DIRECT: the buffered write serves it")
+        assert tmp.read_bytes() == data
+        digest = store.put(data)
+        assert store.get(digest) == data and store.path(digest).stat().st_size == size
+    small = b"x" * 1000  # under DIRECT_MIN_BYTES: the plain write
+    assert not storage.write_direct(tmp_path / "small", small)
+    assert not (tmp_path / "small").exists()
+    assert store.get(store.put(small)) == small
+    assert not list((tmp_path / "blobs").rglob(".*.tmp"))
 
 
 def test_sqlite_runs_with_wal_foreign_keys_and_full_sync(tmp_path: Path):
