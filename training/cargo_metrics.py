@@ -15,6 +15,14 @@ and report `cargo_figures`:
   flags at most FALSE_FLAG_RATE of the consistent scans for that kind (every check
   scores 0..1 whether it flags or not), and the detection and consistent scans' flag
   rate at the shipped thresholds (any kind flagged), split by empty and loaded vehicles.
+
+"Consistent" means the vehicle holds what its declaration says: a true declared
+manifest and no threat hidden in a container's cargo space (the generator's
+`hidden_kg`). A declared-empty box carrying a stowaway or 150 kg of cigarettes is the
+smuggling route contents verification exists for, so its flag is not a false one; such
+scans are reported apart (`hidden_goods`: how many, how many flagged, and of those
+declared empty how many as declared_empty_but_loaded). Sets written before the
+generator recorded `hidden_kg` count every scan with a threat as hiding goods.
 """
 
 from __future__ import annotations
@@ -74,7 +82,8 @@ class CargoRecord:
     name: str
     discrepancy: str | None  # the generator's, None: the declared manifest is true
     vehicle_empty: bool  # every box truly empty
-    clean: bool  # no threat placed (a threat in an "empty" box is a load the truth omits)
+    clean: bool  # no threat placed anywhere
+    hidden_kg: float  # threats' mass in the containers' cargo space (undeclared goods)
     containers: tuple[ContainerOutcome, ...]
     flagged: frozenset[str]  # kinds the result reports
     evidence: Mapping[str, float]  # per kind, the highest check score
@@ -104,11 +113,21 @@ def cargo_record(name: str, entry: Mapping[str, Any], seen: CargoInspection) -> 
         discrepancy=entry.get("manifest_discrepancy"),
         vehicle_empty=all(t["mass_kg"] <= 0 for t in entry["containers"]),
         clean=bool(entry.get("clean", True)),
+        hidden_kg=hidden_goods_kg(entry),
         containers=tuple(outcomes),
         flagged=frozenset(d.kind for d in seen.report.manifest_check.discrepancies),
         evidence=dict(seen.evidence),
         cargo_ms=seen.report.processing_ms,
     )
+
+
+def hidden_goods_kg(entry: Mapping[str, Any]) -> float:
+    """The threats' mass the generator hid in the scan's containers (older sets, without
+    `hidden_kg`: any threat counts, as its place is not recorded there)."""
+    boxes = entry["containers"]
+    if all("hidden_kg" in b for b in boxes):
+        return float(sum(b["hidden_kg"] for b in boxes))
+    return 0.0 if entry.get("clean", True) else math.inf
 
 
 def _quantiles(values: Sequence[float]) -> dict[str, Any]:
@@ -161,7 +180,9 @@ def cargo_figures(
             ratio = max(o.mass_kg, 1.0) / o.true_mass_kg
             errors[o.load].append(ratio - 1.0)
             log_by_material[o.material].append(math.log(ratio))
-    consistent = [r for r in records if r.discrepancy is None]
+    consistent = [r for r in records if r.discrepancy is None and r.hidden_kg <= 0]
+    hiding = [r for r in records if r.discrepancy is None and r.hidden_kg > 0]
+    hiding_empty = [r for r in hiding if r.vehicle_empty]
     kinds: dict[str, Any] = {}
     for kind in KINDS:
         mine = [r for r in records if r.discrepancy == kind]
@@ -219,6 +240,18 @@ def cargo_figures(
             ),
             "consistent_no_threat_scans": sum(r.clean for r in consistent),
             "consistent_flagged_kinds": {k: sum(k in r.flagged for r in consistent) for k in KINDS},
+            # declared truly but for threats hidden in the cargo space: not consistent
+            "hidden_goods": {
+                "scans": len(hiding),
+                "flagged_at_shipped": _share([bool(r.flagged) for r in hiding]),
+                "empty_vehicles": len(hiding_empty),
+                "empty_flagged_declared_empty_but_loaded": _share(
+                    ["declared_empty_but_loaded" in r.flagged for r in hiding_empty]
+                ),
+                "hidden_kg_median": float(np.median([r.hidden_kg for r in hiding]))
+                if hiding and all(math.isfinite(r.hidden_kg) for r in hiding)
+                else None,
+            },
             "kinds": kinds,
         },
         "cargo_ms_median": float(np.median([r.cargo_ms for r in records])) if records else None,
@@ -260,6 +293,15 @@ def cargo_lines(fig: Mapping[str, Any]) -> list[str]:
         f"{_pct(man['consistent_no_threat_flagged_at_shipped'])} of "
         f"{man['consistent_no_threat_scans']}); kinds flagged {man['consistent_flagged_kinds']}"
     )
+    hid = man["hidden_goods"]
+    if hid["scans"]:
+        lines.append(
+            f"cargo: declared truly but for threats hidden in the cargo space (not counted "
+            f"as consistent): {hid['scans']} scans, {_pct(hid['flagged_at_shipped'])} flagged; "
+            f"{hid['empty_vehicles']} declared-empty vehicles, "
+            f"{_pct(hid['empty_flagged_declared_empty_but_loaded'])} flagged declared empty "
+            f"but loaded"
+        )
     for kind, k in man["kinds"].items():
         lines.append(
             f"cargo:   {kind}: {k['scans']} scans, detected "

@@ -10,17 +10,23 @@ from training.cargo_metrics import (
     ContainerOutcome,
     cargo_figures,
     cargo_lines,
+    hidden_goods_kg,
     station_metadata,
     threshold_at,
 )
 
 
 def _record(
-    discrepancy: str | None, evidence: dict[str, float], flagged: set[str], empty: bool = False
+    discrepancy: str | None,
+    evidence: dict[str, float],
+    flagged: set[str],
+    empty: bool = False,
+    hidden_kg: float = 0.0,
 ) -> CargoRecord:
     box = ContainerOutcome("empty" if empty else "cartons", 0.0 if empty else 8000.0, 0.9,
                            empty, 0.0 if empty else 8800.0, "organic")  # fmt: skip
-    return CargoRecord("s", discrepancy, empty, True, (box,), frozenset(flagged), evidence, 5.0)
+    return CargoRecord("s", discrepancy, empty, hidden_kg <= 0, hidden_kg, (box,),
+                       frozenset(flagged), evidence, 5.0)  # fmt: skip
 
 
 def test_the_threshold_lets_at_most_the_rate_of_scores_pass() -> None:
@@ -52,6 +58,41 @@ def test_detection_at_a_fixed_false_flag_rate_and_at_the_shipped_thresholds() ->
     assert fig["mass_error"]["all"]["median_abs"] == pytest.approx(0.1)
     assert fig["empty_loaded"]["right"] == 1.0
     assert any("weight_mismatch" in line for line in cargo_lines(fig))
+
+
+def test_goods_hidden_in_a_declared_empty_box_are_not_a_false_flag() -> None:
+    """A stowaway in a box declared empty is what the check is for: that scan leaves the
+    consistent set (whose flags are false ones) and is counted apart."""
+    consistent = [_record(None, {}, set(), empty=True) for _ in range(9)]
+    consistent.append(_record(None, {"weight_mismatch": 0.7}, {"weight_mismatch"}))
+    hiding = [
+        _record(
+            None,
+            {"declared_empty_but_loaded": 0.9},
+            {"declared_empty_but_loaded"},
+            empty=True,
+            hidden_kg=95.0,
+        ),
+        _record(None, {}, set(), empty=True, hidden_kg=2.5),
+    ]
+    fig = cargo_figures(consistent + hiding)
+    man = fig["manifest"]
+    assert man["consistent_scans"] == 10
+    assert man["consistent_flagged_at_shipped"] == pytest.approx(0.1)
+    hid = man["hidden_goods"]
+    assert hid["scans"] == 2 and hid["empty_vehicles"] == 2
+    assert hid["flagged_at_shipped"] == 0.5
+    assert hid["empty_flagged_declared_empty_but_loaded"] == 0.5
+    assert hid["hidden_kg_median"] == pytest.approx(48.75)
+    assert any("hidden in the cargo space" in line for line in cargo_lines(fig))
+
+
+def test_sets_without_the_hidden_mass_count_every_threat_as_hidden() -> None:
+    entry = {"containers": [{"box": [0, 0, 9, 9], "mass_kg": 0.0}], "clean": False}
+    assert hidden_goods_kg(entry) == float("inf")
+    assert hidden_goods_kg(entry | {"clean": True}) == 0.0
+    entry["containers"][0]["hidden_kg"] = 80.0
+    assert hidden_goods_kg(entry) == 80.0
 
 
 def test_the_station_sends_the_manifest_without_the_generator_s_box_index() -> None:

@@ -363,8 +363,15 @@ def test_evaluate_measures_contents_verification_when_the_set_has_the_cargo_trut
     assert cargo["scans"] == len(images) == 6
     assert cargo["containers"]["n"] == sum(len(im["containers"]) for im in images)
     assert cargo["containers"]["iou_median"] > 0.85
-    consistent = sum(im["manifest_discrepancy"] is None for im in images)
+    hidden = [sum(c["hidden_kg"] for c in im["containers"]) for im in images]
+    consistent = sum(
+        im["manifest_discrepancy"] is None and h == 0 for im, h in zip(images, hidden, strict=True)
+    )
     assert cargo["manifest"]["consistent_scans"] == consistent
+    hiding = sum(
+        im["manifest_discrepancy"] is None and h > 0 for im, h in zip(images, hidden, strict=True)
+    )
+    assert cargo["manifest"]["hidden_goods"]["scans"] == hiding
     assert set(cargo["manifest"]["kinds"]) == {
         "declared_empty_but_loaded", "declared_loaded_but_empty", "undeclared_goods",
         "false_description", "weight_mismatch",
@@ -383,7 +390,8 @@ def test_an_acv_set_measures_every_discrepancy_kind(setup, tmp_path: Path):
     metrics = evaluate(model, data, tmp_path / "out", pictures=False, progress=False)
     kinds = metrics["cargo"]["manifest"]["kinds"]
     assert all(k["scans"] == 1 for k in kinds.values())
-    assert metrics["cargo"]["manifest"]["consistent_scans"] == 3
+    man = metrics["cargo"]["manifest"]
+    assert man["consistent_scans"] + man["hidden_goods"]["scans"] == 3
     assert metrics["cargo"]["empty_loaded"]["n_empty"] >= 2
     # The kinds contents verification tells surely (docs/cargo.md), at the shipped thresholds.
     assert kinds["declared_empty_but_loaded"]["detection_rate_at_shipped"] == 1.0

@@ -14,7 +14,7 @@ from cargoscan.cli import main
 from inference.preprocess import attenuation
 from inference.scan import load_scan
 from training.synth.dataset import write_dataset
-from training.synth.scene import SynthConfig, generate_scan
+from training.synth.scene import CONTAINER_PLACES, SynthConfig, generate_scan
 from training.synth.threats import CATEGORIES
 
 
@@ -119,3 +119,19 @@ def test_cli_synth_writes_a_set_and_rejects_bad_counts(
     assert (out / "annotations.json").is_file()
     assert main(["synth", "--out", str(out), "--count", "0"]) == 2
     assert "--count" in capsys.readouterr().err
+
+
+def test_each_container_records_the_threat_mass_hidden_in_its_cargo_space():
+    """`hidden_kg` is the mass of the threats in the load, on or in the floor and behind
+    the front wall (goods the declaration leaves out); a stowaway in the cab is not in
+    the container. Seed 7, scan 4: a 114 kg person in the cab and 2.5 kg on the floor."""
+    cfg = SynthConfig()
+    for index in (0, 1, 2, 4, 7):
+        scan = generate_scan(index, 7, cfg)
+        inside = sum(t.mass_kg for t in scan.threats if t.where in CONTAINER_PLACES)
+        hidden = sum(c["hidden_kg"] for c in scan.info["containers"])
+        assert hidden == pytest.approx(inside, abs=0.2), index
+    scan = generate_scan(4, 7, cfg)
+    assert {t.where for t in scan.threats} == {"cab", "floor"}
+    assert sum(c["hidden_kg"] for c in scan.info["containers"]) < 5.0
+    assert generate_scan(2, 7, cfg).info["containers"][0]["hidden_kg"] == 0.0  # no threat

@@ -39,6 +39,9 @@ CATEGORY_WEIGHTS = {
 }
 # Minimum mass thickness (g/cm^2) that counts as part of a threat's mask.
 MASK_THRESHOLD = 0.05
+CONTAINER_PLACES = frozenset({"load", "floor", "floor_cavity", "front_wall"})
+"""Hiding places inside a container's box: a threat there is goods its declaration
+leaves out (the cab, the tyres and a reefer's machinery are not the cargo space)."""
 MANIFEST_MIXES = ("default", "acv")
 DISCREPANCY_KINDS = (
     "declared_empty_but_loaded",
@@ -607,6 +610,7 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
                 "tank": b.tank,
                 "load": kind,
                 "mass_kg": round(sum(it.mass_kg for it in box_items), 1),
+                "hidden_kg": round(_hidden_kg(c, b, drawn), 1),
             }
             for b, kind, box_items in zip(layout.containers, load_kinds, items, strict=True)
         ],
@@ -620,6 +624,25 @@ def generate_scan(index: int, seed: int, cfg: SynthConfig) -> SynthScan:
         },
     }
     return SynthScan(high, low, labels, cargo_region, info)
+
+
+def _hidden_kg(c: Canvas, box: ContainerBox, drawn: list[DrawnThreat]) -> float:
+    """The threats' mass hidden in this container's cargo space (CONTAINER_PLACES, the
+    threat's mass centre within the box's length): undeclared goods the manifest truth
+    does not list, so a scan holding them is not "consistent" with its declaration."""
+    col0, _, col1, _ = c.box_px(box.x0, box.y0, box.x1, box.y1)
+    lo, hi = sorted((col0, col1))
+    total = 0.0
+    for t in drawn:
+        if t.where not in CONTAINER_PLACES:
+            continue
+        cols = t.mass.sum(axis=0)
+        if cols.sum() <= 0:
+            continue
+        centre = float((cols * np.arange(cols.size)).sum() / cols.sum())
+        if lo <= centre <= hi:
+            total += t.mass_kg
+    return total
 
 
 def generate_small_load_scan(
