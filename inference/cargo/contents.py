@@ -87,6 +87,11 @@ END_HEIGHT = 0.8  # share of the height above the floor that end structure spans
 MATERIAL_MIN_A = 0.1  # load pixels fainter than this carry too little for the ratio
 MATERIAL_MIN_PX = 20  # fewer load pixels than this: no material class
 SEGMENT_MM = 1000.0  # stretch of load along the box given its own material class
+END_PROBE_MM = 500.0  # an empty-reading box's ends are searched this far in for a stack
+END_OPEN_MM = (300.0, 60.0)  # there goods are at least this tall and wide (tall, narrow)
+END_TOP_BAND = (0.05, 0.2)  # share of the height under the roof that gives each end column's level
+END_WALL_STEP = 0.5  # an end column this far above the box's level under the roof is the wall's
+END_MIN_KG = 50.0  # a stack lighter than this is the end's fittings (bare boxes on tune: <= 38)
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,10 @@ def describe(
     mass = float(np.clip(grams, 0, None).sum() * area_cm2 / 1000.0)
     if goods_level == GOODS:
         empty = mass < MIN_LOAD_KG
+        if empty and floor is not None and not container.tank:
+            stacked, stack_box = end_stacks(small_high, container, scale, (px, py), r0, floor, rows)
+            if mass + stacked >= MIN_LOAD_KG and stack_box is not None:
+                return _end_load(mass + stacked, stack_box, window.shape, goods)
         score = 0.5 + 0.5 * abs(math.tanh(math.log(max(mass, 1.0) / MIN_LOAD_KG)))
     else:
         empty, score = export_empty(window, px * fx, py * fy)
@@ -278,6 +287,93 @@ def describe(
         round(a_load, 4),
         segments,
     )
+
+
+def end_stacks(
+    small_high: np.ndarray,
+    container: Container,
+    scale: tuple[float, float],
+    pitch: tuple[float, float],
+    r0: int,
+    floor: int,
+    rows: np.ndarray,
+) -> tuple[float, tuple[int, int, int, int] | None]:
+    """Goods stacked against either end wall of a box that reads empty (kg, and their box
+    in scan pixels): the smuggler's few hundred kilos behind the front wall. The load's
+    window leaves END_MM at each end out and its opening erases anything narrower than
+    OPEN_MM, so a 200 mm stack there is never weighed. Here each end's columns are
+    measured against themselves: the end wall seen edge-on, its door bars and posts are
+    as dark under the roof as at the floor, so each column's level in the band under the
+    roof (END_TOP_BAND) is its own structure, and the floor band's rise (every row's level
+    over the box's length, `rows`, against the same band) is taken out too; columns far
+    darker there than the box (END_WALL_STEP) are the wall itself and left out. What
+    stands above both, at least END_OPEN_MM tall and wide and END_MIN_KG heavy, counts,
+    unless most of its columns reach from the floor to END_HEIGHT of the box (a reefer's
+    machinery, as `_drop_structure` says; the wall's own columns may join a stack and
+    reach higher)."""
+    fx, fy = scale
+    px, py = pitch
+    x0, _, x1, _ = container.box
+    if floor < 8:
+        return 0.0, None
+    lo, hi = (
+        int(END_TOP_BAND[0] * floor),
+        max(int(END_TOP_BAND[1] * floor), int(END_TOP_BAND[0] * floor) + 2),
+    )
+    level = float(np.median(rows[lo:hi]))
+    rise = rows[:floor] - level
+    width = max(round(END_PROBE_MM / (px * fx)), 2)
+    kh = max(round(END_OPEN_MM[0] / (py * fy)), 1)
+    kw = max(round(END_OPEN_MM[1] / (px * fx)), 1)
+    area_cm2 = (px * fx / 10.0) * (py * fy / 10.0)
+    total, boxes = 0.0, []
+    for c0 in (int(x0 / fx), math.ceil(x1 / fx) - width):
+        c0 = max(c0, 0)
+        strip = small_high[r0 : r0 + floor, c0 : c0 + width]
+        if strip.shape[1] < kw or strip.shape[0] < kh:
+            continue
+        a = strip - rise[: strip.shape[0], None]
+        base = np.median(a[lo:hi], axis=0)
+        excess = a - base[None, :]
+        excess[:, base > level + END_WALL_STEP] = 0.0  # the end wall's own columns
+        goods = cv2.morphologyEx(
+            (excess > GOODS).astype(np.uint8), cv2.MORPH_OPEN, np.ones((kh, kw), np.uint8)
+        )
+        count, labels, stats = _components(goods)
+        for k in range(1, count):
+            x, y, w, h, _area = stats[k]
+            part = labels == k
+            cover = part[:, x : x + w].sum(axis=0)
+            if y + h >= strip.shape[0] - 1 and np.median(cover) >= END_HEIGHT * floor:
+                continue  # floor to near the roof in most of its columns: the box's own
+            base_full = np.broadcast_to(base[None, :], a.shape)[part]
+            grams = mass_thickness(a[part], "organic") - mass_thickness(base_full, "organic")
+            kg = float(np.clip(grams, 0, None).sum() * area_cm2 / 1000.0)
+            if kg < END_MIN_KG:
+                continue
+            total += kg
+            boxes.append(
+                (
+                    int((c0 + x) * fx),
+                    int((r0 + y) * fy),
+                    int((c0 + x + w) * fx),
+                    int((r0 + y + h) * fy),
+                )
+            )
+    if not boxes:
+        return total, None
+    b = np.array(boxes)
+    return total, (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max()))
+
+
+def _end_load(
+    mass: float, box: tuple[int, int, int, int], shape: tuple[int, int], goods: np.ndarray
+) -> Contents:
+    """A box that is empty but for goods stacked at an end (`end_stacks`)."""
+    score = 0.5 + 0.5 * abs(math.tanh(math.log(max(mass, 1.0) / MIN_LOAD_KG)))
+    fill = float(goods.sum()) / max(shape[0] * shape[1], 1)
+    return Contents(False, round(score, 3), round(mass, 1), round(fill, 3), "unknown",
+                    "packaged", box)  # fmt: skip
 
 
 def export_empty(window: np.ndarray, px_mm: float, py_mm: float) -> tuple[bool, float]:

@@ -259,3 +259,28 @@ def test_an_export_s_low_load_along_the_floor_reads_loaded_by_its_ragged_top() -
         loaded[82 - int(rng.integers(5, 50)) : 82, x0 : x0 + 18] = 1.0
     is_empty, score = export_empty(loaded.astype(np.float32), 40.0, 25.0)
     assert not is_empty and score > 0.5
+
+
+def test_a_stack_behind_the_front_wall_is_not_an_empty_box() -> None:
+    """A 200 mm stack of 300 kg against the front wall lies in the end margin the load's
+    window leaves out and is narrower than its opening; the end probe weighs it against
+    the end's own columns. The same box bare still reads empty (seed 11, scene 0: the
+    third cut read the loaded box empty)."""
+    from training.synth.scene import SynthConfig, generate_small_load_scan
+
+    meta = ScanMetadata.from_dict({"pixel_pitch_mm": 5.0, "manifest": []})
+    for kg, loaded in ((300.0, True), (1e-3, False)):
+        s = generate_small_load_scan(0, 11, SynthConfig(), "front_wall", kg)
+        scan = Scan(s.high, s.low, metadata=meta)
+        report = analyze_cargo(scan, preprocess(scan))
+        (box,) = report.containers
+        assert box.empty is not loaded, (kg, box)
+        kinds = [d.kind for d in report.manifest_check.discrepancies]
+        assert kinds == (["declared_empty_but_loaded"] if loaded else []), kinds
+        if loaded:
+            stack_mm = s.info["hidden"]["box_mm"]
+            true_box = s.info["containers"][0]["box"]
+            assert 100 <= box.mass_kg <= 600, box.mass_kg
+            # the load box lies at the front wall's end of the container, within 0.5 m
+            assert box.load_box is not None and box.load_box[0] - true_box[0] < 100
+            assert stack_mm[2] - stack_mm[0] == 200.0
