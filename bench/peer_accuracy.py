@@ -30,12 +30,23 @@ the same wall-clock time, judged by the same `cargoscan evaluate` figures (issue
         --clean data/real-held --out out/peer --minutes 120
 
 The full run wants at least 2 hours a model on the CPU, alone (on a GPU the same script
-takes a larger --minutes, as tools/train_gpu.py does).
+takes a larger --minutes, as tools/train_gpu.py does). Where one sitting cannot hold both,
+`--only CargoNet` and `--only YOLOv8n` run each half on its own (the same arguments, the
+same data regenerated from the same seeds), and `--merge A --merge B --out OUT` joins
+them into one report after checking that both halves saw the same data (a fingerprint of
+every set: its annotations.json, or a clean folder's file names and sizes), the same
+budget and the same tests:
+
+    .venv/bin/python bench/peer_accuracy.py ... --only YOLOv8n --out out/peer-yolo
+    .venv/bin/python bench/peer_accuracy.py ... --only CargoNet --out out/peer-ours
+    .venv/bin/python bench/peer_accuracy.py --merge out/peer-yolo --merge out/peer-ours \\
+        --out out/peer
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -96,6 +107,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--curve-points", type=int, default=12, help="snapshots evaluated per model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", default="", help="a note for the picture's title")
+    p.add_argument("--only", choices=report.MODELS, default=None,
+                   help="train and judge this model alone (half of a split run)")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     args.weight = args.weight or [1.0] * len(args.data)
@@ -135,25 +148,29 @@ def prepare(args: argparse.Namespace, categories: list[str]) -> Path:
 
 
 def train_both(args: argparse.Namespace, data_yaml: Path) -> dict[str, list[dict[str, Any]]]:
-    """Each model for --minutes in a process of its own, one after the other."""
+    """Each model (or the --only one) for --minutes in a process of its own, one after the
+    other."""
     from bench.peer.cargonet import train_cargonet
     from bench.peer.yolo import train_yolo
 
-    print(f"YOLOv8n: {args.minutes:g} min of training", flush=True)
-    yolo = in_own_process(
-        train_yolo, str(data_yaml), str(args.out / "yolov8n"), args.minutes, args.crop,
-        args.yolo_batch, args.threads, args.seed, args.loader_workers,
-    )  # fmt: skip
-    print(f"CargoNet: {args.minutes:g} min of training", flush=True)
-    ours = in_own_process(
-        train_cargonet, [str(d) for d in args.data], args.weight, str(args.out / "cargonet"),
-        args.minutes, crop=args.crop, batch=args.batch, steps_per_epoch=args.steps,
-        threads=args.threads, precision=args.precision, seed=args.seed,
-        loader_workers=args.loader_workers, progress=not args.quiet,
-    )  # fmt: skip
-    if not yolo or not ours:
+    runs: dict[str, list[dict[str, Any]]] = {}
+    if args.only in (None, "YOLOv8n"):
+        print(f"YOLOv8n: {args.minutes:g} min of training", flush=True)
+        runs["YOLOv8n"] = in_own_process(
+            train_yolo, str(data_yaml), str(args.out / "yolov8n"), args.minutes, args.crop,
+            args.yolo_batch, args.threads, args.seed, args.loader_workers,
+        )  # fmt: skip
+    if args.only in (None, "CargoNet"):
+        print(f"CargoNet: {args.minutes:g} min of training", flush=True)
+        runs["CargoNet"] = in_own_process(
+            train_cargonet, [str(d) for d in args.data], args.weight, str(args.out / "cargonet"),
+            args.minutes, crop=args.crop, batch=args.batch, steps_per_epoch=args.steps,
+            threads=args.threads, precision=args.precision, seed=args.seed,
+            loader_workers=args.loader_workers, progress=not args.quiet,
+        )  # fmt: skip
+    if not all(runs.values()):
         raise SystemExit("a run ended before its first epoch: give it more --minutes")
-    return {"YOLOv8n": yolo, "CargoNet": ours}
+    return runs
 
 
 def export_all(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) -> None:
@@ -165,12 +182,13 @@ def export_all(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]]) 
     for records in runs.values():
         for r in measure.pick(records, args.curve_points):
             r["curve"] = True
-    yolo = [r for r in runs["YOLOv8n"] if r.get("curve")]
+    yolo = [r for r in runs.get("YOLOv8n", []) if r.get("curve")]
     # ONNX_OPSET: CargoNet's own, which this onnxruntime runs; the same for both.
-    paths = in_own_process(export_yolo, [r["path"] for r in yolo], args.crop, ONNX_OPSET)
-    for r, path in zip(yolo, paths, strict=True):
-        r["onnx"] = path
-    for r in (r for r in runs["CargoNet"] if r.get("curve")):
+    if yolo:
+        paths = in_own_process(export_yolo, [r["path"] for r in yolo], args.crop, ONNX_OPSET)
+        for r, path in zip(yolo, paths, strict=True):
+            r["onnx"] = path
+    for r in (r for r in runs.get("CargoNet", []) if r.get("curve")):
         r["onnx"] = str(export_cargonet(Path(r["path"]), Path(r["path"]).with_suffix(".onnx")))
 
 
@@ -220,7 +238,67 @@ def judge(
     return models
 
 
+def fingerprint(path: Path) -> str:
+    """What must be equal for two halves of a split run to have seen the same data: a COCO
+    set's annotations.json (boxes, file names, the generator's truth: a seed's scans
+    regenerate byte for byte), else every file's name and size under the folder."""
+    digest = hashlib.sha256()
+    annotations = path / "annotations.json"
+    if annotations.is_file():
+        digest.update(annotations.read_bytes())
+    else:
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{f.relative_to(path)}\t{f.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+SAME_IN_BOTH_HALVES = ("minutes", "data", "weights", "val", "tests", "clean", "peer_tiles",
+                       "fingerprints")  # fmt: skip
+
+
+def merge(halves: Sequence[Path], out: Path) -> dict[str, Any]:
+    """One report from the two halves of a split run (each `--only` one model), after
+    checking that they saw the same data, budget and tests; SystemExit naming what differs."""
+    parts = []
+    for half in halves:
+        path = half / "report.json"
+        if not path.is_file():
+            raise SystemExit(f"{half}: no report.json (run the half with --only first)")
+        parts.append(json.loads(path.read_text()))
+    a, b = parts
+    for key in SAME_IN_BOTH_HALVES:
+        if a.get(key) != b.get(key):
+            raise SystemExit(f"the halves differ in {key}: {a.get(key)!r} against {b.get(key)!r}")
+    names = [n for part in parts for n in part["models"]]
+    if sorted(names) != sorted(report.MODELS):
+        raise SystemExit(f"the halves hold {names}: one of each of {list(report.MODELS)} needed")
+    merged = dict(a)
+    merged["models"] = {**a["models"], **b["models"]}
+    merged["part"] = None
+    merged["setup"] = (
+        a["setup"]
+        + " Trained in two sittings on the same machine: "
+        + ("; ".join(f"{next(iter(p['models']))} {p.get('date', '?')}" for p in parts))
+        + "."
+    )
+    merged["wall_minutes"] = a["wall_minutes"] + b["wall_minutes"]
+    out.mkdir(parents=True, exist_ok=True)
+    print(report.write(merged, out))
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--merge" in argv:
+        m = argparse.ArgumentParser(description="join the two halves of a split run")
+        m.add_argument("--merge", type=Path, action="append", required=True)
+        m.add_argument("--out", type=Path, required=True)
+        margs = m.parse_args(argv)
+        if len(margs.merge) != 2:
+            m.error("--merge takes the two halves' output folders")
+        merge(margs.merge, margs.out)
+        print(f"written: {margs.out / 'report.md'}, report.json, curves.png")
+        return 0
     args = parse(argv)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from training.model import ModelConfig
@@ -254,6 +332,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tests": [str(t) for t in args.test],
         "clean": str(args.clean) if args.clean else None,
         "peer_tiles": tiles,
+        "fingerprints": {
+            str(d): fingerprint(d)
+            for d in [*args.data, args.val, *args.test, *([args.clean] if args.clean else [])]
+        },
+        "part": args.only,
+        "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "models": models,
         "wall_minutes": (time.monotonic() - started) / 60,
     }

@@ -19,23 +19,30 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "—" if x is None else format(x, fmt)
 
 
+def present(report: dict[str, Any]) -> list[str]:
+    """The models a report holds, in table order (one, for half of a split run)."""
+    return [m for m in MODELS if m in report["models"]]
+
+
 def table(report: dict[str, Any]) -> str:
     """The markdown table: training, then each test set, the clean scans, the speed."""
     runs = report["models"]
+    names = present(report)
+    blank = ("",) * len(names)
     rows: list[tuple[str, ...]] = []
 
     def row(label: str, fn: Any) -> None:
-        rows.append((label, *(fn(runs[m]) for m in MODELS)))
+        rows.append((label, *(fn(runs[m]) for m in names)))
 
     row("training budget (wall clock)", lambda r: f"{r['training']['minutes']:g} min")
     row("epochs, crops seen, optimiser steps", lambda r: r["training"]["done"])
     row("ONNX file", lambda r: f"{r['onnx_mb']:.1f} MB")
     for k, test in enumerate(report["tests"]):
         name = f"test {k + 1} ({Path(test).name})"
-        first = runs[MODELS[0]]["tests"][k]
+        first = runs[names[0]]["tests"][k]
         rows.append(
             (f"**{name}**: {first['scans']} scans, {first['clean_scans']} clean, "
-             f"{first['threat_instances']} threats", "", "")
+             f"{first['threat_instances']} threats", *blank)
         )  # fmt: skip
         row(
             "scan detection at 1 % false alarms",
@@ -58,10 +65,10 @@ def table(report: dict[str, Any]) -> str:
             f"({_num(r['tests'][k]['ms_per_scan']['mean'], '.0f')})"
         ))  # fmt: skip
     if report.get("clean"):
-        first = runs[MODELS[0]]["clean"]
+        first = runs[names[0]]["clean"]
         rows.append(
             (f"**clean scans** ({Path(report['clean']).name}, {first['scans']} scans) at "
-             "test 1's thresholds", "", "")
+             "test 1's thresholds", *blank)
         )  # fmt: skip
         row("alarm share", lambda r: _pct(r["clean"]["alarm_share"]))
     row(
@@ -70,7 +77,7 @@ def table(report: dict[str, Any]) -> str:
                             if p["detection_rate"] is not None else f"— ({p['minutes']:.1f})"
                             for p in r["curve"]),
     )  # fmt: skip
-    lines = ["| | " + " | ".join(MODELS) + " |", "| --- | --- | --- |"]
+    lines = ["| | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -85,6 +92,8 @@ def curves_png(report: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for name, style in zip(MODELS, ("o-", "s--"), strict=True):
+        if name not in report["models"]:
+            continue
         points = [p for p in report["models"][name]["curve"] if p["detection_rate"] is not None]
         ax.plot([p["minutes"] for p in points], [p["detection_rate"] for p in points], style,
                 label=name)  # fmt: skip
@@ -105,8 +114,14 @@ def curves_png(report: dict[str, Any], path: Path) -> None:
 
 def write(report: dict[str, Any], out: Path) -> str:
     """OUT/report.md, report.json and curves.png; returns the markdown."""
+    names = present(report)
+    heading = (
+        "CargoNet against YOLOv8n"
+        if len(names) == len(MODELS)
+        else f"{names[0]} alone (half of a split run: `--merge` it with the other half)"
+    )
     text = (
-        f"# CargoNet against YOLOv8n: same data, same budget ({report['minutes']:g} min each)\n\n"
+        f"# {heading}: same data, same budget ({report['minutes']:g} min each)\n\n"
         f"{report['setup']}\n\n{table(report)}\n![training curves](curves.png)\n"
     )
     (out / "report.md").write_text(text)

@@ -225,3 +225,74 @@ def test_the_benchmark_runs_end_to_end_on_tiny_data(scans: Path, tmp_path: Path)
     picture = cv2.imread(str(out / "curves.png"))
     assert picture is not None and picture.std() > 5
     assert (out / "peer_data" / "data.yaml").is_file()
+
+
+def _half(name: str, rate: float, fingerprints: dict[str, str]) -> dict:
+    """What one `--only` half writes (report.json), with made-up figures."""
+    figures = {
+        "scans": 10, "clean_scans": 4, "threat_instances": 7, "scan_detection_rate": rate,
+        "scan_false_alarm_rate": 0.0, "map50": rate / 2,
+        "categories": {c: {"detection_rate": rate, "ap50": 0.5} for c in CATEGORIES},
+        "ms_per_scan": {"median": 80.0, "mean": 81.0},
+    }  # fmt: skip
+    model = {
+        "training": {"minutes": 120, "elapsed_s": 7200.0, "done": "9 epochs", "snapshots": 9},
+        "onnx": f"/x/{name}.onnx", "onnx_mb": 2.0, "tests": [figures],
+        "curve": [{"epoch": 9, "minutes": 119.0, "detection_rate": rate}],
+        "clean": {"scans": 62, "alarm_share": 0.05},
+    }  # fmt: skip
+    return {
+        "minutes": 120, "label": "", "setup": "same machine.", "data": ["data/a"],
+        "weights": [1.0], "val": "data/val", "tests": ["data/test"], "clean": "data/clean",
+        "peer_tiles": {"tiles": 3000}, "fingerprints": fingerprints, "part": name,
+        "date": "2026-12-07 17:00 UTC", "models": {name: model}, "wall_minutes": 130.0,
+    }  # fmt: skip
+
+
+def test_two_halves_of_a_split_run_merge_into_one_report_only_when_they_match(
+    tmp_path: Path,
+) -> None:
+    """A run that does not fit one sitting: each model trained with --only, then joined.
+    The halves must have seen the same data (fingerprints), budget and tests."""
+    from bench import peer_accuracy
+    from bench.peer import report
+
+    same = {"data/a": "1" * 64, "data/val": "2" * 64}
+    for name, rate in (("YOLOv8n", 0.6), ("CargoNet", 0.8)):
+        (tmp_path / name).mkdir()
+        text = report.write(_half(name, rate, same), tmp_path / name)
+        assert f"# {name} alone" in text and f"| | {name} |" in text  # one column
+    merged = peer_accuracy.merge([tmp_path / "YOLOv8n", tmp_path / "CargoNet"], tmp_path / "m")
+    assert set(merged["models"]) == {"CargoNet", "YOLOv8n"}
+    text = (tmp_path / "m" / "report.md").read_text()
+    assert "| | CargoNet | YOLOv8n |" in text
+    assert "| scan detection at 1 % false alarms | 80.0 % | 60.0 % |" in text
+    assert "two sittings" in merged["setup"] and merged["wall_minutes"] == 260.0
+    assert cv2.imread(str(tmp_path / "m" / "curves.png")) is not None
+    # Different data in one half: refused, naming what differs.
+    other = _half("CargoNet", 0.8, {**same, "data/val": "3" * 64})
+    (tmp_path / "odd").mkdir()
+    report.write(other, tmp_path / "odd")
+    with pytest.raises(SystemExit, match="fingerprints"):
+        peer_accuracy.merge([tmp_path / "YOLOv8n", tmp_path / "odd"], tmp_path / "m2")
+    (tmp_path / "again").mkdir()
+    report.write(_half("CargoNet", 0.7, same), tmp_path / "again")
+    with pytest.raises(SystemExit, match="one of each"):
+        peer_accuracy.merge([tmp_path / "CargoNet", tmp_path / "again"], tmp_path / "m3")
+    with pytest.raises(SystemExit, match=r"no report\.json"):
+        peer_accuracy.merge([tmp_path / "CargoNet", tmp_path / "nowhere"], tmp_path / "m4")
+
+
+def test_a_data_set_s_fingerprint_follows_its_annotations_or_its_files(
+    scans: Path, tmp_path: Path
+) -> None:
+    from bench.peer_accuracy import fingerprint
+
+    coco = fingerprint(scans)
+    assert coco == fingerprint(scans) and len(coco) == 64
+    folder = tmp_path / "clean"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x" * 10)
+    first = fingerprint(folder)
+    (folder / "b.png").write_bytes(b"y")
+    assert fingerprint(folder) != first != coco
