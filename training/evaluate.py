@@ -56,10 +56,11 @@ alarms is the false-alarm rate a station would see on that traffic.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,7 @@ class Tally:
         self.bit_depths: list[int] = []
         self.names: list[str] = []
         self.detections: list[dict[str, Any]] = []
+        self.clean_digests: set[str] = set()  # distinct clean images (copies count once)
         self.gt: dict[str, Any] = {
             "images": [],
             "annotations": [],
@@ -312,6 +314,8 @@ class Tally:
         )
         self.bit_depths.append(int(scan.bit_depth))
         self.names.append(item.name)
+        if not len(item.labels):
+            self.clean_digests.add(scan_digest(item.scan))
         image_id = len(self.scans)
         h, w = scan.shape
         gt = self.gt
@@ -371,8 +375,37 @@ class Tally:
         metrics["by_attenuation"]["edges"] = list(ATTENUATION_EDGES)
         metrics["by_contrast"]["edges"] = list(CONTRAST_EDGES)
         metrics["clean_scans"] = sum(s.clean for s in scans)
+        metrics["clean_distinct_scans"] = len(self.clean_digests)
         metrics["threat_instances"] = int(sum(len(s.gt_labels) for s in scans))
         return metrics, thresholds
+
+
+def scan_digest(scan: Scan) -> str:
+    """SHA-256 of a scan's pixels (both channels): identical copies of a clean scan (a
+    `tip` set leaves each background clean several times, re-encoded the same way) are
+    one scan to a false-alarm rate."""
+    digest = hashlib.sha256(np.ascontiguousarray(scan.high).tobytes())
+    if scan.low is not None:
+        digest.update(np.ascontiguousarray(scan.low).tobytes())
+    return digest.hexdigest()
+
+
+def resolution_line(metrics: Mapping[str, Any], fars: Sequence[float] = FARS) -> str | None:
+    """A warning when the clean scans cannot resolve a false-alarm rate: with D distinct
+    clean images, a rate below 1/D lets no distinct image pass, so "detection at that
+    rate" is detection at zero false alarms."""
+    total, distinct = metrics.get("clean_scans", 0), metrics.get("clean_distinct_scans", 0)
+    if not distinct:
+        return None
+    coarse = [f for f in fars if f < 1.0 / distinct]
+    if distinct == total and not coarse:
+        return None
+    rates = " and ".join(f"{100 * f:g} %" for f in coarse) or "none"
+    return (
+        f"clean scans: {total}, {distinct} distinct images; a false-alarm rate finer than "
+        f"1/{distinct} ({rates}) lets no distinct clean image pass: detection there is at "
+        f"zero false alarms"
+    )
 
 
 def _as_sent(item: LabelledScan, index: int, single_energy: bool, eight_bit: bool) -> Scan:

@@ -623,6 +623,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         evaluate,
         record_clean_in_card,
         record_in_card,
+        resolution_line,
     )
 
     pictures = not args.no_pictures
@@ -664,6 +665,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     except (ModelError, ValueError, ScanError) as exc:
         return fail("evaluate", str(exc))
     print(json.dumps({k: metrics[k] for k in ("map50", "map", "scan", "verdicts")}, indent=1))
+    if (line := resolution_line(metrics)) is not None:
+        print(line)
     if metrics.get("cargo"):
         from training.cargo_metrics import cargo_lines
 

@@ -17,7 +17,7 @@ from inference.engine import Engine, ModelError
 from inference.preprocess import attenuation
 from inference.scan import load_scan
 from training.augment import eight_bit_export
-from training.evaluate import box_attenuation, clean_scan_alarms, evaluate
+from training.evaluate import box_attenuation, clean_scan_alarms, evaluate, resolution_line
 from training.export import export
 from training.model import CargoNet, ModelConfig
 from training.synth.dataset import write_dataset
@@ -396,3 +396,25 @@ def test_an_acv_set_measures_every_discrepancy_kind(setup, tmp_path: Path):
     # The kinds contents verification tells surely (docs/cargo.md), at the shipped thresholds.
     assert kinds["declared_empty_but_loaded"]["detection_rate_at_shipped"] == 1.0
     assert kinds["declared_loaded_but_empty"]["detection_rate_at_shipped"] == 1.0
+
+
+def test_identical_clean_copies_count_once_and_the_resolution_is_said(
+    setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """A clean scan read twice (the same set given twice, as a `tip` set repeats a
+    background's clean re-encoding) is one distinct image: 1 % false alarms over a few
+    distinct images is a zero-false-alarm point, and evaluate says so."""
+    model, data = setup
+    one = evaluate(model, data, tmp_path / "one", pictures=False, progress=False)
+    assert one["clean_distinct_scans"] == one["clean_scans"] >= 1
+    out = tmp_path / "twice"
+    args = ["evaluate", "--model", str(model), "--data", str(data), "--data", str(data)]
+    assert main([*args, "--out", str(out), "--no-pictures"]) == 0
+    twice = json.loads((out / "metrics.json").read_text())
+    assert twice["clean_scans"] == 2 * one["clean_scans"]
+    assert twice["clean_distinct_scans"] == one["clean_distinct_scans"]
+    printed = capsys.readouterr().out
+    line = f"clean scans: {twice['clean_scans']}, {twice['clean_distinct_scans']} distinct"
+    assert line in printed and "1 % and 0.1 %" in printed
+    assert resolution_line({"clean_scans": 500, "clean_distinct_scans": 500}, (0.01,)) is None
+    assert "0.1 %" in resolution_line({"clean_scans": 500, "clean_distinct_scans": 500})
