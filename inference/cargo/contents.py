@@ -257,8 +257,8 @@ def describe(
         if empty and floor is not None and not container.tank:
             stacked, stack_box = end_stacks(small_high, container, scale, (px, py), r0, floor, rows)
             if mass + stacked >= MIN_LOAD_KG and stack_box is not None:
-                return _end_load(mass + stacked, stack_box, window.shape, goods)
-        score = 0.5 + 0.5 * abs(math.tanh(math.log(max(mass, 1.0) / MIN_LOAD_KG)))
+                return _end_load(mass + stacked, stack_box, goods)
+        score = _mass_score(mass)
     else:
         empty, score = export_empty(window, px * fx, py * fy)
     if empty:
@@ -316,10 +316,8 @@ def end_stacks(
     x0, _, x1, _ = container.box
     if floor < 8:
         return 0.0, None
-    lo, hi = (
-        int(END_TOP_BAND[0] * floor),
-        max(int(END_TOP_BAND[1] * floor), int(END_TOP_BAND[0] * floor) + 2),
-    )
+    lo = int(END_TOP_BAND[0] * floor)
+    hi = max(int(END_TOP_BAND[1] * floor), lo + 2)
     level = float(np.median(rows[lo:hi]))
     rise = rows[:floor] - level
     width = max(round(END_PROBE_MM / (px * fx)), 2)
@@ -362,18 +360,20 @@ def end_stacks(
             )
     if not boxes:
         return total, None
-    b = np.array(boxes)
-    return total, (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max()))
+    xs0, ys0, xs1, ys1 = zip(*boxes, strict=True)
+    return total, (min(xs0), min(ys0), max(xs1), max(ys1))
 
 
-def _end_load(
-    mass: float, box: tuple[int, int, int, int], shape: tuple[int, int], goods: np.ndarray
-) -> Contents:
+def _mass_score(mass: float) -> float:
+    """How sure the empty/loaded call by mass is (0.5..1): how far, in log, the mass lies
+    from MIN_LOAD_KG."""
+    return 0.5 + 0.5 * abs(math.tanh(math.log(max(mass, 1.0) / MIN_LOAD_KG)))
+
+
+def _end_load(mass: float, box: tuple[int, int, int, int], goods: np.ndarray) -> Contents:
     """A box that is empty but for goods stacked at an end (`end_stacks`)."""
-    score = 0.5 + 0.5 * abs(math.tanh(math.log(max(mass, 1.0) / MIN_LOAD_KG)))
-    fill = float(goods.sum()) / max(shape[0] * shape[1], 1)
-    return Contents(False, round(score, 3), round(mass, 1), round(fill, 3), "unknown",
-                    "packaged", box)  # fmt: skip
+    return Contents(False, round(_mass_score(mass), 3), round(mass, 1),
+                    round(float(goods.mean()), 3), "unknown", "packaged", box)  # fmt: skip
 
 
 def export_empty(window: np.ndarray, px_mm: float, py_mm: float) -> tuple[bool, float]:
