@@ -384,9 +384,9 @@ def scan_digest(scan: Scan) -> str:
     """SHA-256 of a scan's pixels (both channels): identical copies of a clean scan (a
     `tip` set leaves each background clean several times, re-encoded the same way) are
     one scan to a false-alarm rate."""
-    digest = hashlib.sha256(np.ascontiguousarray(scan.high).tobytes())
+    digest = hashlib.sha256(np.ascontiguousarray(scan.high))  # hashed in place, no copy
     if scan.low is not None:
-        digest.update(np.ascontiguousarray(scan.low).tobytes())
+        digest.update(np.ascontiguousarray(scan.low))
     return digest.hexdigest()
 
 
