@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import inference.preprocess as preprocessing
 from inference.preprocess import (
     AIR_BAND_RANGE,
     AIR_BAND_SIGMAS,
@@ -28,7 +29,10 @@ from inference.preprocess import (
     air_levels,
     attenuation,
     column_gains,
+    cpu_features,
     preprocess,
+    simd_16bit_sort,
+    svml_log,
 )
 from inference.scan import Scan, load_scan
 from training.synth.scene import SynthConfig, generate_scan
@@ -226,6 +230,39 @@ def test_row_sort_count_and_rounding_helpers_equal_numpy():
     values[0, :12] = [-0.5, 0.5, 1.5, 2.5, -0.4, 65534.5, 65535.5, 65536.0, 1e9, -1e9, 3.49, 0]
     want = np.clip(np.rint(values), 0, 65535).astype(np.uint16)
     np.testing.assert_array_equal(_round_to_uint16(values), want)
+
+
+def test_the_fast_paths_are_taken_only_where_numpy_has_them():
+    """numpy's default 16-bit sort is AVX-512 only on Ice Lake-class CPUs and its float32
+    log only with AVX512_SKX; elsewhere each is ~5x slower than OpenCV's, which is taken."""
+    skylake = {"AVX2": True, "AVX512F": True, "AVX512_SKX": True}
+    assert simd_16bit_sort(skylake) is False and svml_log(skylake) is True
+    zen4 = {"AVX2": True, "AVX512_SKX": True, "AVX512_ICL": True}
+    assert simd_16bit_sort(zen4) is True and svml_log(zen4) is True
+    assert simd_16bit_sort({"AVX512_SPR": True, "AVX512_ICL": False}) is True
+    zen2 = {"AVX2": True, "AVX512F": False, "AVX512_SKX": False}
+    assert simd_16bit_sort(zen2) is False and svml_log(zen2) is False
+    assert simd_16bit_sort({}) is False and svml_log({}) is False
+    assert preprocessing.NUMPY_ROW_SORT is simd_16bit_sort(cpu_features())
+    assert preprocessing.NUMPY_LOG is svml_log(cpu_features())
+
+
+@pytest.mark.parametrize("numpy_paths", [True, False])
+def test_both_paths_give_the_same_rows_and_model_input(
+    synth: Scan, numpy_paths: bool, monkeypatch: pytest.MonkeyPatch
+):
+    """Whichever sort and log this CPU takes, the others must agree: a model is trained
+    on one machine and served on another."""
+    monkeypatch.setattr(preprocessing, "NUMPY_ROW_SORT", numpy_paths)
+    monkeypatch.setattr(preprocessing, "NUMPY_LOG", numpy_paths)
+    rng = np.random.default_rng(5)
+    for dtype, top in ((np.uint16, 65536), (np.uint8, 256)):
+        channel = rng.integers(0, top, (41, 777)).astype(dtype)
+        np.testing.assert_array_equal(_sorted_rows(channel), np.sort(channel, axis=1))
+        view = channel[::2, 3:]  # strided, as a caller's slice may be
+        np.testing.assert_array_equal(_sorted_rows(view), np.sort(view, axis=1))
+    got = preprocess(synth).tensor
+    assert float(np.abs(got - ref_preprocess(synth)).max()) < TOLERANCE
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5])
