@@ -142,7 +142,7 @@ def _sorted_rows(channel: np.ndarray) -> np.ndarray:
     4.7 against 15 for 8-bit ones."""
     if NUMPY_ROW_SORT:
         return np.sort(channel, axis=1, kind="stable" if channel.dtype == np.uint8 else None)
-    return cv2.sort(np.ascontiguousarray(channel), cv2.SORT_EVERY_ROW | cv2.SORT_ASCENDING)
+    return cv2.sort(channel, cv2.SORT_EVERY_ROW | cv2.SORT_ASCENDING)
 
 
 def _count_at_least(ordered: np.ndarray, threshold: np.ndarray) -> np.ndarray:
@@ -238,8 +238,10 @@ def _column_gains_of_sorted(
 def _round_to_uint16(values: np.ndarray) -> np.ndarray:
     """``np.clip(np.rint(values), 0, 65535).astype(np.uint16)`` of a float32 array in one
     pass instead of three: OpenCV's saturating conversion rounds half to even as
-    ``np.rint`` does and clamps to 0..65535 as the clip does."""
-    return cv2.add(np.ascontiguousarray(values), 0.0, dtype=cv2.CV_16U)
+    ``np.rint`` does and clamps to 0..65535 as the clip does. OpenCV reads row-strided
+    arrays (a slice of the padded tensor) in place and copies other layouts itself, so no
+    contiguous copy is made here (it cost more than the conversion)."""
+    return cv2.add(values, 0.0, dtype=cv2.CV_16U)
 
 
 def attenuation(channel: np.ndarray, air: np.ndarray | float | None = None) -> np.ndarray:
@@ -273,7 +275,7 @@ def _attenuation_into(
     max_value = _max_value(channel)
     # The counts as float32, straight into ``out`` (exact for 8/16-bit integers; OpenCV's
     # conversion is ~3x faster than numpy's casting inside a multiply).
-    counts = cv2.add(np.ascontiguousarray(channel), 0.0, dst=out, dtype=cv2.CV_32F)
+    counts = cv2.add(channel, 0.0, dst=out, dtype=cv2.CV_32F)
     if air is None:
         ordered = _sorted_rows(channel)
         air = _air_of_sorted(ordered)
