@@ -252,8 +252,30 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+def host() -> dict[str, Any]:
+    """The kind of machine a half ran on. Two halves of one budget must share it: hosts
+    of one name differ (an EPYC with AVX-512 trained CargoNet's steps 2-3x faster than an
+    AVX2-only one on 2026-12-07), and a wall-clock budget is only fair on the same kind."""
+    from inference.preprocess import cpu_features
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    simd = sorted(k for k, v in cpu_features().items() if v and k.startswith(("AVX2", "AVX512")))
+    gpu = None
+    if _cuda():
+        import torch
+
+        gpu = torch.cuda.get_device_name(0)
+    return {"cpu": name, "cores": os.cpu_count(), "simd": simd, "gpu": gpu}
+
+
 SAME_IN_BOTH_HALVES = ("minutes", "data", "weights", "val", "tests", "clean", "peer_tiles",
-                       "fingerprints")  # fmt: skip
+                       "fingerprints", "host")  # fmt: skip
 
 
 def merge(halves: Sequence[Path], out: Path) -> dict[str, Any]:
@@ -311,8 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     export_all(args, runs)
     models = judge(args, runs, categories)
     tiles = json.loads((data_yaml.parent / "tiles.json").read_text())["train"]
+    machine = host()
+    simd = "AVX-512" if any(k.startswith("AVX512") for k in machine["simd"]) else "no AVX-512"
     setup = (
-        f"{datetime.now(timezone.utc):%Y-%m-%d}, {platform.processor() or platform.machine()}, "
+        f"{datetime.now(timezone.utc):%Y-%m-%d}, {machine['cpu']} ({simd}), "
         f"{args.threads} threads, CPU only. Both from scratch (no pretrained weights: none can "
         f"be fetched here), {args.minutes:g} min of training each, one after the other. "
         f"Training data: {', '.join(str(d) for d in args.data)} (weights "
@@ -336,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             str(d): fingerprint(d)
             for d in [*args.data, args.val, *args.test, *([args.clean] if args.clean else [])]
         },
+        "host": machine,
         "part": args.only,
         "date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         "models": models,

@@ -245,6 +245,7 @@ def _half(name: str, rate: float, fingerprints: dict[str, str]) -> dict:
         "minutes": 120, "label": "", "setup": "same machine.", "data": ["data/a"],
         "weights": [1.0], "val": "data/val", "tests": ["data/test"], "clean": "data/clean",
         "peer_tiles": {"tiles": 3000}, "fingerprints": fingerprints, "part": name,
+        "host": {"cpu": "AMD EPYC", "cores": 2, "simd": ["AVX2"], "gpu": None},
         "date": "2026-12-07 17:00 UTC", "models": {name: model}, "wall_minutes": 130.0,
     }  # fmt: skip
 
@@ -275,6 +276,14 @@ def test_two_halves_of_a_split_run_merge_into_one_report_only_when_they_match(
     report.write(other, tmp_path / "odd")
     with pytest.raises(SystemExit, match="fingerprints"):
         peer_accuracy.merge([tmp_path / "YOLOv8n", tmp_path / "odd"], tmp_path / "m2")
+    # The same data on another kind of machine (the same CPU name, AVX-512 now): refused,
+    # as a wall-clock budget buys more steps there.
+    faster = _half("CargoNet", 0.8, same)
+    faster["host"] = {**faster["host"], "simd": ["AVX2", "AVX512F", "AVX512_SKX"]}
+    (tmp_path / "faster").mkdir()
+    report.write(faster, tmp_path / "faster")
+    with pytest.raises(SystemExit, match="host"):
+        peer_accuracy.merge([tmp_path / "YOLOv8n", tmp_path / "faster"], tmp_path / "m5")
     (tmp_path / "again").mkdir()
     report.write(_half("CargoNet", 0.7, same), tmp_path / "again")
     with pytest.raises(SystemExit, match="one of each"):
