@@ -254,8 +254,9 @@ def fingerprint(path: Path) -> str:
 
 def host() -> dict[str, Any]:
     """The kind of machine a half ran on. Two halves of one budget must share it: hosts
-    of one name differ (an EPYC with AVX-512 trained CargoNet's steps 2-3x faster than an
-    AVX2-only one on 2026-12-07), and a wall-clock budget is only fair on the same kind."""
+    of one name differ (CargoNet ran 2.6x faster on an "AMD EPYC" with AVX-512 than on an
+    AVX2-only one of the same name, 2026-12-07), and a wall-clock budget is only fair on
+    the same kind."""
     from inference.preprocess import cpu_features
 
     name = platform.processor() or platform.machine()
