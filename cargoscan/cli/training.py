@@ -113,6 +113,14 @@ def add_tip(sub: Subcommands) -> None:
         default=None,
         help="8-bit export curve grey = air (1 - a/A_MAX)^POWER (default 3.3 1)",
     )
+    p.add_argument(
+        "--decoys",
+        type=int,
+        default=0,
+        help="up to N unlabelled benign objects (tools, sacks, cartons, books) per scan, "
+        "projected as threats are, so that an added object is not a threat by itself "
+        "(training sets; default 0)",
+    )
     p.add_argument("--sheet", type=Path, default=None, help="also write a contact sheet PNG")
     p.add_argument(
         "--check",
@@ -125,7 +133,9 @@ def add_tip(sub: Subcommands) -> None:
 def _run_tip(args: argparse.Namespace) -> int:
     from training.tip import TipConfig, TipError, check_dataset, write_tip_dataset, write_tip_sheet
 
-    config = TipConfig(clean_fraction=args.clean_fraction, tone=args.tone)
+    if args.decoys < 0:
+        return fail("tip", f"--decoys must be 0 or more, got {args.decoys}", status=1)
+    config = TipConfig(clean_fraction=args.clean_fraction, tone=args.tone, decoys=args.decoys)
     try:
         summary = write_tip_dataset(
             args.backgrounds,

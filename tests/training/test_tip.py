@@ -366,3 +366,38 @@ def test_every_background_is_left_clean_as_often_as_any_other(n: int):
     for cycle in range(5):
         share = sum(_is_clean(cycle * n + s, n, 1 / 3) for s in range(n)) / n
         assert abs(share - 1 / 3) <= 1 / n + 1e-9
+
+
+def test_decoys_are_projected_unlabelled_and_leave_the_threats_as_they_were(
+    backgrounds: Path, outputs: dict[str, Path], tmp_path: Path
+):
+    """Benign objects added as threats are (same physics, noise, encoding) but never
+    annotated: clear of the threats, darker than the background under them, on clean
+    outputs too; the threats themselves are the ones the same seed gives without decoys."""
+    out = tmp_path / "decoys"
+    write_tip_dataset(
+        backgrounds / "eight", out, count=24, seed=SEED, workers=1,
+        config=TipConfig(decoys=3), progress=False,
+    )  # fmt: skip
+    plain = json.loads((outputs["eight"] / "annotations.json").read_text())
+    doc = json.loads((out / "annotations.json").read_text())
+    assert doc["annotations"] == plain["annotations"]  # the same threats, the same labels
+    assert doc["info"]["config"]["decoys"] == 3 and "decoys" not in plain["info"]["config"]
+    decoys = [(im, d) for im in doc["images"] for d in im["tip"]["decoys"]]
+    assert len(decoys) >= 12 and {d["kind"].split(":")[0] for _, d in decoys} >= {
+        "tools", "sacks", "cartons", "books"
+    }  # fmt: skip
+    assert any(im["clean"] for im, _ in decoys)  # threat-free outputs carry them as well
+    boxes = {}
+    for ann in doc["annotations"]:
+        boxes.setdefault(ann["image_id"], []).append(ann["bbox"])
+    darker = 0
+    for im, d in decoys:
+        x, y, w, h = d["bbox"]
+        for tx, ty, tw, th in boxes.get(im["id"], []):  # never on top of a threat
+            assert x + w <= tx or tx + tw <= x or y + h <= ty or ty + th <= y
+        mine = cv2.imread(str(out / im["file_name"]), cv2.IMREAD_GRAYSCALE)[y : y + h, x : x + w]
+        theirs = cv2.imread(str(outputs["eight"] / im["file_name"]), cv2.IMREAD_GRAYSCALE)
+        darker += float(mine.mean()) < float(theirs[y : y + h, x : x + w].mean()) - 0.5
+    assert darker >= 0.8 * len(decoys)  # attenuation added (a few land where it is black)
+    assert all(im["tip"].get("decoys") is None for im in plain["images"])

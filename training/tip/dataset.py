@@ -42,6 +42,8 @@ from inference.coco import (
 )
 from inference.preprocess import attenuation
 from training.synth.dataset import worker_pool
+from training.synth.decoys import DECOYS
+from training.synth.decoys import LIKE as DECOY_LIKE
 from training.synth.physics import linac_spectrum
 from training.synth.scene import CATEGORY_WEIGHTS, MASK_THRESHOLD
 from training.synth.threats import CATEGORIES, MIN_ROOM, Placement
@@ -89,15 +91,21 @@ class TipConfig:
     high_mv: float = 6.0  # the single-energy scanner's energy is taken as the high one
     low_mv: float = 4.0
     tone: tuple[float, float] | None = None  # 8-bit export curve (a_max, power); None: default
+    decoys: int = 0
+    """At most this many unlabelled benign objects (`training.synth.decoys`) per output,
+    threat-free ones included: 0 for evaluation sets, which stay as they were."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        recorded = {
             "clean_fraction": self.clean_fraction,
             "max_threats": self.max_threats,
             "high_mv": self.high_mv,
             "low_mv": self.low_mv,
             "tone": list(self.tone) if self.tone else None,
         }
+        if self.decoys:  # absent otherwise: earlier sets keep their annotations byte for byte
+            recorded["decoys"] = self.decoys
+        return recorded
 
 
 @dataclass
@@ -216,6 +224,24 @@ def _is_clean(index: int, n_backgrounds: int, fraction: float) -> bool:
     return int((cycle + slot + 1) * fraction) > int((cycle + slot) * fraction)
 
 
+def _mask_box(window: tuple[int, int, int, int], mask: np.ndarray) -> list[int]:
+    """[x, y, w, h] in the scan of a mask drawn on `window`."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return [
+        int(window[0] + cols[0]),
+        int(window[1] + rows[0]),
+        int(cols[-1] - cols[0] + 1),
+        int(rows[-1] - rows[0] + 1),
+    ]
+
+
+def _overlaps(box: list[int], others: list[list[int]]) -> bool:
+    x, y, w, h = box
+    return any(
+        x < ox + ow and ox < x + w and y < oy + oh and oy < y + h for ox, oy, ow, oh in others
+    )
+
+
 @dataclass
 class _Label:
     category: str
@@ -226,6 +252,15 @@ class _Label:
     mass_kg: float
     contrast: float
     contrast_to_noise: float
+
+    def bbox(self) -> list[int]:
+        """[x, y, w, h] of the mask in the scan."""
+        return _mask_box(self.window, self.mask)
+
+    def decoy_record(self) -> dict[str, Any]:
+        """What the image entry says of a decoy (never an annotation: it is no threat)."""
+        return {"kind": self.subtype, "bbox": self.bbox(), "where": self.where,
+                "contrast": round(self.contrast, 4)}  # fmt: skip
 
     def coco(self, shape: tuple[int, int]) -> dict[str, Any]:
         x0, y0, x1, y1 = self.window
@@ -263,14 +298,16 @@ class _Projection:
         self.delta = [np.zeros(a.shape, np.float32) for a in self.a]
         self.spectra = [linac_spectrum(cfg.high_mv), linac_spectrum(cfg.low_mv)]
         self.goods = cargo_mask(self.a_smooth[0], info.space)
+        self.taken: list[tuple[float, float, float, float]] = []  # threats' and decoys' room
+        self.spots: list[Spot] = []
+        self.threat_boxes: list[list[int]] = []  # [x, y, w, h] of each placed threat
 
     def place(self, n_threats: int, rng: np.random.Generator) -> list[_Label]:
         """Up to `n_threats` threats where they fit, 20 tries each (as synth does)."""
         space = self.info.space
-        spots = find_spots(space, self.goods, self.a_smooth[0], rng)
+        self.spots = spots = find_spots(space, self.goods, self.a_smooth[0], rng)
         names = list(CATEGORY_WEIGHTS)
         probs = np.array([CATEGORY_WEIGHTS[k] for k in names])
-        taken: list[tuple[float, float, float, float]] = []
         labels = []
         for _ in range(n_threats):
             for _attempt in range(20):
@@ -279,11 +316,32 @@ class _Projection:
                 if not fits:
                     continue
                 spot = fits[int(rng.integers(len(fits)))]
-                label = self._try(cat, spot, taken, rng)
+                label = self._try(cat, spot, self.taken, rng)
                 if label is not None:
                     labels.append(label)
                     break
+        self.threat_boxes = [lab.bbox() for lab in labels]
         return labels
+
+    def place_decoys(self, n_decoys: int, rng: np.random.Generator) -> list[_Label]:
+        """Up to `n_decoys` benign objects after the threats (call `place` first), each in
+        the room and places of the threat category it resembles, clear of the threats."""
+        kinds = list(DECOYS)
+        decoys = []
+        for _ in range(n_decoys):
+            for _attempt in range(20):
+                kind = kinds[int(rng.integers(len(kinds)))]
+                fits = [s for s in self.spots if _fits(s, DECOY_LIKE[kind])]
+                if not fits:
+                    continue
+                spot = fits[int(rng.integers(len(fits)))]
+                label = self._try(
+                    DECOY_LIKE[kind], spot, self.taken, rng, decoy=kind, avoid=self.threat_boxes
+                )
+                if label is not None:
+                    decoys.append(label)
+                    break
+        return decoys
 
     def _try(
         self,
@@ -291,6 +349,8 @@ class _Projection:
         spot: Spot,
         taken: list[tuple[float, float, float, float]],
         rng: np.random.Generator,
+        decoy: str | None = None,
+        avoid: list[list[int]] | None = None,
     ) -> _Label | None:
         space, shape = self.info.space, self.info.shape
         px, py = space.pitch_x_mm, space.pitch_y_mm
@@ -324,7 +384,8 @@ class _Projection:
             spot.where,
             z,
         )
-        patch = draw_threat(cat, placement, px, py, magnification_at(z), rng)
+        draw = DECOYS[decoy] if decoy is not None else None
+        patch = draw_threat(cat, placement, px, py, magnification_at(z), rng, draw)
         if patch is None:
             return None
         mask = placed_mass(patch) > MASK_THRESHOLD
@@ -337,6 +398,8 @@ class _Projection:
         if window is None:
             return None
         x0, y0, x1, y1 = window
+        if avoid and _overlaps(_mask_box(window, mask), avoid):
+            return None  # a decoy never lies on a threat: that region stays the threat's
         if spot.bounds is not None:
             rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             bx0, by0, bx1, by1 = spot.bounds
@@ -441,6 +504,9 @@ def project_one(args: tuple[int, int, BackgroundInfo, TipConfig, str, bool]) -> 
     projection = _Projection(info, cfg, channels)
     n_threats = 0 if clean else int(min(rng.geometric(0.55), cfg.max_threats))
     labels = projection.place(n_threats, rng)
+    decoys = []
+    if cfg.decoys:  # no draw otherwise: outputs without decoys stay byte for byte
+        decoys = projection.place_decoys(int(rng.integers(1, cfg.decoys + 1)), rng)
     rendered = projection.render(rng)
     stem = f"images/{index:06d}"
     names = []
@@ -483,6 +549,7 @@ def project_one(args: tuple[int, int, BackgroundInfo, TipConfig, str, bool]) -> 
             "jpeg_quality": info.quality,
             "noise": [n.to_dict() for n in info.noise],
             **space.to_dict(),
+            **({"decoys": [d.decoy_record() for d in decoys]} if cfg.decoys else {}),
         },
     )
     return {"image": image, "annotations": [lab.coco((h, w)) for lab in labels]}

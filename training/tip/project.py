@@ -20,6 +20,7 @@ own path, never more than the cargo that is there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -27,7 +28,7 @@ import numpy as np
 
 from training.synth.geometry import Canvas
 from training.synth.physics import DetectorModel, Spectrum, polychromatic_transmission
-from training.synth.threats import DRAW, Placement
+from training.synth.threats import DRAW, DrawnThreat, Placement
 from training.tip.cargo_space import INNER_WIDTH_MM
 
 HOST_MATERIAL = "food"  # mixed packed goods: water, carbohydrate, salt
@@ -55,8 +56,10 @@ def draw_threat(
     pitch_y_mm: float,
     magnification: float,
     rng: np.random.Generator,
+    draw: Callable[[Canvas, Placement, np.random.Generator], DrawnThreat] | None = None,
 ) -> ThreatPatch | None:
     """Draw a threat with the synthetic generator, then put it on the scan's grid.
+    `draw`: another draw function (a decoy's) in the category's room.
 
     The canvas is square at the vertical pitch; the patch is then resampled to the
     horizontal pitch (the vehicle's speed sets it) and stretched vertically by the
@@ -69,7 +72,7 @@ def draw_threat(
     n = int(np.ceil(side_mm / pitch))
     canvas = Canvas(n, n, pitch, top_mm=n * pitch, fan=None)
     placement.cx = placement.cy = n * pitch / 2
-    drawn = DRAW[category](canvas, placement, rng)
+    drawn = (draw or DRAW[category])(canvas, placement, rng)
     mass = np.clip(drawn.mass, 0, None)
     rows = np.flatnonzero(mass.max(axis=1) > 1e-4)
     cols = np.flatnonzero(mass.max(axis=0) > 1e-4)
