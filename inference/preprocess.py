@@ -122,10 +122,11 @@ def svml_log(features: Mapping[str, bool]) -> bool:
     return bool(features.get("AVX512_SKX"))
 
 
-NUMPY_ROW_SORT = simd_16bit_sort(cpu_features())
+_FEATURES = cpu_features()
+NUMPY_ROW_SORT = simd_16bit_sort(_FEATURES)
 """Which sort :func:`_sorted_rows` takes on this CPU: numpy's where its 16-bit sort is the
 AVX-512 quicksort, else OpenCV's row sort (IPP's radix sort)."""
-NUMPY_LOG = svml_log(cpu_features())
+NUMPY_LOG = svml_log(_FEATURES)
 """Which float32 log the attenuation takes on this CPU: numpy's with AVX-512, else
 OpenCV's."""
 

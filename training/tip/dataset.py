@@ -266,16 +266,9 @@ class _Label:
         x0, y0, x1, y1 = self.window
         full = np.zeros(shape, bool)
         full[y0:y1, x0:x1] = self.mask
-        rows, cols = np.flatnonzero(self.mask.any(axis=1)), np.flatnonzero(self.mask.any(axis=0))
-        bbox = [
-            int(x0 + cols[0]),
-            int(y0 + rows[0]),
-            int(cols[-1] - cols[0] + 1),
-            int(rows[-1] - rows[0] + 1),
-        ]
         return threat_annotation(
             CATEGORIES.index(self.category) + 1,
-            bbox,
+            self.bbox(),
             full,
             subtype=self.subtype,
             concealment=self.where,
@@ -316,7 +309,7 @@ class _Projection:
                 if not fits:
                     continue
                 spot = fits[int(rng.integers(len(fits)))]
-                label = self._try(cat, spot, self.taken, rng)
+                label = self._try(cat, spot, rng)
                 if label is not None:
                     labels.append(label)
                     break
@@ -335,9 +328,7 @@ class _Projection:
                 if not fits:
                     continue
                 spot = fits[int(rng.integers(len(fits)))]
-                label = self._try(
-                    DECOY_LIKE[kind], spot, self.taken, rng, decoy=kind, avoid=self.threat_boxes
-                )
+                label = self._try(DECOY_LIKE[kind], spot, rng, decoy=kind, avoid=self.threat_boxes)
                 if label is not None:
                     decoys.append(label)
                     break
@@ -347,7 +338,6 @@ class _Projection:
         self,
         cat: str,
         spot: Spot,
-        taken: list[tuple[float, float, float, float]],
         rng: np.random.Generator,
         decoy: str | None = None,
         avoid: list[list[int]] | None = None,
@@ -368,7 +358,7 @@ class _Projection:
         w_px, h_px = mw / px, mh / py
         if any(
             abs(cx - tx) < (w_px + tw) / 2 and abs(cy - ty) < (h_px + th) / 2
-            for tx, ty, tw, th in taken
+            for tx, ty, tw, th in self.taken
         ):
             return None
         half_room = max(spot.depth_mm / 2 - md / 2, 0.0)
@@ -398,17 +388,12 @@ class _Projection:
         if window is None:
             return None
         x0, y0, x1, y1 = window
-        if avoid and _overlaps(_mask_box(window, mask), avoid):
+        box = _mask_box(window, mask)
+        if avoid and _overlaps(box, avoid):
             return None  # a decoy never lies on a threat: that region stays the threat's
         if spot.bounds is not None:
-            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
             bx0, by0, bx1, by1 = spot.bounds
-            if (
-                x0 + cols[0] < bx0
-                or y0 + rows[0] < by0
-                or x0 + cols[-1] >= bx1
-                or y0 + rows[-1] >= by1
-            ):
+            if box[0] < bx0 or box[1] < by0 or box[0] + box[2] > bx1 or box[1] + box[3] > by1:
                 return None  # it would stick out of the container (or the cab)
         if spot.host and self.goods[y0:y1, x0:x1][mask].mean() < 0.5:
             return None  # mostly outside the goods: not hidden in the load
@@ -433,7 +418,7 @@ class _Projection:
             self.delta[k][y0:y1, x0:x1] += change
             changes.append(change)
         contrast, cnr = self._visibility(window, changes[0], mask)
-        taken.append((float(cx), float(cy), w_px, h_px))
+        self.taken.append((float(cx), float(cy), w_px, h_px))
         return _Label(cat, patch.subtype, spot.where, window, mask, patch.mass_kg, contrast, cnr)
 
     def _visibility(
