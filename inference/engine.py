@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 from inference.boxes import iou_matrix
 from inference.cargo import analyze_cargo
 from inference.contracts import CardError, CargoReport, ModelCard
-from inference.preprocess import PREPROCESS_VERSION, ModelInput, preprocess
+from inference.preprocess import COMPATIBLE_VERSIONS, PREPROCESS_VERSION, ModelInput, preprocess
 from inference.scan import Scan
 
 MIN_SCORE = 0.05
@@ -95,10 +95,10 @@ class Engine:
         if card.onnx.sha256 != digest:
             raise ModelError(f"{model}: sha256 {digest[:12]}... does not match its card")
         version = card.input.preprocess_version
-        if version != PREPROCESS_VERSION:
+        if version not in COMPATIBLE_VERSIONS:
             raise ModelError(
-                f"{model}: trained with pre-processing v{version}, "
-                f"this runtime has v{PREPROCESS_VERSION}"
+                f"{model}: trained with pre-processing v{version}, this runtime has "
+                f"v{PREPROCESS_VERSION} and serves models of v{', v'.join(COMPATIBLE_VERSIONS)}"
             )
         if operating_point is not None:
             try:
@@ -122,14 +122,31 @@ class Engine:
         session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         return cls(session, card, threads)
 
-    def analyze(self, scan: Scan, min_score: float = MIN_SCORE, *, cargo: bool = False) -> Analysis:
+    def analyze(
+        self,
+        scan: Scan,
+        min_score: float = MIN_SCORE,
+        *,
+        cargo: bool = False,
+        before_model: Callable[[], object] | None = None,
+        after_model: Callable[[np.ndarray], object] | None = None,
+    ) -> Analysis:
         """Findings above `min_score` (not yet thresholded: the card's thresholds decide
         alarms); with `cargo`, also containers, contents and the manifest check, on the
         attenuation the model saw (a few ms). The cargo analysis is experimental and off
         by default: on real 8-bit scans it does not yet tell empty from loaded reliably
-        (docs/cargo.md), and a result must not state what the product cannot back."""
+        (docs/cargo.md), and a result must not state what the product cannot back.
+
+        ``before_model`` runs between the pre-processing and the network, ``after_model``
+        gets the anomaly map (:func:`anomaly_cells`) as soon as the network is done: the
+        service waits there for its blob writes, so that the network's two threads have
+        the cores to themselves, and encodes the map beside the decoding."""
         model_input = preprocess(scan)
+        if before_model is not None:
+            before_model()
         outputs = self.run(model_input)
+        if after_model is not None:
+            after_model(anomaly_cells(outputs[2][0, 0], model_input, self.stride))
         analysis = self.decode(scan, model_input, outputs, min_score)
         if cargo:
             analysis.cargo = analyze_cargo(scan, model_input)
@@ -180,6 +197,17 @@ class Engine:
             bit_depth=int(scan.bit_depth),
             pixel_pitch_mm=scan.metadata.pixel_pitch_mm,
         )
+
+
+def anomaly_cells(anomaly: np.ndarray, model_input: ModelInput | None, stride: int) -> np.ndarray:
+    """The anomaly map (float32) without the cells that lie wholly in the padding: padding
+    is air the network was shown to fill the stride multiple, and what it says there is
+    about nothing in the scan."""
+    amap = np.asarray(anomaly, dtype=np.float32)
+    if model_input is None or amap.ndim != 2:
+        return amap
+    sh, sw = model_input.scaled_hw
+    return amap[: -(-sh // stride), : -(-sw // stride)]
 
 
 def suppress_duplicates(findings: list[Finding], iou: float = NMS_IOU) -> list[Finding]:

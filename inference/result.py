@@ -53,7 +53,7 @@ import numpy as np
 
 from inference.boxes import hits
 from inference.contracts import ModelCard, ResultFinding, ResultModel, ScanResult, ScoreTable
-from inference.engine import Analysis, Engine
+from inference.engine import Analysis, Engine, anomaly_cells
 from inference.risk import combine, finding_reasons
 
 __all__ = [
@@ -226,16 +226,9 @@ def min_side_px(category: str, pitch_mm: float | None) -> float:
 
 
 def scan_cells(analysis: Analysis, stride: int) -> np.ndarray:
-    """The anomaly map without the cells that lie wholly in the padding (float32).
-
-    Padding is air the network was shown to fill the stride multiple; what it says there
-    is about nothing in the scan.
-    """
-    amap = np.asarray(analysis.anomaly, dtype=np.float32)
-    if analysis.model_input is None or amap.ndim != 2:
-        return amap
-    sh, sw = analysis.model_input.scaled_hw
-    return amap[: -(-sh // stride), : -(-sw // stride)]
+    """The analysis's anomaly map without the cells that lie wholly in the padding
+    (:func:`~inference.engine.anomaly_cells`)."""
+    return anomaly_cells(analysis.anomaly, analysis.model_input, stride)
 
 
 def anomaly_regions(

@@ -18,9 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from prometheus_client import Counter
 
-from inference.result import anomaly_png, build_result, scan_cells
+from inference.result import anomaly_png, build_result
 from inference.scan import Scan, ScanError, ScanMetadata, decode_scan
 from inference.service.db import ResultRecord, ScanRecord, make_engine, migrate
 from inference.service.limits import HashingGate, LoginLimiter, TokenBuckets
@@ -321,16 +322,26 @@ class Service:
         scan = decode_scan(
             high, low, meta, max_pixels=self.settings.max_pixels, shape=self.settings.model_shape()
         )
-        # The channels' bytes are stored (durably: fsync) while the model runs, and the
-        # anomaly map is encoded and stored the same way; all are on disk before the
-        # scan's record is written, as before, and processing_ms still includes them.
+        # The channels' bytes are hashed and stored (durably: fsync) during the
+        # pre-processing, and waited for before the network starts: the network's two
+        # threads stall together when a write takes one of their cores. The anomaly map
+        # is encoded and stored while the network's outputs are decoded. All are on disk
+        # before the scan's record is written, and processing_ms includes them.
         puts = [self.writer.submit(self.blobs.put, high)]
         if low is not None:
             puts.append(self.writer.submit(self.blobs.put, low))
-        try:
-            analysis = model.engine.analyze(scan, cargo=self.settings.cargo_analysis)
-            cells = scan_cells(analysis, model.engine.stride)
+        channels = list(puts)
+
+        def store_anomaly_map(cells: np.ndarray) -> None:
             puts.append(self.writer.submit(lambda: self.blobs.put(anomaly_png(cells))))
+
+        try:
+            analysis = model.engine.analyze(
+                scan,
+                cargo=self.settings.cargo_analysis,
+                before_model=lambda: wait(channels),
+                after_model=store_anomaly_map,
+            )
         finally:
             wait(puts)  # no write outlives the request, even when the analysis failed
         high_sha, low_sha, anomaly_sha = _stored(puts, low is not None)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from inference.engine import Engine, Finding, ModelError, suppress_duplicates
+from inference.preprocess import PREPROCESS_VERSION
 from inference.scan import Scan
 
 torch = pytest.importorskip("torch")  # only to build a model for the test
@@ -67,6 +68,37 @@ def test_a_model_for_another_preprocessing_is_refused(model_path: Path, tmp_path
     other.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="pre-processing v1"):
         Engine.load(other)
+
+
+def test_a_model_of_the_previous_preprocessing_is_served(model_path: Path, tmp_path: Path):
+    """v3 only samples a long 16-bit row's statistics: v2 models keep working."""
+    older = tmp_path / "v2.onnx"
+    shutil.copy(model_path, older)
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    assert card["input"]["preprocess_version"] == PREPROCESS_VERSION == "3"
+    card["input"]["preprocess_version"] = "2"
+    older.with_suffix(".json").write_text(json.dumps(card))
+    scan = Scan.from_arrays(np.full((64, 96), 60000, np.uint16))
+    assert Engine.load(older).analyze(scan).anomaly.shape == (16, 24)
+
+
+def test_the_hooks_run_between_the_stages_with_the_scan_s_anomaly_cells(model_path: Path):
+    """``before_model`` after the pre-processing, ``after_model`` with the anomaly map
+    cropped to the scan as soon as the network is done (the service's blob writes)."""
+    engine = Engine.load(model_path)
+    scan = Scan.from_arrays(np.full((200, 500), 60000, np.uint16))
+    stages: list[str] = []
+    cells: list[np.ndarray] = []
+    network = engine.run
+    engine.run = lambda model_input: stages.append("network") or network(model_input)
+    analysis = engine.analyze(
+        scan,
+        before_model=lambda: stages.append("before"),
+        after_model=lambda c: stages.append("after") or cells.append(c),
+    )
+    assert stages == ["before", "network", "after"]
+    assert cells[0].shape == (50, 125)  # 200 x 500 in cells of 4, the padding cut off
+    np.testing.assert_array_equal(cells[0], analysis.anomaly[:50, :125])
 
 
 def test_a_missing_card_says_so(model_path: Path, tmp_path: Path):

@@ -54,7 +54,7 @@ def test_export_writes_a_model_and_a_card_that_describe_each_other(run, tmp_path
         assert 0.5 <= card[f"anomaly_level{suffix}"] <= 0.99
     assert card["calibration"]["review_rate"] == 0.1
     assert "review threshold" in card["verdict"]["review"]
-    assert card["input"]["preprocess_version"] == "2"
+    assert card["input"]["preprocess_version"] == "3"
     assert card["parity_max_abs_diff"] <= 1e-3
     # The training data summary counts what the data set's labels hold.
     coco = json.loads((data / "annotations.json").read_text())

@@ -186,3 +186,41 @@ def test_tiff_and_png_uploads_are_stored_whole_with_their_anomaly_map(
     for field in ("verdict", "risk", "findings"):
         assert bodies[0][field] == bodies[1][field]
     assert not list((settings.data_dir / "blobs").glob("*/.*.tmp"))  # no write left behind
+
+
+def test_the_channels_are_on_disk_before_the_network_runs(
+    make_settings: Callable[..., Settings],
+):
+    """The channels are hashed and written during the pre-processing and waited for before
+    the network starts (its two threads stall together when a write takes one of their
+    cores); the anomaly map is written beside the decoding of the network's outputs; all
+    three are on disk when the answer comes."""
+    from inference.scan import ScanMetadata
+    from inference.service.core import Service
+
+    service = Service(make_settings())
+    service.open()
+    try:
+        service.load_startup_model()
+        engine = service.models.current.engine
+        station = service.records.add_station("gate-w", "x" * 64).id
+        files = scan_pngs(seed=4)
+        high, low = files["high"][1], files["low"][1]
+        on_disk_at_run: list[list[bool]] = []
+        network = engine.run
+
+        def run(model_input):  # the real network, noting what was stored when it began
+            on_disk_at_run.append(
+                [service.blobs.exists(hashlib.sha256(b).hexdigest()) for b in (high, low)]
+            )
+            return network(model_input)
+
+        engine.run = run
+        meta = ScanMetadata.from_dict({"station_scan_id": "W-1"})
+        done = service.analyze_upload(station, high, low, meta)
+        record = service.records.get_scan(done.scan.id, station)
+    finally:
+        service.close()
+    assert on_disk_at_run == [[True, True]]
+    assert record is not None and record[1] is not None
+    assert service.blobs.get(record[1].anomaly_sha256).startswith(b"\x89PNG")
