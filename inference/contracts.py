@@ -130,6 +130,9 @@ class ModelCard(_CardPart):
     anomaly_level: Score | None = None
     anomaly_level_8bit: Score | None = None
     calibration: dict[str, Any] | None = None
+    # The second stage (inference.verifier): its ONNX file beside the model, sha256, the
+    # detector score from which candidates are verified and the bit depths it applies to.
+    verifier: dict[str, Any] | None = None
     verdict: VerdictRules | None = None
     metrics: dict[str, Any] | None = None
     training: dict[str, Any] | None = None

@@ -23,6 +23,7 @@ from inference.cargo import analyze_cargo
 from inference.contracts import CardError, CargoReport, ModelCard
 from inference.preprocess import COMPATIBLE_VERSIONS, PREPROCESS_VERSION, ModelInput, preprocess
 from inference.scan import Scan
+from inference.verifier import Verifier, VerifierSpec
 
 MIN_SCORE = 0.05
 MAX_FINDINGS = 100
@@ -60,7 +61,13 @@ class Analysis:
 class Engine:
     """A loaded model: `Engine.load("models/NAME.onnx")`, then `engine.analyze(scan)`."""
 
-    def __init__(self, session: Any, card: ModelCard | Mapping[str, Any], threads: int) -> None:
+    def __init__(
+        self,
+        session: Any,
+        card: ModelCard | Mapping[str, Any],
+        threads: int,
+        verifier: Verifier | None = None,
+    ) -> None:
         try:
             self.card = ModelCard.of(card)
         except CardError as exc:
@@ -69,6 +76,7 @@ class Engine:
         self.categories: list[str] = list(self.card.categories)
         self.stride = self.card.outputs.stride
         self.threads = threads
+        self.verifier = verifier
 
     @classmethod
     def load(
@@ -105,7 +113,10 @@ class Engine:
                 card = site_op.apply(card, site_op.load(operating_point, card))
             except (site_op.OperatingPointError, CardError) as exc:
                 raise ModelError(str(exc)) from None
-        return cls.from_bytes(data, card, threads)
+        engine = cls.from_bytes(data, card, threads)
+        if card.verifier is not None:
+            engine.verifier = _load_verifier(model, card, threads)
+        return engine
 
     @classmethod
     def from_bytes(
@@ -189,6 +200,8 @@ class Engine:
             for ci, i, b in zip(c, top, original, strict=True)
         ]
         findings = suppress_duplicates(findings)
+        if self.verifier is not None and self.verifier.applies(scan.bit_depth):
+            findings = self._verified(findings, model_input, min_score)
         return Analysis(
             findings,
             anomaly[0, 0],
@@ -197,6 +210,41 @@ class Engine:
             bit_depth=int(scan.bit_depth),
             pixel_pitch_mm=scan.metadata.pixel_pitch_mm,
         )
+
+    def _verified(
+        self, findings: list[Finding], model_input: ModelInput, min_score: float
+    ) -> list[Finding]:
+        """The second stage (:mod:`inference.verifier`): candidates from the card's floor
+        up take the verifier's probability as their score, falling scores again; the
+        others, and those it scores under ``min_score``, are dropped."""
+        if not findings or self.verifier is None:
+            return findings
+        boxes = np.array([f.box for f in findings], np.float64)
+        kept, scores = self.verifier.rescore(
+            model_input.tensor,
+            model_input.scaled_hw,
+            model_input.to_model(boxes),
+            boxes,
+            [f.score for f in findings],
+            [self.categories.index(f.category) for f in findings],
+        )
+        verified = [
+            Finding(findings[i].category, float(s), findings[i].box)
+            for i, s in zip(kept, scores, strict=True)
+            if s >= min_score
+        ]
+        return sorted(verified, key=lambda f: -f.score)
+
+
+def _load_verifier(model: Path, card: ModelCard, threads: int) -> Verifier:
+    """The verifier the card names, beside the model file (checked against its sha256)."""
+    try:
+        spec = VerifierSpec.of(card.verifier or {})
+        return Verifier.load(model.parent / spec.file, spec, len(card.categories), threads)
+    except FileNotFoundError as exc:
+        raise ModelError(f"missing {exc.filename}: the card names a verifier") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{model}: the card's verifier cannot be used: {exc}") from None
 
 
 def anomaly_cells(anomaly: np.ndarray, model_input: ModelInput | None, stride: int) -> np.ndarray:

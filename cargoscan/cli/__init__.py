@@ -26,6 +26,7 @@ SUBCOMMANDS: list[Callable[[Subcommands], None]] = [
     training.add_train,
     training.add_export,
     training.add_quantize,
+    training.add_verifier,
     training.add_calibrate,
     training.add_commission,
     training.add_evaluate,

@@ -397,6 +397,63 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_verifier(sub: Subcommands) -> None:
+    p = sub.add_parser(
+        "verifier",
+        help="train the second stage on a model's own candidates (threats projected into "
+        "real scans, `cargoscan tip`) and name it in the model's card; then calibrate and "
+        "commission the thresholds again",
+    )
+    add_model_with_card(p)
+    p.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        required=True,
+        help="a labelled COCO folder (cargoscan tip's output); repeat to add sets",
+    )
+    p.add_argument("--out", type=Path, required=True, help="run folder (best.pt, verifier.json)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--val-share",
+        type=float,
+        default=0.2,
+        help="share of the backgrounds held back to choose the epoch (default 0.2); 0 trains "
+        "on all of them and keeps the last epoch (--epochs as chosen on a held-back run)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run_verifier)
+
+
+def _run_verifier(args: argparse.Namespace) -> int:
+    from inference.engine import ModelError
+    from training.verifier import train_verifier
+
+    if args.epochs < 1:
+        return fail("verifier", f"--epochs must be at least 1, got {args.epochs}")
+    if not 0 <= args.val_share < 1:
+        return fail("verifier", f"--val-share must be in [0, 1), got {args.val_share}")
+    for folder in args.data:
+        if not (folder / "annotations.json").is_file():
+            return fail("verifier", f"{folder}: no annotations.json (a cargoscan tip output)")
+    try:
+        record = train_verifier(
+            args.model, args.data, args.out, epochs=args.epochs, val_share=args.val_share,
+            seed=args.seed,
+        )  # fmt: skip
+    except (ModelError, ValueError) as exc:
+        return fail("verifier", str(exc))
+    rates = record["val_scan_rate_at_1pct"]
+    said = f"wrote {args.model.with_suffix('.verifier.onnx')} (epoch {record['epoch']})"
+    if rates["detector"] is not None:
+        said += (
+            f"; held-back backgrounds, scan detection at 1 % false alarms: detector "
+            f"{rates['detector']:.3f}, verified {rates['verified']:.3f}"
+        )
+    print(f"{said}. Calibrate and commission the thresholds again.")
+    return 0
+
+
 def add_quantize(sub: Subcommands) -> None:
     p = sub.add_parser(
         "quantize",
