@@ -189,6 +189,11 @@ class ResultModel(BaseModel):
     operating_point: str | None = Field(
         None, description="the site whose operating point was laid over the card (absent: none)"
     )
+    verifier_sha256: str | None = Field(
+        None,
+        description="the sha256 of the second-stage verifier the card names, which scored "
+        "this scan's findings where it applies (absent: the model has none)",
+    )
 
 
 class ResultFinding(BaseModel):

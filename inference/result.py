@@ -133,6 +133,8 @@ def result_model(card: ModelCard | Mapping[str, Any]) -> ResultModel:
     )
     if card.operating_point_site:
         info.operating_point = card.operating_point_site
+    if card.verifier and card.verifier.get("sha256"):
+        info.verifier_sha256 = str(card.verifier["sha256"])
     return info
 
 

@@ -30,8 +30,10 @@ from tqdm import tqdm
 from inference.boxes import iou_matrix
 from inference.contracts import card_text
 from inference.engine import Engine
+from inference.scan import Scan
 from inference.verifier import CROP, crops, features
-from training.data import as_paths, open_sources
+from training.augment import eight_bit_export_of
+from training.data import LabelledScan, as_paths, open_sources
 from training.evaluate import Tally
 
 __all__ = ["Candidates", "VerifierNet", "mine", "train_verifier"]
@@ -102,18 +104,42 @@ def _groups(data: Sequence[Path]) -> list[str]:
     return groups
 
 
-def mine(model: Path, data: Sequence[Path], progress: bool = True) -> Candidates:
-    """Every candidate of the detector alone (no verifier) on ``data`` (COCO sets)."""
+class SentScans:
+    """Labelled sets read as one, each scan as the engine is sent it: the sets in
+    ``exported`` (16-bit synthetic ones) as simulated 8-bit single-energy exports, seeded
+    by their index as `cargoscan evaluate --eight-bit` sends them."""
+
+    def __init__(self, data: Sequence[Path], exported: Sequence[Path], categories: list[str]):
+        self.sets = [(p, open_sources(p, categories), p in exported) for p in data]
+        self.offsets = np.cumsum([0] + [len(source) for _, source, _ in self.sets])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def sent(self, k: int) -> tuple[LabelledScan, Scan]:
+        """Scan ``k`` as labelled, and as sent."""
+        at = int(np.searchsorted(self.offsets, k, side="right")) - 1
+        _, source, exported = self.sets[at]
+        index = k - int(self.offsets[at])
+        item = source.labelled(index)
+        return item, eight_bit_export_of(item.scan, index) if exported else item.scan
+
+
+def mine(
+    model: Path, data: Sequence[Path], exported: Sequence[Path] = (), progress: bool = True
+) -> Candidates:
+    """Every candidate of the detector alone (no verifier) on ``data`` (COCO sets; those in
+    ``exported`` sent as 8-bit exports, :class:`SentScans`)."""
     engine = Engine.load(model)
     engine.verifier = None
-    source = open_sources(list(data), engine.categories)
+    source = SentScans(data, exported, list(engine.categories))
     arrays = ("crops", "features", "hit", "scan", "boxes", "scores", "labels")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in arrays}
     depths: set[int] = set()
     for k in tqdm(range(len(source)), desc="candidates", unit="scan", disable=not progress):
-        item = source.labelled(k)
-        depths.add(int(item.scan.bit_depth))
-        analysis = engine.analyze(item.scan)
+        item, scan = source.sent(k)
+        depths.add(int(scan.bit_depth))
+        analysis = engine.analyze(scan)
         found = analysis.findings
         boxes = np.array([f.box for f in found], np.float64).reshape(-1, 4)
         scores = np.array([f.score for f in found], np.float32)
@@ -146,17 +172,16 @@ def verified_scores(candidates: Candidates, probabilities: np.ndarray) -> np.nda
 
 
 def scan_detection(
-    data: Sequence[Path], candidates: Candidates, scores: np.ndarray, scans: set[int], far: str
+    source: SentScans, candidates: Candidates, scores: np.ndarray, scans: set[int], far: str
 ) -> float:
     """Scan-level detection rate at ``far`` false alarms, `cargoscan evaluate`'s figure,
-    over ``scans`` of ``data`` with ``scores`` for the candidates (negative: dropped)."""
-    source = open_sources(list(data), candidates.categories)
+    over ``scans`` of ``source`` with ``scores`` for the candidates (negative: dropped)."""
     tally = Tally(candidates.categories)
     for k in sorted(scans):
-        item = source.labelled(k)
+        item, scan = source.sent(k)
         mine_ = (candidates.scan == k) & (scores >= 0)
         found = (candidates.boxes[mine_], scores[mine_], candidates.labels[mine_])
-        tally.add(item, item.scan, found)
+        tally.add(item, scan, found)
     metrics, _ = tally.metrics()
     return float(metrics["scan"]["detection_rate_at_far"][far])
 
@@ -180,6 +205,7 @@ def train_verifier(
     data: Sequence[Path],
     out: Path,
     *,
+    exported: Sequence[Path] = (),
     epochs: int = 10,
     val_share: float = 0.2,
     seed: int = 0,
@@ -187,11 +213,15 @@ def train_verifier(
 ) -> dict[str, Any]:
     """Mine, train, keep the best epoch on the held-back backgrounds, write
     ``MODEL.verifier.onnx`` beside ``model`` and name it in the card; returns the record
-    (also under ``out``)."""
-    data = as_paths(data)
+    (also under ``out``). ``exported`` sets (synthetic, 16-bit) are sent as 8-bit exports:
+    scenes other than the site's, so that the verifier does not take every structure it
+    never saw for a threat."""
+    exported = as_paths(exported) if exported else []
+    data = as_paths(data) + exported
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    candidates = mine(model, data, progress)
+    candidates = mine(model, data, exported, progress)
+    source = SentScans(data, exported, candidates.categories)
     groups = sorted(set(candidates.groups))
     size = round(len(groups) * val_share) if val_share > 0 else 0
     held = set(rng.choice(groups, size=max(1, size), replace=False)) if val_share > 0 else set()
@@ -212,7 +242,9 @@ def train_verifier(
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict[str, float | None]] = []
     best: tuple[float | None, int] = (-1.0, 0)
-    base = scan_detection(data, candidates, candidates.scores, val_scans, "0.01") if held else None
+    base = (
+        scan_detection(source, candidates, candidates.scores, val_scans, "0.01") if held else None
+    )
     for epoch in range(1, epochs + 1):
         net.train()
         total = 0.0
@@ -237,14 +269,14 @@ def train_verifier(
         if held:  # else every epoch is kept over the one before: the last is the model
             probabilities = _probabilities(net, candidates, val_idx)
             rate = scan_detection(
-                data, candidates, verified_scores(candidates, probabilities), val_scans, "0.01"
+                source, candidates, verified_scores(candidates, probabilities), val_scans, "0.01"
             )
         history.append({"epoch": epoch, "loss": total / len(train_idx), "val_scan_rate": rate})
         if rate is None or rate > (best[0] or -1.0):
             best = (rate, epoch)
             torch.save(net.state_dict(), out / "best.pt")
     net.load_state_dict(torch.load(out / "best.pt"))
-    record = _attach(model, net, candidates, data, history, best, base)
+    record = _attach(model, net, candidates, data, exported, history, best, base)
     record["val"] = {"backgrounds": len(held), "scans": len(val_scans)}
     (out / "verifier.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -255,6 +287,7 @@ def _attach(
     net: VerifierNet,
     candidates: Candidates,
     data: Sequence[Path],
+    exported: Sequence[Path],
     history: list[dict[str, float | None]],
     best: tuple[float | None, int],
     base: float | None,
@@ -280,6 +313,7 @@ def _attach(
         "floor": FLOOR,
         "bit_depths": candidates.bit_depths,
         "trained_on": [str(p) for p in data],
+        "sent_as_8bit_exports": [str(p) for p in exported],
         "epoch": best[1],
         "val_scan_rate_at_1pct": {"detector": base, "verified": best[0]},
         "history": history,

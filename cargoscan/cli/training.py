@@ -412,6 +412,14 @@ def add_verifier(sub: Subcommands) -> None:
         required=True,
         help="a labelled COCO folder (cargoscan tip's output); repeat to add sets",
     )
+    p.add_argument(
+        "--eight-bit-data",
+        type=Path,
+        action="append",
+        default=[],
+        help="a labelled 16-bit set (cargoscan synth) sent as simulated 8-bit exports, as "
+        "`evaluate --eight-bit` sends it: structures of other scenes as negatives; repeat",
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder (best.pt, verifier.json)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument(
@@ -433,13 +441,13 @@ def _run_verifier(args: argparse.Namespace) -> int:
         return fail("verifier", f"--epochs must be at least 1, got {args.epochs}")
     if not 0 <= args.val_share < 1:
         return fail("verifier", f"--val-share must be in [0, 1), got {args.val_share}")
-    for folder in args.data:
+    for folder in [*args.data, *args.eight_bit_data]:
         if not (folder / "annotations.json").is_file():
             return fail("verifier", f"{folder}: no annotations.json (a cargoscan tip output)")
     try:
         record = train_verifier(
-            args.model, args.data, args.out, epochs=args.epochs, val_share=args.val_share,
-            seed=args.seed,
+            args.model, args.data, args.out, exported=args.eight_bit_data, epochs=args.epochs,
+            val_share=args.val_share, seed=args.seed,
         )  # fmt: skip
     except (ModelError, ValueError) as exc:
         return fail("verifier", str(exc))

@@ -16,6 +16,7 @@ from cargoscan.cli import main
 from inference import DEFAULT_MODEL
 from inference.engine import Engine, ModelError
 from inference.preprocess import attenuation
+from inference.result import build_result, result_model
 from inference.scan import load_scan
 from inference.verifier import CROP, crops, features
 from training.augment import Augment
@@ -77,6 +78,10 @@ def test_trained_on_candidates_attached_and_used_by_the_engine(tip_set: Path, tm
     assert scan.bit_depth == 8
     alone = detector.analyze(scan)
     got = verified.analyze(scan)
+    # Results name the verifier that scored them; a card without one names none.
+    assert build_result(verified, got, "s", 0.0)["model"]["verifier_sha256"] == spec["sha256"]
+    plain = {k: v for k, v in card.items() if k != "verifier"}
+    assert result_model(plain).verifier_sha256 is None
     # Every candidate from the floor up, scored by the trained network itself.
     candidates = [f for f in alone.findings if f.score >= FLOOR]
     assert candidates, "the default model finds something in a projected scan"
