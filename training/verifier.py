@@ -2,8 +2,8 @@
 candidates and attach it to the model's card.
 
 How: the detector runs on labelled scans (threats projected into real scans, with the
-backgrounds left clean too: `cargoscan tip`); each finding from the card's floor down to the
-engine's is a candidate, a hit when it overlaps a labelled threat (IoU >= 0.3), and the
+backgrounds left clean too: `cargoscan tip`); each finding the engine reports (from a score of
+0.05) is a candidate, a hit when it overlaps a labelled threat (IoU >= 0.3), and the
 verifier learns hits from the rest on crops of the model input around them (and the
 detector's score, the box's sides and category). A share of the backgrounds is held
 back: the epoch kept is the one whose candidates, scored as the engine will score them,
@@ -179,8 +179,8 @@ def scan_detection(
     tally = Tally(candidates.categories)
     for k in sorted(scans):
         item, scan = source.sent(k)
-        mine_ = (candidates.scan == k) & (scores >= 0)
-        found = (candidates.boxes[mine_], scores[mine_], candidates.labels[mine_])
+        own = (candidates.scan == k) & (scores >= 0)
+        found = (candidates.boxes[own], scores[own], candidates.labels[own])
         tally.add(item, scan, found)
     metrics, _ = tally.metrics()
     return float(metrics["scan"]["detection_rate_at_far"][far])
