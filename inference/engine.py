@@ -80,10 +80,17 @@ class Engine:
 
     @classmethod
     def load(
-        cls, model: Path | str, threads: int = 2, operating_point: Path | str | None = None
+        cls,
+        model: Path | str,
+        threads: int = 2,
+        operating_point: Path | str | None = None,
+        *,
+        verifier: bool = True,
     ) -> Engine:
         """Load ``model`` (``.onnx`` beside its ``.json`` card), checked against its card;
-        a site's ``operating_point`` file, when given, replaces the card's thresholds."""
+        a site's ``operating_point`` file, when given, replaces the card's thresholds.
+        ``verifier=False`` leaves the card's second stage out (the detector alone, as
+        `cargoscan verifier` mines it)."""
         from inference import operating_point as site_op
 
         model = Path(model)
@@ -114,7 +121,7 @@ class Engine:
             except (site_op.OperatingPointError, CardError) as exc:
                 raise ModelError(str(exc)) from None
         engine = cls.from_bytes(data, card, threads)
-        if card.verifier is not None:
+        if verifier and card.verifier is not None:
             engine.verifier = _load_verifier(model, card, threads)
         return engine
 

@@ -130,8 +130,7 @@ def mine(
 ) -> Candidates:
     """Every candidate of the detector alone (no verifier) on ``data`` (COCO sets; those in
     ``exported`` sent as 8-bit exports, :class:`SentScans`)."""
-    engine = Engine.load(model)
-    engine.verifier = None
+    engine = Engine.load(model, verifier=False)
     source = SentScans(data, exported, list(engine.categories))
     arrays = ("crops", "features", "hit", "scan", "boxes", "scores", "labels")
     parts: dict[str, list[np.ndarray]] = {k: [] for k in arrays}
