@@ -61,13 +61,7 @@ class Analysis:
 class Engine:
     """A loaded model: `Engine.load("models/NAME.onnx")`, then `engine.analyze(scan)`."""
 
-    def __init__(
-        self,
-        session: Any,
-        card: ModelCard | Mapping[str, Any],
-        threads: int,
-        verifier: Verifier | None = None,
-    ) -> None:
+    def __init__(self, session: Any, card: ModelCard | Mapping[str, Any], threads: int) -> None:
         try:
             self.card = ModelCard.of(card)
         except CardError as exc:
@@ -76,7 +70,7 @@ class Engine:
         self.categories: list[str] = list(self.card.categories)
         self.stride = self.card.outputs.stride
         self.threads = threads
-        self.verifier = verifier
+        self.verifier: Verifier | None = None  # the card's second stage, set by load()
 
     @classmethod
     def load(
@@ -224,7 +218,7 @@ class Engine:
         """The second stage (:mod:`inference.verifier`): candidates from the card's floor
         up take the verifier's probability as their score, falling scores again; the
         others, and those it scores under ``min_score``, are dropped."""
-        if not findings or self.verifier is None:
+        if not findings or self.verifier is None:  # nothing to look at again
             return findings
         boxes = np.array([f.box for f in findings], np.float64)
         kept, scores = self.verifier.rescore(

@@ -35,6 +35,7 @@ from inference.verifier import CROP, crops, features
 from training.augment import eight_bit_export_of
 from training.data import LabelledScan, as_paths, open_sources
 from training.evaluate import Tally
+from training.model import ONNX_OPSET
 
 __all__ = ["Candidates", "VerifierNet", "mine", "train_verifier"]
 
@@ -301,7 +302,7 @@ def _attach(
         input_names=["crops", "features"],
         output_names=["logits"],
         dynamic_axes={"crops": {0: "n"}, "features": {0: "n"}, "logits": {0: "n"}},
-        opset_version=17,
+        opset_version=ONNX_OPSET,
         dynamo=False,
     )
     card_path = model.with_suffix(".json")
