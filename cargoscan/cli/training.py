@@ -420,8 +420,16 @@ def add_verifier(sub: Subcommands) -> None:
         help="a labelled 16-bit set (cargoscan synth) sent as simulated 8-bit exports, as "
         "`evaluate --eight-bit` sends it: structures of other scenes as negatives; repeat",
     )
-    p.add_argument("--out", type=Path, required=True, help="run folder (best.pt, verifier.json)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder (verifier.pt, verifier.json)"
+    )
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument(
+        "--members",
+        type=int,
+        default=1,
+        help="networks trained from seeds --seed, --seed + 1, ... and averaged (default 1)",
+    )
     p.add_argument(
         "--val-share",
         type=float,
@@ -439,6 +447,8 @@ def _run_verifier(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         return fail("verifier", f"--epochs must be at least 1, got {args.epochs}")
+    if args.members < 1:
+        return fail("verifier", f"--members must be at least 1, got {args.members}")
     if not 0 <= args.val_share < 1:
         return fail("verifier", f"--val-share must be in [0, 1), got {args.val_share}")
     for folder in [*args.data, *args.eight_bit_data]:
@@ -447,12 +457,13 @@ def _run_verifier(args: argparse.Namespace) -> int:
     try:
         record = train_verifier(
             args.model, args.data, args.out, exported=args.eight_bit_data, epochs=args.epochs,
-            val_share=args.val_share, seed=args.seed,
+            val_share=args.val_share, members=args.members, seed=args.seed,
         )  # fmt: skip
     except (ModelError, ValueError) as exc:
         return fail("verifier", str(exc))
     rates = record["val_scan_rate_at_1pct"]
-    said = f"wrote {args.model.with_suffix('.verifier.onnx')} (epoch {record['epoch']})"
+    kept = ", ".join(map(str, record["epochs"]))
+    said = f"wrote {args.model.with_suffix('.verifier.onnx')} (epochs kept: {kept})"
     if rates["detector"] is not None:
         said += (
             f"; held-back backgrounds, scan detection at 1 % false alarms: detector "
@@ -581,6 +592,12 @@ def add_commission(sub: Subcommands) -> None:
         "many cleared scans: a few hundred give thresholds that do not hold on new traffic)",
     )
     p.add_argument(
+        "--in-sample",
+        action="store_true",
+        help="count the rates on the cleared scans themselves; by default each is counted "
+        "against thresholds set without it (leave one out), as new traffic will meet them",
+    )
+    p.add_argument(
         "--into-card",
         action="store_true",
         help="also write the operating point into the model's own card (for a shipped "
@@ -602,16 +619,18 @@ def _run_commission(args: argparse.Namespace) -> int:
         op = commission(
             args.model, args.cleared, out, args.site,
             alarm_rate=args.alarm_rate, review_rate=args.review_rate,
-            below_card=args.below_card,
+            below_card=args.below_card, in_sample=args.in_sample,
         )  # fmt: skip
     except (ModelError, ValueError, ScanError, OSError) as exc:
         return fail("commission", str(exc), status=1)
     for depth, rep in op["report"].items():
-        n = rep["scans"]
+        n, site = rep["scans"], rep["site"]
         print(
             f"{depth}: {n} cleared scans; at the card's thresholds {rep['card']['alarmed']} "
             f"alarm, {rep['card']['alarm_or_review']} alarm or review; at the site's "
-            f"{rep['site']['alarmed']} alarm, {rep['site']['alarm_or_review']} alarm or review"
+            f"{site['alarmed']} alarm, {site['alarm_or_review']} alarm or review "
+            f"(each left out of setting them, as a new scan: {site['left_out']['alarmed']} "
+            f"and {site['left_out']['alarm_or_review']})"
         )
     if args.projected:
         from training.evaluate import evaluate

@@ -22,7 +22,7 @@ from inference.verifier import CROP, crops, features
 from training.augment import Augment
 from training.synth.scene import SynthConfig, generate_scan
 from training.tip import write_tip_dataset
-from training.verifier import FLOOR, VerifierNet
+from training.verifier import FLOOR, VerifierEnsemble, VerifierNet
 
 
 def test_crops_are_square_context_around_the_box_and_zero_outside_the_scan():
@@ -63,12 +63,13 @@ def test_trained_on_candidates_attached_and_used_by_the_engine(tip_set: Path, tm
     shutil.copy(DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
     run = tmp_path / "run"
     args = ["verifier", "--model", str(model), "--data", str(tip_set), "--out", str(run)]
-    assert main([*args, "--epochs", "2", "--val-share", "0.5"]) == 0
+    assert main([*args, "--epochs", "2", "--val-share", "0.5", "--members", "2"]) == 0
     card = json.loads(model.with_suffix(".json").read_text())
     spec = card["verifier"]
     assert spec["file"] == "m.verifier.onnx" and spec["bit_depths"] == [8]
-    assert spec["floor"] == FLOOR and len(spec["history"]) == 2
-    assert spec["epoch"] in (1, 2) and (run / "best.pt").is_file()
+    assert spec["floor"] == FLOOR and spec["members"] == 2
+    assert [len(h) for h in spec["history"]] == [2, 2]
+    assert all(e in (1, 2) for e in spec["epochs"]) and (run / "verifier.pt").is_file()
 
     verified = Engine.load(model)
     detector = Engine.load(model)
@@ -85,9 +86,13 @@ def test_trained_on_candidates_attached_and_used_by_the_engine(tip_set: Path, tm
     # Every candidate from the floor up, scored by the trained network itself.
     candidates = [f for f in alone.findings if f.score >= FLOOR]
     assert candidates, "the default model finds something in a projected scan"
-    net = VerifierNet(3 + len(verified.categories))
-    net.load_state_dict(torch.load(run / "best.pt"))
+    members = [VerifierNet(3 + len(verified.categories)) for _ in range(2)]
+    net = VerifierEnsemble(members)
+    net.load_state_dict(torch.load(run / "verifier.pt"))
     net.eval()
+    # The two members differ (seeds), and the shipped network is their average.
+    one = members[0].state_dict()["body.0.0.weight"]
+    assert not torch.equal(one, members[1].state_dict()["body.0.0.weight"])
     boxes = np.array([f.box for f in candidates])
     mi = alone.model_input
     labels = [verified.categories.index(f.category) for f in candidates]
@@ -134,4 +139,12 @@ def test_a_folder_that_is_not_a_labelled_set_fails_with_one_line(
     assert main([*args, "--out", str(tmp_path / "run")]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no annotations.json" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_members_is_refused_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    args = ["verifier", "--model", str(DEFAULT_MODEL), "--data", str(tmp_path)]
+    assert main([*args, "--out", str(tmp_path / "run"), "--members", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--members must be at least 1" in err[0]
     assert not (tmp_path / "run").exists()
