@@ -26,36 +26,62 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["CROP", "Verifier", "VerifierSpec", "crops", "features"]
+__all__ = [
+    "CLOSE",
+    "CROP",
+    "VIEWS",
+    "WIDE",
+    "Verifier",
+    "VerifierSpec",
+    "View",
+    "crops",
+    "features",
+]
 
 CROP = 64
 """Side of a candidate's crop in the verifier's input (pixels)."""
-CONTEXT = 2.5
-"""A crop's side is this many times the candidate box's longer side ..."""
-SIDE_RANGE = (48.0, 400.0)
-"""... kept within these many model pixels (a speck still shows its surroundings, a
-person-sized box is not shrunk to nothing)."""
+View = tuple[float, float, float]
+"""How one view of a candidate is cut: (context, shortest side, longest side): a square
+``context`` times the box's longer side, kept within the two sides (model pixels)."""
+CLOSE: View = (2.5, 48.0, 400.0)
+"""The candidate and its surroundings: a speck still shows them, a person-sized box is not
+shrunk to nothing."""
+WIDE: View = (8.0, 160.0, 640.0)
+"""Its neighbourhood: on real trucks the worst false alarms are chassis parts under the
+floor that repeat along the trailer (docs/real-scans.md); a view wide enough to show the
+repeats tells them from a single block hidden there."""
+VIEWS: tuple[View, ...] = (CLOSE,)
+"""The views of a verifier whose card names none (stage 10's)."""
 
 
-def crops(tensor: np.ndarray, boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """(N, 2, CROP, CROP) float32 crops of a model input ``tensor`` (1, 2, Hp, Wp) around
-    ``boxes`` (N, 4, model pixels), square, :data:`CONTEXT` times the box's longer side;
-    what falls outside the scan's ``hw`` (the padding, or beyond the scan) is zero, as the
-    padding is (air)."""
+def crops(
+    tensor: np.ndarray,
+    boxes: np.ndarray,
+    hw: tuple[int, int],
+    views: Sequence[View] = VIEWS,
+) -> np.ndarray:
+    """(N, 2 * len(views), CROP, CROP) float32 crops of a model input ``tensor`` (1, 2, Hp,
+    Wp) around ``boxes`` (N, 4, model pixels), one square per view (:data:`View`), both
+    channels each; what falls outside the scan's ``hw`` (the padding, or beyond the scan)
+    is zero, as the padding is (air)."""
     h, w = hw
     image = tensor[0, :, :h, :w]
-    out = np.zeros((len(boxes), 2, CROP, CROP), np.float32)
-    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, np.float64).reshape(-1, 4)):
-        side = float(np.clip(CONTEXT * max(x1 - x0, y1 - y0), *SIDE_RANGE))
-        a0 = round(float((x0 + x1) / 2 - side / 2))
-        b0 = round(float((y0 + y1) / 2 - side / 2))
-        a1, b1 = a0 + int(side), b0 + int(side)
-        window = np.zeros((2, b1 - b0, a1 - a0), np.float32)
-        sx0, sy0, sx1, sy1 = max(a0, 0), max(b0, 0), min(a1, w), min(b1, h)
-        if sx1 > sx0 and sy1 > sy0:
-            window[:, sy0 - b0 : sy1 - b0, sx0 - a0 : sx1 - a0] = image[:, sy0:sy1, sx0:sx1]
-        for c in range(2):
-            out[i, c] = cv2.resize(window[c], (CROP, CROP), interpolation=cv2.INTER_AREA)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    out = np.zeros((len(boxes), 2 * len(views), CROP, CROP), np.float32)
+    for v, (context, shortest, longest) in enumerate(views):
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            side = float(np.clip(context * max(x1 - x0, y1 - y0), shortest, longest))
+            a0 = round(float((x0 + x1) / 2 - side / 2))
+            b0 = round(float((y0 + y1) / 2 - side / 2))
+            a1, b1 = a0 + int(side), b0 + int(side)
+            window = np.zeros((2, b1 - b0, a1 - a0), np.float32)
+            sx0, sy0, sx1, sy1 = max(a0, 0), max(b0, 0), min(a1, w), min(b1, h)
+            if sx1 > sx0 and sy1 > sy0:
+                window[:, sy0 - b0 : sy1 - b0, sx0 - a0 : sx1 - a0] = image[:, sy0:sy1, sx0:sx1]
+            for c in range(2):
+                out[i, 2 * v + c] = cv2.resize(
+                    window[c], (CROP, CROP), interpolation=cv2.INTER_AREA
+                )
     return out
 
 
@@ -80,14 +106,17 @@ class VerifierSpec:
     sha256: str
     floor: float
     bit_depths: tuple[int, ...]
+    views: tuple[View, ...] = VIEWS
 
     @classmethod
     def of(cls, section: Mapping[str, Any]) -> VerifierSpec:
+        views = tuple((float(c), float(lo), float(hi)) for c, lo, hi in section.get("views", VIEWS))
         return cls(
             file=str(section["file"]),
             sha256=str(section["sha256"]),
             floor=float(section["floor"]),
             bit_depths=tuple(int(b) for b in section["bit_depths"]),
+            views=views,
         )
 
 
@@ -140,7 +169,7 @@ class Verifier:
         kept = np.flatnonzero(scores_arr >= self.spec.floor)
         if not len(kept):
             return kept, np.zeros(0, np.float32)
-        crop = crops(tensor, np.asarray(model_boxes)[kept], hw)
+        crop = crops(tensor, np.asarray(model_boxes)[kept], hw, self.spec.views)
         feature = features(
             scores_arr[kept], np.asarray(boxes)[kept], np.asarray(labels)[kept], self.n_categories
         )

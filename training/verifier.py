@@ -31,7 +31,7 @@ from inference.boxes import iou_matrix
 from inference.contracts import card_text
 from inference.engine import Engine
 from inference.scan import Scan
-from inference.verifier import CROP, crops, features
+from inference.verifier import CROP, VIEWS, View, crops, features
 from training.augment import eight_bit_export_of
 from training.data import LabelledScan, as_paths, open_sources
 from training.evaluate import Tally
@@ -54,7 +54,7 @@ class VerifierNet(nn.Module):
     """Six 3x3 convolutions (16-96 channels, three of stride 2) over the 64 px crop, pooled,
     beside the candidate's features, into one logit: ~66 MFLOP a candidate."""
 
-    def __init__(self, n_features: int) -> None:
+    def __init__(self, n_features: int, channels: int = 2) -> None:
         super().__init__()
 
         def block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -65,7 +65,7 @@ class VerifierNet(nn.Module):
             )
 
         self.body = nn.Sequential(
-            block(2, 16, 1), block(16, 32, 2), block(32, 32, 1),
+            block(channels, 16, 1), block(16, 32, 2), block(32, 32, 1),
             block(32, 64, 2), block(64, 64, 1), block(64, 96, 2),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )  # fmt: skip
@@ -82,7 +82,7 @@ class Candidates:
     """The detector's candidates on a labelled set, scan by scan (``scan`` indexes into
     the set, ``group`` is the scan's background, or its own name)."""
 
-    crops: np.ndarray  # (N, 2, CROP, CROP) float16
+    crops: np.ndarray  # (N, 2 * views, CROP, CROP) float16
     features: np.ndarray  # (N, F) float32
     hit: np.ndarray  # (N,) bool
     scan: np.ndarray  # (N,) int
@@ -92,6 +92,7 @@ class Candidates:
     groups: list[str]  # per scan
     categories: list[str]
     bit_depths: list[int]  # of the scans mined: those the verifier will apply to
+    views: tuple[View, ...] = VIEWS
 
 
 def _groups(data: Sequence[Path]) -> list[str]:
@@ -127,10 +128,14 @@ class SentScans:
 
 
 def mine(
-    model: Path, data: Sequence[Path], exported: Sequence[Path] = (), progress: bool = True
+    model: Path,
+    data: Sequence[Path],
+    exported: Sequence[Path] = (),
+    progress: bool = True,
+    views: Sequence[View] = VIEWS,
 ) -> Candidates:
     """Every candidate of the detector alone (no verifier) on ``data`` (COCO sets; those in
-    ``exported`` sent as 8-bit exports, :class:`SentScans`)."""
+    ``exported`` sent as 8-bit exports, :class:`SentScans`), cut as ``views``."""
     engine = Engine.load(model, verifier=False)
     source = SentScans(data, exported, list(engine.categories))
     arrays = ("crops", "features", "hit", "scan", "boxes", "scores", "labels")
@@ -149,7 +154,8 @@ def mine(
             hit = iou_matrix(boxes, item.boxes).max(axis=1) >= HIT_IOU
         mi = analysis.model_input
         assert mi is not None
-        parts["crops"].append(crops(mi.tensor, mi.to_model(boxes), mi.scaled_hw).astype(np.float16))
+        cut = crops(mi.tensor, mi.to_model(boxes), mi.scaled_hw, views)
+        parts["crops"].append(cut.astype(np.float16))
         parts["features"].append(features(scores, boxes, labels, len(engine.categories)))
         parts["hit"].append(hit)
         parts["scan"].append(np.full(len(found), k))
@@ -162,6 +168,7 @@ def mine(
         groups=_groups(data),
         categories=list(engine.categories),
         bit_depths=sorted(depths),
+        views=tuple(views),
     )
 
 
@@ -250,7 +257,9 @@ def _fit_member(
     train_idx = split.train_idx
     hits = candidates.hit.astype(np.float32)
     positives = max(float(hits[train_idx].sum()), 1.0)
-    net = VerifierNet(candidates.features.shape[1])
+    # channels-last convolutions: 1.45x the steps a second on this 2-core CPU, same math
+    net = VerifierNet(candidates.features.shape[1], candidates.crops.shape[1])
+    net = net.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(net.parameters(), LR, weight_decay=1e-4)
     steps = epochs * (len(train_idx) // BATCH + 1)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, LR, total_steps=steps)
@@ -267,6 +276,7 @@ def _fit_member(
         for i in tqdm(batches, desc=f"{desc} epoch {epoch}", disable=not progress):
             b = order[i : i + BATCH]
             crop = _augment(torch.from_numpy(candidates.crops[b].astype(np.float32)), rng)
+            crop = crop.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(
                 net(crop, torch.from_numpy(candidates.features[b])), torch.from_numpy(hits[b])
             )
@@ -274,7 +284,7 @@ def _fit_member(
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         rate = None
         if split.val_scans:  # else every epoch is kept over the one before: the last is kept
             probabilities = _probabilities(net, candidates, split.val_idx)
@@ -287,7 +297,7 @@ def _fit_member(
             best = (rate, epoch)
             torch.save(net.state_dict(), path)
     net.load_state_dict(torch.load(path))
-    return net, history, best
+    return net.to(memory_format=torch.contiguous_format), history, best
 
 
 def train_verifier(
@@ -299,6 +309,7 @@ def train_verifier(
     epochs: int = 10,
     val_share: float = 0.2,
     members: int = 1,
+    views: Sequence[View] = VIEWS,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -313,7 +324,7 @@ def train_verifier(
     exported = as_paths(exported) if exported else []
     data = as_paths(data) + exported
     rng = np.random.default_rng(seed)
-    candidates = mine(model, data, exported, progress)
+    candidates = mine(model, data, exported, progress, views)
     source = SentScans(data, exported, candidates.categories)
     groups = sorted(set(candidates.groups))
     size = round(len(groups) * val_share) if val_share > 0 else 0
@@ -366,7 +377,10 @@ def _attach(
     path = model.with_suffix(".verifier.onnx")
     torch.onnx.export(
         net,
-        (torch.zeros(1, 2, CROP, CROP), torch.zeros(1, candidates.features.shape[1])),
+        (
+            torch.zeros(1, candidates.crops.shape[1], CROP, CROP),
+            torch.zeros(1, candidates.features.shape[1]),
+        ),
         str(path),
         input_names=["crops", "features"],
         output_names=["logits"],
@@ -379,6 +393,7 @@ def _attach(
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "floor": FLOOR,
         "bit_depths": candidates.bit_depths,
+        "views": [list(v) for v in candidates.views],
         "trained_on": [str(p) for p in data],
         "sent_as_8bit_exports": [str(p) for p in exported],
         "members": len(histories),

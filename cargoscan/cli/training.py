@@ -425,6 +425,12 @@ def add_verifier(sub: Subcommands) -> None:
     )
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument(
+        "--wide-view",
+        action="store_true",
+        help="also show the verifier each candidate's neighbourhood (8 times the box), beside "
+        "the close view (2.5 times): repeated structure along a trailer is not a threat",
+    )
+    p.add_argument(
         "--members",
         type=int,
         default=1,
@@ -443,6 +449,7 @@ def add_verifier(sub: Subcommands) -> None:
 
 def _run_verifier(args: argparse.Namespace) -> int:
     from inference.engine import ModelError
+    from inference.verifier import CLOSE, WIDE
     from training.verifier import train_verifier
 
     if args.epochs < 1:
@@ -458,6 +465,7 @@ def _run_verifier(args: argparse.Namespace) -> int:
         record = train_verifier(
             args.model, args.data, args.out, exported=args.eight_bit_data, epochs=args.epochs,
             val_share=args.val_share, members=args.members, seed=args.seed,
+            views=(CLOSE, WIDE) if args.wide_view else (CLOSE,),
         )  # fmt: skip
     except (ModelError, ValueError) as exc:
         return fail("verifier", str(exc))

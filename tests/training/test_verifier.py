@@ -18,7 +18,7 @@ from inference.engine import Engine, ModelError
 from inference.preprocess import attenuation
 from inference.result import build_result, result_model
 from inference.scan import load_scan
-from inference.verifier import CROP, crops, features
+from inference.verifier import CLOSE, CROP, WIDE, crops, features
 from training.augment import Augment
 from training.synth.scene import SynthConfig, generate_scan
 from training.tip import write_tip_dataset
@@ -37,6 +37,26 @@ def test_crops_are_square_context_around_the_box_and_zero_outside_the_scan():
     assert corner[0, :20, :20].max() == 0.0 and corner[0, -20:, -20:].min() == 1.0
     f = features(np.array([0.5]), np.array([[0.0, 0.0, 10.0, 20.0]]), np.array([3]), 5)
     np.testing.assert_allclose(f, [[0.5, np.log(10), np.log(20), 0, 0, 0, 1, 0]], rtol=1e-6)
+
+
+def test_a_wide_view_shows_the_repeats_around_a_candidate():
+    """Blocks every 60 px along a row, as chassis parts under a trailer floor: the close
+    view of one shows one block, the wide view (second pair of channels) shows its
+    neighbours, so the two views of a lone block and of a repeated one differ."""
+    tensor = np.zeros((1, 2, 256, 1024), np.float32)
+    for x in range(100, 1000, 60):
+        tensor[0, :, 120:140, x : x + 20] = 1.0
+    lone = tensor.copy()
+    lone[0, :, 120:140, :] = 0.0
+    lone[0, :, 120:140, 520:540] = 1.0
+    box = np.array([[520, 120, 540, 140]])
+    repeated = crops(tensor, box, (256, 1024), (CLOSE, WIDE))[0]
+    single = crops(lone, box, (256, 1024), (CLOSE, WIDE))[0]
+    assert repeated.shape == (4, CROP, CROP)
+    np.testing.assert_allclose(repeated[:2], single[:2])  # 50 px: the block alone
+    # 160 px: a neighbour each side
+    assert repeated[2:].sum() == pytest.approx(3 * single[2:].sum())
+    np.testing.assert_allclose(repeated[:2], crops(tensor, box, (256, 1024))[0])
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +83,13 @@ def test_trained_on_candidates_attached_and_used_by_the_engine(tip_set: Path, tm
     shutil.copy(DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
     run = tmp_path / "run"
     args = ["verifier", "--model", str(model), "--data", str(tip_set), "--out", str(run)]
-    assert main([*args, "--epochs", "2", "--val-share", "0.5", "--members", "2"]) == 0
+    more = ["--epochs", "2", "--val-share", "0.5", "--members", "2", "--wide-view"]
+    assert main([*args, *more]) == 0
     card = json.loads(model.with_suffix(".json").read_text())
     spec = card["verifier"]
     assert spec["file"] == "m.verifier.onnx" and spec["bit_depths"] == [8]
     assert spec["floor"] == FLOOR and spec["members"] == 2
+    assert spec["views"] == [list(CLOSE), list(WIDE)]
     assert [len(h) for h in spec["history"]] == [2, 2]
     assert all(e in (1, 2) for e in spec["epochs"]) and (run / "verifier.pt").is_file()
 
@@ -86,7 +108,7 @@ def test_trained_on_candidates_attached_and_used_by_the_engine(tip_set: Path, tm
     # Every candidate from the floor up, scored by the trained network itself.
     candidates = [f for f in alone.findings if f.score >= FLOOR]
     assert candidates, "the default model finds something in a projected scan"
-    members = [VerifierNet(3 + len(verified.categories)) for _ in range(2)]
+    members = [VerifierNet(3 + len(verified.categories), channels=4) for _ in range(2)]
     net = VerifierEnsemble(members)
     net.load_state_dict(torch.load(run / "verifier.pt"))
     net.eval()
@@ -100,7 +122,7 @@ def test_trained_on_candidates_attached_and_used_by_the_engine(tip_set: Path, tm
     with torch.no_grad():
         want = torch.sigmoid(
             net(
-                torch.from_numpy(crops(mi.tensor, mi.to_model(boxes), mi.scaled_hw)),
+                torch.from_numpy(crops(mi.tensor, mi.to_model(boxes), mi.scaled_hw, (CLOSE, WIDE))),
                 torch.from_numpy(features(scores, boxes, labels, 5)),
             )
         ).numpy()
