@@ -64,6 +64,10 @@ __all__ = [
 
 MIN_REVIEW_SCORE = 0.05
 """Review thresholds never go below the engine's own floor for listing a finding."""
+SCORE_SLACK = 1e-5
+"""Thresholds sit this far above the cleared score that sets them: ONNX Runtime's scores of
+the same scan differ by ~3e-7 between CPUs (AVX2, AVX-512), enough to flip a scan that sat
+exactly on its threshold from clear to alarm on another machine."""
 _ANOMALY_GRID = np.round(np.arange(0.30, 1.0, 0.01), 2)
 
 
@@ -140,7 +144,7 @@ def alarm_thresholds(
 
 def _alarm_at(det: np.ndarray, floor: np.ndarray, k: int) -> np.ndarray:
     """Each category's (k+1)-th highest score, never below ``floor``."""
-    return np.maximum(_kth_highest(_highest_first(det), k), floor)
+    return np.maximum(np.minimum(_kth_highest(_highest_first(det), k) + SCORE_SLACK, 1.0), floor)
 
 
 def _alarm_rank(det: np.ndarray, floor: np.ndarray, rate: float, margin: int) -> int:
@@ -179,7 +183,7 @@ def _review_at(
     # An anomaly score is the highest 0.01 level with a region: flagged at level L when the
     # score reaches L, so one step above the (k+1)-th highest leaves k.
     level = max(float(_kth_highest(_highest_first(anomaly), k)) + 0.01, floor_anomaly)
-    review = np.clip(_kth_highest(_highest_first(det), k), MIN_REVIEW_SCORE, alarm)
+    review = np.clip(_kth_highest(_highest_first(det), k) + SCORE_SLACK, MIN_REVIEW_SCORE, alarm)
     return review, round(min(level, 0.99), 2)
 
 
