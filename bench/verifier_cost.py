@@ -3,9 +3,9 @@
 The verifier applies to the bit depths its card names (8-bit exports for the shipped
 model): every candidate from the card's floor up is cut out (one view or two) and scored
 by a small CNN. This runs the same scans through the engine with and without it, in one
-process, alternating scan by scan, and prints the time of the verifier's own step
-(crops and network) per scan, the candidates it looked at, and the whole analysis with
-and without it, with the ratio.
+process, alternating scan by scan (which goes first alternates round by round), and
+prints the time of the verifier's own step (crops and network) per scan, the candidates
+it looked at, and the whole analysis with and without it, with the ratio.
 
 Scans: the real 8-bit scans under `../shared/real-cargo` when present (read, never
 copied), else synthetic scans sent as simulated 8-bit exports.
@@ -75,9 +75,10 @@ def main() -> None:
     views = len(verifier.spec.views)
     print(f"{args.model.name}: verifier {verifier.spec.file}, {views} view(s); {where}")
     with_ms, without_ms = [], []
-    for _ in range(args.rounds):
-        for scan in scans:
-            for engine, into in ((verified, with_ms), (alone, without_ms)):
+    for r in range(args.rounds):
+        pairs = ((verified, with_ms), (alone, without_ms))
+        for scan in scans:  # which goes first alternates by round: no order advantage
+            for engine, into in pairs if r % 2 == 0 else pairs[::-1]:
                 started = time.perf_counter()
                 engine.analyze(scan)
                 into.append(1000 * (time.perf_counter() - started))
