@@ -139,20 +139,22 @@ def alarm_thresholds(
     one quantile per category the in-sample count misses that a new scan may top any of
     them; on the 155 shared real scans, points set in-sample at 2 % alarmed on 8 % of
     other trucks (docs/real-scans.md)."""
-    return _alarm_at(det, floor, _alarm_rank(det, floor, rate, margin))
+    return _alarm_at(_highest_first(det), floor, _alarm_rank(det, floor, rate, margin))
 
 
-def _alarm_at(det: np.ndarray, floor: np.ndarray, k: int) -> np.ndarray:
-    """Each category's (k+1)-th highest score, never below ``floor``."""
-    return np.maximum(np.minimum(_kth_highest(_highest_first(det), k) + SCORE_SLACK, 1.0), floor)
+def _alarm_at(ordered: np.ndarray, floor: np.ndarray, k: int) -> np.ndarray:
+    """Each category's (k+1)-th highest score (``ordered``: highest first), never below
+    ``floor``."""
+    return np.maximum(np.minimum(_kth_highest(ordered, k) + SCORE_SLACK, 1.0), floor)
 
 
 def _alarm_rank(det: np.ndarray, floor: np.ndarray, rate: float, margin: int) -> int:
     """The common quantile k of :func:`alarm_thresholds`."""
     allowed = math.floor(rate * det.shape[0] + 1e-9)
+    ordered = _highest_first(det)
     best = 0
     for k in range(allowed + 1):
-        if int((det > _alarm_at(det, floor, k + margin)).any(axis=1).sum()) <= allowed:
+        if int((det > _alarm_at(ordered, floor, k + margin)).any(axis=1).sum()) <= allowed:
             best = k
     return best
 
@@ -173,17 +175,21 @@ def review_thresholds(
     them (one quantile higher), ``alarm`` when not given."""
     alarm_new = alarm if alarm_new is None else alarm_new
     k = _review_rank(det, anomaly, alarm, floor_anomaly, rate, margin, alarm_new)
-    return _review_at(det, anomaly, alarm, floor_anomaly, k)
+    return _review_at(_highest_first(det), _highest_first(anomaly), alarm, floor_anomaly, k)
 
 
 def _review_at(
-    det: np.ndarray, anomaly: np.ndarray, alarm: np.ndarray, floor_anomaly: float, k: int
+    ordered: np.ndarray,
+    ordered_anomaly: np.ndarray,
+    alarm: np.ndarray,
+    floor_anomaly: float,
+    k: int,
 ) -> tuple[np.ndarray, float]:
-    """Review thresholds and anomaly level at the common quantile k."""
+    """Review thresholds and anomaly level at the common quantile k (scores highest first)."""
     # An anomaly score is the highest 0.01 level with a region: flagged at level L when the
     # score reaches L, so one step above the (k+1)-th highest leaves k.
-    level = max(float(_kth_highest(_highest_first(anomaly), k)) + 0.01, floor_anomaly)
-    review = np.clip(_kth_highest(_highest_first(det), k) + SCORE_SLACK, MIN_REVIEW_SCORE, alarm)
+    level = max(float(_kth_highest(ordered_anomaly, k)) + 0.01, floor_anomaly)
+    review = np.clip(_kth_highest(ordered, k) + SCORE_SLACK, MIN_REVIEW_SCORE, alarm)
     return review, round(min(level, 0.99), 2)
 
 
@@ -198,9 +204,10 @@ def _review_rank(
 ) -> int:
     """The common quantile k of :func:`review_thresholds`."""
     allowed = math.floor(rate * det.shape[0] + 1e-9)
+    ordered, ordered_anomaly = _highest_first(det), _highest_first(anomaly)
     best = 0
     for k in range(allowed + 1):
-        review, level = _review_at(det, anomaly, alarm, floor_anomaly, k + margin)
+        review, level = _review_at(ordered, ordered_anomaly, alarm, floor_anomaly, k + margin)
         if int(flagged_scans(det, anomaly, alarm_new, review, level).sum()) <= allowed:
             best = k
     return best
@@ -228,11 +235,12 @@ def site_thresholds(
 
     Besides the in-sample counts, ``*_new`` counts each cleared scan as a new one would
     fare: against thresholds set without it (leave one out)."""
+    ordered, ordered_anomaly = _highest_first(det), _highest_first(anomaly)
     k = _alarm_rank(det, floor_alarm, alarm_rate, margin)
-    alarm, alarm_new = _alarm_at(det, floor_alarm, k), _alarm_at(det, floor_alarm, k + 1)
+    alarm, alarm_new = _alarm_at(ordered, floor_alarm, k), _alarm_at(ordered, floor_alarm, k + 1)
     kr = _review_rank(det, anomaly, alarm, floor_anomaly, review_rate, margin, alarm_new)
-    review, level = _review_at(det, anomaly, alarm, floor_anomaly, kr)
-    review_new, level_new = _review_at(det, anomaly, alarm, floor_anomaly, kr + 1)
+    review, level = _review_at(ordered, ordered_anomaly, alarm, floor_anomaly, kr)
+    review_new, level_new = _review_at(ordered, ordered_anomaly, alarm, floor_anomaly, kr + 1)
     return {
         "alarm": alarm,
         "review": review,
